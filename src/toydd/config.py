@@ -1,0 +1,161 @@
+"""The configuration of one training run: a plain, frozen dataclass.
+
+Defaults are the paper's: n = 10,000 features at sparsity S = 0.999, 50,000
+full-batch AdamW steps at lr 1e-3 with weight decay 1e-2, a linear warm-up over
+the first 5% of steps and a half-cosine decay to zero.
+
+``T`` is the number of training points, or ``math.inf`` for infinite data (a
+fresh batch of ``online_batch`` points every step). In JSON it is written as
+the string ``"inf"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ToyddError
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -------------------------------------------------------------
+    n: int = 10_000  # number of sparse features
+    m: int = 2  # hidden dimensions
+    T: float = 1_000  # training points (an int), or math.inf for infinite data
+    sparsity: float = 0.999  # probability that a feature of a point is 0
+    data_seed: int = 0  # which training set
+    data_path: str | None = None  # user-supplied .npz instead of synthetic data
+    test_size: int = 10_000  # fresh test points, shared by every model of one (n, S)
+    test_seed: int = 1_000_003  # seed of that shared test set
+    online_batch: int = 8_192  # batch size per step when T is infinite
+    importance_decay: float = 1.0  # feature importance I_i = decay**i (1.0: uniform, as in the paper)
+    # --- model ------------------------------------------------------------
+    tied: bool = True  # x' = ReLU(W^T W x + b); False unties W_up (paper footnote 1)
+    init_seeds: int = 1  # best-of-k: train k init seeds, keep the lowest final training loss
+    init_seed_base: int = 0  # init seeds are base, base+1, ..., base+k-1
+    init_path: str | None = None  # warm start from .safetensors / .npz with W, b[, W_up]
+    # --- optimisation -----------------------------------------------------
+    steps: int = 50_000
+    warmup: int | None = None  # None: 5% of steps
+    lr: float = 1e-3
+    weight_decay: float = 1e-2  # decoupled (AdamW), on W, b (and W_up)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    # --- records ----------------------------------------------------------
+    history_every: int | None = None  # training loss every k steps (None: steps // 1000, at least 1)
+    snapshots: int = 32  # log-spaced parameter snapshots kept for movies
+    device: str = "auto"  # cpu | cuda | auto
+
+    # ---------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def infinite(self) -> bool:
+        return math.isinf(self.T)
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else int(round(0.05 * self.steps))
+
+    @property
+    def history_stride(self) -> int:
+        return self.history_every if self.history_every is not None else max(1, self.steps // 1000)
+
+    @property
+    def init_seed_list(self) -> list[int]:
+        return [self.init_seed_base + k for k in range(self.init_seeds)]
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ToyddError(msg)
+
+        for name in ("n", "m", "steps", "test_size", "online_batch", "init_seeds"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
+            need(v > 0, f"{name} must be positive, got {v}")
+        need(isinstance(self.T, (int, float)) and not isinstance(self.T, bool), f"T must be a number or inf, got {self.T!r}")
+        if not math.isinf(self.T):
+            need(self.T == int(self.T) and self.T > 0, f"T must be a positive integer or inf, got {self.T}")
+        else:
+            need(self.T > 0, "T must be a positive integer or inf, got -inf")
+        need(isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0,
+             f"sparsity S must be in [0, 1), got {self.sparsity}")
+        need(self.warmup is None or (isinstance(self.warmup, int) and 0 <= self.warmup <= self.steps),
+             f"warmup must be between 0 and steps ({self.steps}), got {self.warmup}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
+        need(self.eps > 0, f"eps must be positive, got {self.eps}")
+        need(self.importance_decay > 0, f"importance decay must be positive, got {self.importance_decay}")
+        need(self.history_every is None or (isinstance(self.history_every, int) and self.history_every > 0),
+             f"history_every must be a positive integer, got {self.history_every}")
+        need(isinstance(self.snapshots, int) and self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
+        need(self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}")
+        for name in ("data_seed", "test_seed", "init_seed_base"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"{name} must be a non-negative integer, got {v!r}")
+
+    # --- (de)serialisation --------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if math.isinf(self.T):
+            d["T"] = "inf"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ToyddError(f"unknown config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "T" in d:
+            d["T"] = parse_T(d["T"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def key(self) -> str:
+        """A short stable hash of the full config: the run's name in a results store."""
+        d = self.to_dict()
+        d.pop("device", None)  # the same run on another device is the same run
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def shape_key(self) -> tuple:
+        """Configs with equal shape keys can train together as instances of one batch."""
+        d = self.to_dict()
+        for k in ("data_seed", "init_seed_base", "weight_decay", "init_path"):
+            d.pop(k)
+        return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+def parse_T(value: Any) -> float:
+    """Accept 1000, "1000", "1e3", "inf" (any case) or math.inf."""
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s in ("inf", "infinity", "infinite"):
+            return INF
+        try:
+            value = float(s)
+        except ValueError:
+            raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}")
+    if math.isinf(value) and value > 0:
+        return INF
+    if not math.isfinite(value) or value != int(value) or value <= 0:
+        raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}")
+    return int(value)

@@ -1,0 +1,235 @@
+"""Sparse synthetic datasets, the shared test set, and user-supplied data.
+
+A point has ``n`` features; each is 0 with probability ``S`` and otherwise
+drawn from U[0, 1]. The point is then rescaled to unit L2 norm (an all-zero
+point stays all-zero). Points are kept in CSR form -- about ``n (1 - S)``
+non-zeros each -- and the dense ``T x n`` matrix is never built on the hot path.
+
+Sampling: the number of non-zeros of a point is Binomial(n, 1 - S) and their
+positions are uniform without replacement, which is exactly the distribution of
+n independent Bernoulli(1 - S) masks, but costs O(nnz) instead of O(n).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ToyddError
+
+
+@dataclass
+class SparseData:
+    """``T`` points of ``n`` features in CSR form (float32 values, int64 indices)."""
+
+    indptr: np.ndarray  # (T + 1,) int64
+    indices: np.ndarray  # (nnz,) int64, sorted within each row
+    values: np.ndarray  # (nnz,) float32
+    n: int
+
+    @property
+    def T(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def to_dense(self) -> np.ndarray:
+        """Dense ``T x n`` array -- for tests, references and small plots only."""
+        X = np.zeros((self.T, self.n), dtype=np.float32)
+        rows = np.repeat(np.arange(self.T), np.diff(self.indptr))
+        X[rows, self.indices] = self.values
+        return X
+
+    def to_torch_sparse(self):
+        import torch
+
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(self.indptr), torch.from_numpy(self.indices),
+            torch.from_numpy(self.values), size=(self.T, self.n))
+
+    def rows(self, idx: np.ndarray) -> "SparseData":
+        """A new dataset made of the given rows (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = np.diff(self.indptr)[idx]
+        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+        return SparseData(indptr, self.indices[take].copy(), self.values[take].copy(), self.n)
+
+    @staticmethod
+    def from_dense(X: np.ndarray) -> "SparseData":
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ToyddError(f"X must be 2-D (T x n), got shape {X.shape}")
+        rows, cols = np.nonzero(X)
+        indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        np.cumsum(indptr, out=indptr)
+        return SparseData(indptr, cols.astype(np.int64), X[rows, cols].astype(np.float32), X.shape[1])
+
+
+def generate(n: int, sparsity: float, T: int, seed: int | np.random.Generator, normalize: bool = True) -> SparseData:
+    """Draw ``T`` sparse points (see module docstring); ``seed`` fixes them."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    p = 1.0 - sparsity
+    if p > 0.05:
+        # Dense-ish data: draw masks directly, a chunk of rows at a time.
+        parts = []
+        for start in range(0, T, 4096):
+            rows = min(4096, T - start)
+            mask = rng.random((rows, n)) < p
+            vals = rng.random((rows, n), dtype=np.float32)
+            parts.append(SparseData.from_dense(np.where(mask, vals, 0).astype(np.float32)))
+        data = _concat(parts, n) if parts else SparseData(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+    else:
+        counts = rng.binomial(n, p, size=T).astype(np.int64)
+        indptr = np.zeros(T + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        row = np.repeat(np.arange(T, dtype=np.int64), counts)
+        idx = rng.integers(0, n, size=int(indptr[-1]), dtype=np.int64)
+        # Redraw duplicate positions within a row until all are distinct (rare
+        # when n(1-S) << n; deterministic for a given generator).
+        while True:
+            order = np.lexsort((idx, row))
+            idx, row = idx[order], row[order]
+            dup = np.zeros(len(idx), dtype=bool)
+            dup[1:] = (idx[1:] == idx[:-1]) & (row[1:] == row[:-1])
+            if not dup.any():
+                break
+            idx[dup] = rng.integers(0, n, size=int(dup.sum()), dtype=np.int64)
+        vals = rng.random(len(idx), dtype=np.float32)
+        data = SparseData(indptr, idx, vals, n)
+    if normalize:
+        normalize_rows(data)
+    return data
+
+
+def normalize_rows(data: SparseData) -> None:
+    """Rescale every point to unit L2 norm in place; all-zero points stay zero."""
+    sq = np.add.reduceat(data.values.astype(np.float64) ** 2, data.indptr[:-1]) if data.nnz else np.zeros(data.T)
+    lengths = np.diff(data.indptr)
+    sq = np.where(lengths > 0, sq, 0.0)  # reduceat returns garbage for empty rows
+    norm = np.sqrt(sq)
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    data.values *= np.repeat(scale, lengths).astype(np.float32)
+
+
+def _concat(parts: list[SparseData], n: int) -> SparseData:
+    offs = np.cumsum([0] + [p.nnz for p in parts])
+    indptr = np.concatenate([np.zeros(1, np.int64)] + [p.indptr[1:] + o for p, o in zip(parts, offs)])
+    return SparseData(indptr, np.concatenate([p.indices for p in parts]), np.concatenate([p.values for p in parts]), n)
+
+
+def train_seed_sequence(data_seed: int) -> np.random.SeedSequence:
+    # Training sets and the test set come from disjoint seed streams, so a data
+    # seed never reproduces the test set.
+    return np.random.SeedSequence([data_seed, 0x7D])
+
+
+def training_set(n: int, sparsity: float, T: int, data_seed: int) -> SparseData:
+    return generate(n, sparsity, T, np.random.default_rng(train_seed_sequence(data_seed)))
+
+
+def test_set(n: int, sparsity: float, size: int, test_seed: int) -> SparseData:
+    """The shared test set of one (n, S): the same for every model, so losses compare."""
+    return generate(n, sparsity, size, np.random.default_rng(np.random.SeedSequence([test_seed, 0x7E])))
+
+
+class OnlineStream:
+    """Infinite data: a fresh batch of points every step, reproducible from the seed."""
+
+    def __init__(self, n: int, sparsity: float, batch: int, data_seed: int):
+        self.n, self.sparsity, self.batch = n, sparsity, batch
+        self.rng = np.random.default_rng(train_seed_sequence(data_seed))
+
+    def next(self) -> SparseData:
+        return generate(self.n, self.sparsity, self.batch, self.rng)
+
+
+# --- user-supplied data ------------------------------------------------------
+
+def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData, SparseData | None]:
+    """Load ``X`` (and optional ``X_test``) from an ``.npz``.
+
+    Each may be dense (``X``: T x n) or CSR (``indptr``, ``indices``, ``values``,
+    ``shape``; for the test set the same names prefixed ``test_``). Points are
+    used as given (no rescaling). Raises :class:`ToyddError` on anything malformed.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ToyddError(f"data file not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = set(z.files)
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise ToyddError(f"cannot read data file {path}: not a valid .npz ({type(e).__name__})") from None
+    with z:
+        train = _read_matrix(z, files, "", path)
+        if train is None:
+            raise ToyddError(f"{path}: no training data: expected 'X' (dense) or 'indptr', 'indices', 'values', 'shape' (CSR)")
+        test = _read_matrix(z, files, "test_", path)
+        if test is None and "X_test" in files:
+            test = _dense(z["X_test"], path, "X_test")
+    if test is not None and test.n != train.n:
+        raise ToyddError(f"{path}: X_test has {test.n} features but X has {train.n}")
+    if n is not None and train.n != n:
+        raise ToyddError(f"{path}: data has {train.n} features but n = {n}")
+    if train.T == 0:
+        raise ToyddError(f"{path}: X has no rows")
+    return train, test
+
+
+def _dense(a: np.ndarray, path: str, name: str) -> SparseData:
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ToyddError(f"{path}: {name} must be a non-empty 2-D array (T x n), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+        raise ToyddError(f"{path}: {name} must hold finite numbers")
+    return SparseData.from_dense(a)
+
+
+def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
+    name = "X" if not prefix else "X_test"
+    if not prefix and "X" in files:
+        return _dense(z["X"], path, "X")
+    keys = [prefix + k for k in ("indptr", "indices", "values", "shape")]
+    present = [k for k in keys if k in files]
+    if not present:
+        return None
+    if len(present) != 4:
+        missing = sorted(set(keys) - set(present))
+        raise ToyddError(f"{path}: CSR data incomplete, missing {', '.join(missing)}")
+    indptr, indices, values, shape = (z[k] for k in keys)
+    if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer):
+        raise ToyddError(f"{path}: {prefix}shape must be two integers (T, n)")
+    T, n = (int(s) for s in shape)
+    if T <= 0 or n <= 0:
+        raise ToyddError(f"{path}: {prefix}shape must be positive, got ({T}, {n})")
+    ok = (indptr.ndim == 1 and len(indptr) == T + 1 and np.issubdtype(indptr.dtype, np.integer)
+          and indices.ndim == 1 and values.ndim == 1 and len(indices) == len(values)
+          and np.issubdtype(indices.dtype, np.integer))
+    if not ok:
+        raise ToyddError(f"{path}: malformed CSR arrays for {name} (indptr must have T+1 entries, indices and values equal length)")
+    indptr = indptr.astype(np.int64)
+    indices = indices.astype(np.int64)
+    if indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
+        raise ToyddError(f"{path}: {prefix}indptr must start at 0, be non-decreasing and end at nnz")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n):
+        raise ToyddError(f"{path}: {prefix}indices out of range [0, {n})")
+    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+        raise ToyddError(f"{path}: {prefix}values must hold finite numbers")
+    # Canonical form: sorted, no duplicate columns within a row (sum them).
+    dense_rows = np.repeat(np.arange(T), np.diff(indptr))
+    order = np.lexsort((indices, dense_rows))
+    r, c, v = dense_rows[order], indices[order], values[order].astype(np.float64)
+    key = r * n + c
+    uniq, start = np.unique(key, return_index=True)
+    v = np.add.reduceat(v, start) if len(v) else v
+    r, c = uniq // n, uniq % n
+    new_indptr = np.zeros(T + 1, np.int64)
+    np.add.at(new_indptr, r + 1, 1)
+    np.cumsum(new_indptr, out=new_indptr)
+    return SparseData(new_indptr, c.astype(np.int64), v.astype(np.float32), n)

@@ -1,0 +1,1 @@
+"""Placeholder: the lead is writing this module (train, train_batch)."""
