@@ -17,7 +17,7 @@ from .errors import ToyddError  # noqa: E402,F401
 
 def __getattr__(name):  # lazy: importing toydd must not compile kernels
     if name in ("train", "train_batch"):
-        from . import train as _t
+        from . import training as _t
 
         return getattr(_t, name)
     if name in ("load_run", "save_run", "RunResult"):

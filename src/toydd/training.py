@@ -1,1 +1,388 @@
-"""Placeholder: the lead is writing this module (train, train_batch)."""
+"""Training: many toy models as one batch of instances, full-batch AdamW.
+
+``train(config)`` trains one configuration (its ``init_seeds`` best-of-k seeds
+as instances of one batch); ``train_batch(configs)`` trains several
+configurations that share a shape (same n, m, T, steps, ...; different data
+seeds, init seeds or weight decays) together. Instances never interact: every
+kernel keeps them in separate slices, so a model trained in a batch is
+bit-identical to the same model trained alone.
+
+Schedule (paper): linear warm-up ``lr * (s + 1) / warmup`` over the first 5% of
+steps, then a half-cosine ``lr * 0.5 * (1 + cos(pi p))`` from p = 0 to 1 over
+the remaining steps. AdamW is torch's algorithm (decoupled weight decay on
+W, b and W_up), written as one fused loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numba import njit, prange
+
+from . import data as data_mod
+from . import metrics as M
+from .config import TrainConfig
+from .errors import ToyddError
+from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
+from .storage import RunResult, load_params
+
+ProgressFn = Callable[[int], None]
+
+
+# --- schedule and optimizer ------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up, then half-cosine to 0."""
+    w = cfg.warmup_steps
+    if step < w:
+        return cfg.lr * (step + 1) / w
+    rest = cfg.steps - w
+    p = (step - w) / rest if rest > 0 else 1.0
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+ADAM_CHUNKS = 8  # parallel chunks per instance; elementwise, so any split gives identical results
+
+
+@njit(cache=True, parallel=True)
+def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
+    """In-place AdamW on (I, N) float32 arrays; instances with live[i] == False are frozen."""
+    I, N = P.shape
+    bc1 = 1.0 - beta1 ** step
+    bc2s = math.sqrt(1.0 - beta2 ** step)
+    step_size = lr / bc1
+    for w in prange(I * ADAM_CHUNKS):
+        i = w // ADAM_CHUNKS
+        c = w - i * ADAM_CHUNKS
+        if not live[i]:
+            continue
+        decay = 1.0 - lr * wd[i]
+        for p in range(c * N // ADAM_CHUNKS, (c + 1) * N // ADAM_CHUNKS):
+            g = G[i, p]
+            mo = Mo[i, p] + (1.0 - beta1) * (g - Mo[i, p])  # torch: exp_avg.lerp_(grad, 1 - beta1)
+            v = beta2 * V[i, p] + (1.0 - beta2) * g * g
+            Mo[i, p] = mo
+            V[i, p] = v
+            P[i, p] = P[i, p] * decay - step_size * mo / (math.sqrt(v) / bc2s + eps)
+
+
+# --- parameters ------------------------------------------------------------------
+
+def xavier_normal(m: int, n: int, seed: int, tied: bool) -> dict[str, np.ndarray]:
+    """Xavier-normal init of ONE model: std = sqrt(2 / (n + m)) whatever the batch size.
+
+    Untied models draw W_up (n x m, same fan-in/out, same std) from the same stream.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A17]))
+    std = math.sqrt(2.0 / (n + m))
+    p = {"W": (rng.standard_normal((m, n)) * std).astype(np.float32), "b": np.zeros(n, np.float32)}
+    if not tied:
+        p["W_up"] = (rng.standard_normal((n, m)) * std).astype(np.float32)
+    return p
+
+
+def check_params(p: dict[str, np.ndarray], m: int, n: int, tied: bool, source: str) -> dict[str, np.ndarray]:
+    """Validate loaded parameters' shapes (ToyddError naming the problem)."""
+    W, b = np.asarray(p["W"]), np.asarray(p["b"])
+    if W.shape != (m, n):
+        raise ToyddError(f"{source}: W has shape {W.shape}, expected (m, n) = ({m}, {n})")
+    if b.shape != (n,):
+        raise ToyddError(f"{source}: b has shape {b.shape}, expected (n,) = ({n},)")
+    out = {"W": W.astype(np.float32), "b": b.astype(np.float32)}
+    if not tied:
+        if "W_up" not in p:
+            raise ToyddError(f"{source}: an untied model needs W_up (n x m)")
+        Wu = np.asarray(p["W_up"])
+        if Wu.shape != (n, m):
+            raise ToyddError(f"{source}: W_up has shape {Wu.shape}, expected (n, m) = ({n}, {m})")
+        out["W_up"] = Wu.astype(np.float32)
+    for k, v in out.items():
+        if not np.all(np.isfinite(v)):
+            raise ToyddError(f"{source}: {k} holds NaN or inf")
+    return out
+
+
+@dataclass
+class _Instance:
+    cfg_index: int
+    init_seed: int
+
+
+class ParamBatch:
+    """Parameters of I instances in one flat float32 buffer (I, N) with named views.
+
+    One buffer lets a single fused AdamW loop update W, b and W_up together.
+    """
+
+    def __init__(self, I: int, m: int, n: int, tied: bool, flat: np.ndarray | None = None):
+        self.I, self.m, self.n, self.tied = I, m, n, tied
+        self.N = m * n + n + (0 if tied else m * n)
+        self.flat = np.zeros((I, self.N), np.float32) if flat is None else flat
+        self.W = self.flat[:, : m * n].reshape(I, m, n)
+        self.b = self.flat[:, m * n: m * n + n]
+        # U = W_up^T (m x n), so the kernel reads output weights with the same layout as W.
+        self.U = None if tied else self.flat[:, m * n + n:].reshape(I, m, n)
+
+    def set(self, i: int, p: dict[str, np.ndarray]) -> None:
+        self.W[i] = p["W"]
+        self.b[i] = p["b"]
+        if not self.tied:
+            self.U[i] = p["W_up"].T
+
+    def get(self, i: int) -> dict[str, np.ndarray]:
+        p = {"W": self.W[i].copy(), "b": self.b[i].copy()}
+        if not self.tied:
+            p["W_up"] = np.ascontiguousarray(self.U[i].T)
+        return p
+
+
+# --- training ----------------------------------------------------------------------
+
+def _load_data(cfg: TrainConfig):
+    """(training set or None for infinite data, test set) for one config."""
+    if cfg.data_path:
+        train_set, test = data_mod.load_npz(cfg.data_path, cfg.n)
+        if not cfg.infinite and train_set.T != cfg.T:
+            raise ToyddError(f"{cfg.data_path}: holds {train_set.T} points but T = {int(cfg.T)}")
+    else:
+        train_set = None if cfg.infinite else data_mod.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed)
+        test = None
+    if test is None:
+        test = _cached_test_set(cfg.n, cfg.sparsity, cfg.test_size, cfg.test_seed)
+    return train_set, test
+
+
+_TEST_CACHE: dict[tuple, data_mod.SparseData] = {}
+
+
+def _cached_test_set(n: int, S: float, size: int, seed: int) -> data_mod.SparseData:
+    key = (n, S, size, seed)
+    if key not in _TEST_CACHE:
+        if len(_TEST_CACHE) > 8:
+            _TEST_CACHE.clear()
+        _TEST_CACHE[key] = data_mod.test_set(n, S, size, seed)
+    return _TEST_CACHE[key]
+
+
+def snapshot_steps(steps: int, count: int) -> np.ndarray:
+    """``count`` log-spaced steps in [0, steps], always including 0 and ``steps``."""
+    if count <= 0:
+        return np.zeros(0, np.int64)
+    if count == 1:
+        return np.array([steps], np.int64)
+    s = np.unique(np.round(np.logspace(0, math.log10(max(steps, 1)), count - 1)).astype(np.int64))
+    return np.unique(np.concatenate([[0], s, [steps]]))
+
+
+def train(config: TrainConfig, progress: ProgressFn | None = None) -> RunResult:
+    """Train one configuration (best of ``config.init_seeds`` init seeds)."""
+    return train_batch([config], progress)[0]
+
+
+def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) -> list[RunResult]:
+    """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config."""
+    if not configs:
+        return []
+    c0 = configs[0]
+    for c in configs[1:]:
+        if c.shape_key() != c0.shape_key():
+            raise ValueError("train_batch needs configs with the same shape_key(); group them first")
+    device = _pick_device(c0.device)
+    if device != "cpu":
+        from .training_torch import train_batch_torch
+
+        return train_batch_torch(configs, device, progress)
+
+    t_start = time.perf_counter()
+    n, m, tied, steps = c0.n, c0.m, c0.tied, c0.steps
+    inst = [_Instance(ci, s) for ci, c in enumerate(configs) for s in c.init_seed_list]
+    I = len(inst)
+    loaded = [_load_data(c) for c in configs]
+    train_sets = [d[0] for d in loaded]
+
+    P = ParamBatch(I, m, n, tied)
+    for i, ins in enumerate(inst):
+        c = configs[ins.cfg_index]
+        if c.init_path:
+            p = check_params(load_params(c.init_path), m, n, tied, c.init_path)
+        else:
+            p = xavier_normal(m, n, ins.init_seed, tied)
+        P.set(i, p)
+    imp = (c0.importance_decay ** np.arange(n)).astype(np.float32)
+    wd = np.array([configs[x.cfg_index].weight_decay for x in inst], np.float64)
+
+    streams = None
+    if c0.infinite:
+        streams = [data_mod.OnlineStream(n, c.sparsity, c.online_batch, c.data_seed) for c in configs]
+        batch = None
+    else:
+        batch = BatchData.stack([train_sets[x.cfg_index] for x in inst])
+
+    G = ParamBatch(I, m, n, tied)  # gradients, same layout as P
+    Mo = np.zeros_like(P.flat)
+    V = np.zeros_like(P.flat)
+    live = np.ones(I, np.bool_)
+    failed_step = np.full(I, -1, np.int64)
+    last_good = P.flat.copy()
+
+    stride = c0.history_stride
+    hist_steps = np.arange(0, steps, stride, dtype=np.int64)
+    hist_loss = np.full((I, len(hist_steps)), np.nan, np.float64)
+    snaps = snapshot_steps(steps, c0.snapshots)
+    snap_index = {int(s): k for k, s in enumerate(snaps)}
+    snap_flat = np.zeros((len(snaps), I, P.N), np.float32)
+    if 0 in snap_index:
+        snap_flat[snap_index[0]] = P.flat
+
+    ws: CpuWorkspace | None = None
+    report_every = max(1, min(1000, steps // 100))
+    pending = 0
+    for s in range(steps):
+        if streams is not None:
+            fresh = [s_.next() for s_ in streams]  # one fresh batch per config, shared by its init seeds
+            batch = BatchData.stack([fresh[x.cfg_index] for x in inst])
+        loss, _, grads, ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, imp, ws)
+        bad = ~np.isfinite(loss) & live
+        if bad.any():
+            failed_step[bad] = s
+            live &= ~bad
+            P.flat[bad] = last_good[bad]  # never keep non-finite parameters
+        if s % stride == 0:
+            hist_loss[:, s // stride] = np.where(live, loss, np.nan)
+        if not live.any():
+            break
+        last_good[live] = P.flat[live]
+        G.W[:] = grads.W
+        G.b[:] = grads.b
+        if not tied:
+            G.U[:] = grads.U
+        _adamw(P.flat, G.flat, Mo, V, live, wd, lr_at(s, c0), c0.beta1, c0.beta2, c0.eps, s + 1)
+        k = snap_index.get(s + 1)
+        if k is not None:
+            snap_flat[k] = P.flat
+        pending += 1
+        if progress is not None and pending >= report_every:
+            progress(pending)
+            pending = 0
+    if progress is not None and pending:
+        progress(pending)
+    # Non-finite parameters after the last step count as a failure too.
+    for i in range(I):
+        if live[i] and not np.all(np.isfinite(P.flat[i])):
+            live[i] = False
+            failed_step[i] = steps
+            P.flat[i] = last_good[i]
+    seconds = time.perf_counter() - t_start
+    return [_finish(ci, c, inst, P, loaded[ci], imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds)
+            for ci, c in enumerate(configs)]
+
+
+def _pick_device(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch is a dependency
+        has_cuda = False
+    if device == "cuda" and not has_cuda:
+        raise ToyddError("device cuda requested but no CUDA GPU is available")
+    return "cuda" if has_cuda else "cpu"
+
+
+def evaluate(params: dict[str, np.ndarray], data: data_mod.SparseData, importance: np.ndarray | None = None) -> np.ndarray:
+    """Per-point loss of one model on ``data`` (T,), with the fast kernel."""
+    m, n = params["W"].shape
+    W = params["W"][None].astype(np.float32)
+    b = params["b"][None].astype(np.float32)
+    U = None if "W_up" not in params else np.ascontiguousarray(params["W_up"].T)[None].astype(np.float32)
+    _, pl, _, _ = loss_and_grads_cpu(W, b, BatchData.stack([data]), U, importance)
+    return pl[0].copy()
+
+
+def hidden_vectors(W: np.ndarray, data: data_mod.SparseData) -> np.ndarray:
+    """h_i = W x_i for every point (T x m), from sparse x."""
+    X = data
+    rows = np.repeat(np.arange(X.T), np.diff(X.indptr))
+    H = np.zeros((X.T, W.shape[0]), np.float64)
+    np.add.at(H, rows, (X.values[:, None] * W[:, X.indices].T).astype(np.float64))
+    return H.astype(np.float32)
+
+
+def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds) -> RunResult:
+    """Best-of-k selection and metrics for config ``ci``."""
+    train_set, test = loaded
+    mine = [i for i, x in enumerate(inst) if x.cfg_index == ci]
+    rows = []
+    for i in mine:
+        p = P.get(i)
+        if cfg.infinite:
+            # No fixed training set: the "training loss" is the loss on fresh points.
+            tr = evaluate(p, data_mod.OnlineStream(cfg.n, cfg.sparsity, cfg.online_batch, cfg.data_seed + 10**6).next(), imp)
+        else:
+            tr = evaluate(p, train_set, imp)
+        te = evaluate(p, test, imp)
+        tl, _ = M.loss_summary(tr)
+        sl, se = M.loss_summary(te)
+        rows.append({"init_seed": inst[i].init_seed, "train_loss": tl, "test_loss": sl, "test_loss_se": se,
+                     "failed_step": None if failed_step[i] < 0 else int(failed_step[i])})
+    ok = [k for k, r in enumerate(rows) if r["failed_step"] is None and math.isfinite(r["train_loss"])]
+    best = min(ok, key=lambda k: rows[k]["train_loss"]) if ok else 0
+    i = mine[best]
+    p = P.get(i)
+    W = p["W"]
+    fd = M.feature_dimensionality(W.astype(np.float64))
+    arrays: dict[str, np.ndarray] = {"feature_dims": fd.astype(np.float32),
+                                     "feature_norms": np.linalg.norm(W, axis=0).astype(np.float32)}
+    if train_set is not None:
+        H = hidden_vectors(W, train_set)
+        dd = M.data_dimensionality(H.astype(np.float64))
+        arrays.update(H=H, data_dims=dd.astype(np.float32))
+        hn = np.linalg.norm(H, axis=1)
+    else:
+        dd, hn = np.zeros(0), np.zeros(0)
+        arrays["data_dims"] = np.zeros(0, np.float32)
+    r = rows[best]
+    T = cfg.T
+    metrics = {
+        "train_loss": r["train_loss"],
+        "test_loss": r["test_loss"],
+        "test_loss_se": r["test_loss_se"],
+        "weight_norm": float(np.linalg.norm(W)),
+        "bias_norm": float(np.linalg.norm(p["b"])),
+        "up_weight_norm": float(np.linalg.norm(p["W_up"])) if "W_up" in p else None,
+        "max_feature_dim": float(fd.max()),
+        "feature_dims_top": np.sort(fd)[::-1][:10].tolist(),
+        "represented_features": M.represented_features(W),
+        "feature_norm_max": float(arrays["feature_norms"].max()),
+        "mean_data_dim": float(dd.mean()) if len(dd) else None,
+        "median_data_dim": float(np.median(dd)) if len(dd) else None,
+        "max_data_dim": float(dd.max()) if len(dd) else None,
+        "tgon_dim": (cfg.m / T) if not cfg.infinite else None,
+        "hidden_norm_mean": float(hn.mean()) if len(hn) else None,
+        "hidden_norm_max": float(hn.max()) if len(hn) else None,
+        "regime": M.regime(fd, dd, cfg.m, T),
+        "steps": cfg.steps,
+        "seconds": seconds,
+        "failed_step": r["failed_step"],
+        "best_init_seed": r["init_seed"],
+        "instances": rows,
+    }
+    history = {
+        "loss_steps": hist_steps,
+        "train_loss": hist_loss[mine],
+        "init_seeds": np.array([x["init_seed"] for x in rows], np.int64),
+        "snapshot_steps": snaps,
+    }
+    if len(snaps):
+        mn = cfg.m * cfg.n
+        history["snapshot_W"] = snap_flat[:, i, :mn].reshape(len(snaps), cfg.m, cfg.n)
+        history["snapshot_b"] = snap_flat[:, i, mn: mn + cfg.n]
+        if not cfg.tied:
+            history["snapshot_W_up"] = snap_flat[:, i, mn + cfg.n:].reshape(len(snaps), cfg.m, cfg.n).transpose(0, 2, 1)
+    return RunResult(config=cfg, metrics=metrics, params=p, arrays=arrays, history=history)

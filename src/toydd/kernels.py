@@ -1,0 +1,506 @@
+"""The hot path: loss and gradients of a batch of ReLU-output models.
+
+For one model with hidden vectors ``h_t = W x_t`` (``x_t`` sparse) the output
+pre-activations are ``z_ti = h_t . U_i + b_i`` where ``U = W`` when tied (the
+default) and ``U = W_up^T`` when untied, and the loss is
+
+    L = (1/T) sum_t sum_i I_i (x_ti - ReLU(z_ti))^2.
+
+Because ``x`` is sparse the loss splits into a *dense* part over every
+(point, feature) pair and a *sparse* correction over the non-zeros::
+
+    sum_ti I_i (x - y)^2 = sum_ti I_i y^2  +  sum_{nz} I_i (x^2 - 2 x y),   y = ReLU(z)
+
+and so does the gradient ``G = dL/dz = (2/T) I_i (y - x) 1[z > 0]``. The dense
+part needs only ``h_t``, ``U_i`` and ``b_i``; nothing of size ``T x n`` is ever
+stored: the CPU kernel streams over points for a block of features (memory
+O(T m) per block, independent of the T x n product).
+
+Exact skipping: if ``b_i + max_t h_t . U_i <= 0`` then feature ``i`` outputs 0
+for every point and contributes nothing to the dense part or the gradient. We
+bound ``max_t h_t . U_i`` from above by the smaller of the bounding-box bound
+``sum_k max(U_ki max_t h_tk, U_ki min_t h_tk)`` and ``||U_i|| max_t ||h_t||``
+(a safety margin covers float rounding). A trained model leaves almost all of
+its 10,000 features dead (negative bias, tiny weights), so late in training the
+dense part shrinks from n to a few dozen features.
+
+Why numba for the CPU kernel (measured, see BENCHMARKS.md): the dense part is
+~12 flops per (point, feature) pair with m = 2, far too thin for BLAS (an
+inner dimension of 2) and memory-bound in any unfused torch formulation (each
+elementwise op re-reads a T x n temporary). A fused loop that keeps a feature
+block in L1 and streams points is compute-bound; numba gives that loop with
+SIMD and threads, compiles in seconds, caches to disk, and needs no compiler
+at install time. torch.compile would need a C++ toolchain at run time and
+recompiles per shape; a C++ extension needs a build step on install.
+
+The torch path (``_loss_and_grads_torch``) computes the same thing chunked over
+points with dense matmuls. It is what runs on CUDA (where bandwidth is plenty)
+and it is tested against the same reference on CPU.
+
+Shapes: ``I`` instances (models trained together), ``m`` hidden dims, ``n``
+features, ``T`` points. Parameters are float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import numba
+from numba import njit, prange
+
+from .data import SparseData
+from ._dense_kernels import DENSE_KERNELS
+
+# Feature blocks per instance in the CPU dense pass. Fixed (not the thread
+# count) so results are bit-identical on machines with different core counts.
+MAX_BLOCKS = 16
+MIN_BLOCK = 256  # features per block below which more blocks only add overhead
+T_TILE = 256  # points accumulated in float32 before flushing to float64 sums
+
+
+@dataclass
+class BatchData:
+    """The training points of ``I`` instances, all with the same ``T``, in one CSR.
+
+    ``indptr[i, t]`` .. ``indptr[i, t+1]`` index ``indices``/``values`` for point
+    ``t`` of instance ``i`` (offsets are global into the flat arrays).
+    """
+
+    indptr: np.ndarray  # (I, T + 1) int64
+    indices: np.ndarray  # (nnz_total,) int64
+    values: np.ndarray  # (nnz_total,) float32
+    n: int
+
+    @property
+    def I(self) -> int:  # noqa: E743
+        return self.indptr.shape[0]
+
+    @property
+    def T(self) -> int:
+        return self.indptr.shape[1] - 1
+
+    @staticmethod
+    def stack(datasets: list[SparseData]) -> "BatchData":
+        T = datasets[0].T
+        n = datasets[0].n
+        if any(d.T != T or d.n != n for d in datasets):
+            raise ValueError("all instances of a batch need the same T and n")
+        offs = np.cumsum([0] + [d.nnz for d in datasets])
+        indptr = np.stack([d.indptr + o for d, o in zip(datasets, offs[:-1])]).astype(np.int64)
+        return BatchData(indptr, np.concatenate([d.indices for d in datasets]).astype(np.int64),
+                         np.concatenate([d.values for d in datasets]).astype(np.float32), n)
+
+    def instance(self, i: int) -> SparseData:
+        lo, hi = self.indptr[i, 0], self.indptr[i, -1]
+        return SparseData(self.indptr[i] - lo, self.indices[lo:hi], self.values[lo:hi], self.n)
+
+    def to_dense(self) -> np.ndarray:
+        return np.stack([self.instance(i).to_dense() for i in range(self.I)])
+
+
+# ---------------------------------------------------------------------------
+# numba CPU kernels
+# ---------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _hidden(W, indptr, indices, values, H):
+    """H[i, t, :] = W[i] @ x_t (sparse x): (I, T, m)."""
+    I, m, _ = W.shape
+    T = H.shape[1]
+    for r in prange(I * T):
+        i = r // T
+        t = r - i * T
+        for k in range(m):
+            s = 0.0
+            for p in range(indptr[i, t], indptr[i, t + 1]):
+                s += values[p] * W[i, k, indices[p]]
+            H[i, t, k] = s
+
+
+@njit(cache=True, parallel=True)
+def _active_features(U, b, H, active, n_active):
+    """Features whose output can be non-zero for some point (exact upper bound)."""
+    I, m, n = U.shape
+    T = H.shape[1]
+    for i in prange(I):
+        hmax = np.full(m, -np.inf)
+        hmin = np.full(m, np.inf)
+        hn2 = 0.0
+        for t in range(T):
+            s = 0.0
+            for k in range(m):
+                v = H[i, t, k]
+                s += v * v
+                if v > hmax[k]:
+                    hmax[k] = v
+                if v < hmin[k]:
+                    hmin[k] = v
+            if s > hn2:
+                hn2 = s
+        hn = math.sqrt(hn2)
+        c = 0
+        for j in range(n):
+            box = 0.0
+            un2 = 0.0
+            for k in range(m):
+                u = U[i, k, j]
+                un2 += u * u
+                box += max(u * hmax[k], u * hmin[k])
+            ball = math.sqrt(un2) * hn
+            ub = b[i, j] + min(box, ball)
+            # Margin far above float32 rounding of z = b + h.u, so "dead" is certain.
+            margin = 1e-5 * (abs(b[i, j]) + ball) + 1e-30
+            if ub + margin > 0.0:
+                active[i, c] = j
+                c += 1
+        n_active[i] = c
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
+    """Dense part over (point, active feature) pairs, one (instance, block) per task.
+
+    Writes dU/db for its features (disjoint across blocks), and per-block partial
+    sums of dH (I, nblk, T, m) and of the per-point loss (I, nblk, T).
+    """
+    I, m, n = U.shape
+    T = H.shape[1]
+    for w in prange(I * nblk):
+        i = w // nblk
+        blk = w - i * nblk
+        na = n_active[i]
+        a0 = blk * na // nblk
+        a1 = (blk + 1) * na // nblk
+        L = a1 - a0
+        if L == 0:
+            for t in range(T):
+                losspart[i, blk, t] = 0.0
+                for k in range(m):
+                    dHpart[i, blk, t, k] = 0.0
+            continue
+        Uc = np.empty((m, L), np.float32)
+        bc = np.empty(L, np.float32)
+        ic = np.empty(L, np.float32)
+        for a in range(L):
+            j = active[i, a0 + a]
+            bc[a] = b[i, j]
+            ic[a] = imp[j]
+            for k in range(m):
+                Uc[k, a] = U[i, k, j]
+        z = np.empty(L, np.float32)
+        g = np.empty(L, np.float32)
+        dU32 = np.zeros((m, L), np.float32)
+        db32 = np.zeros(L, np.float32)
+        dU64 = np.zeros((m, L), np.float64)
+        db64 = np.zeros(L, np.float64)
+        hl = np.empty(m, np.float32)
+        for t in range(T):
+            for k in range(m):
+                hl[k] = H[i, t, k]
+            for a in range(L):
+                z[a] = bc[a]
+            for k in range(m):
+                hk = hl[k]
+                for a in range(L):
+                    z[a] += hk * Uc[k, a]
+            lt = np.float32(0.0)
+            for a in range(L):
+                y = max(z[a], np.float32(0.0))
+                wy = ic[a] * y
+                lt += wy * y
+                gg = two_c * wy
+                g[a] = gg
+                db32[a] += gg
+            losspart[i, blk, t] = lt
+            for k in range(m):
+                hk = hl[k]
+                s = np.float32(0.0)
+                for a in range(L):
+                    dU32[k, a] += g[a] * hk
+                    s += g[a] * Uc[k, a]
+                dHpart[i, blk, t, k] = s
+            if (t + 1) % 256 == 0 or t == T - 1:
+                # Flush float32 tile sums into float64 so long T stays accurate.
+                for a in range(L):
+                    db64[a] += db32[a]
+                    db32[a] = 0.0
+                for k in range(m):
+                    for a in range(L):
+                        dU64[k, a] += dU32[k, a]
+                        dU32[k, a] = 0.0
+        for a in range(L):
+            j = active[i, a0 + a]
+            db[i, j] = db64[a]
+            for k in range(m):
+                dU[i, k, j] = dU64[k, a]
+
+
+@njit(cache=True, parallel=True)
+def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
+                 dHpart, losspart, dW, dU, db, dH, point_loss, loss):
+    """Reduce the dense partials, add the sparse corrections, and the input path.
+
+    One task per instance (instances never share memory). ``dW`` receives the
+    gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
+    """
+    I, m, n = U.shape
+    T = H.shape[1]
+    for i in prange(I):
+        total = 0.0
+        for t in range(T):
+            lt = 0.0
+            for blk in range(nblk):
+                lt += losspart[i, blk, t]
+            for k in range(m):
+                s = 0.0
+                for blk in range(nblk):
+                    s += dHpart[i, blk, t, k]
+                dH[i, t, k] = s
+            # Sparse corrections at the non-zeros of x_t.
+            for p in range(indptr[i, t], indptr[i, t + 1]):
+                j = indices[p]
+                x = values[p]
+                zz = b[i, j]
+                for k in range(m):
+                    zz += H[i, t, k] * U[i, k, j]
+                y = max(zz, 0.0)
+                lt += imp[j] * (x * x - 2.0 * x * y)
+                if zz > 0.0:
+                    gs = -two_c * imp[j] * x
+                    db[i, j] += gs
+                    for k in range(m):
+                        dU[i, k, j] += gs * H[i, t, k]
+                        dH[i, t, k] += gs * U[i, k, j]
+            # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
+            lt = max(lt, 0.0)
+            point_loss[i, t] = lt
+            total += lt
+        loss[i] = total / T
+        # Input path: dW[:, j] += x_tj * dH[t, :].
+        for j in range(n):
+            for k in range(m):
+                dW[i, k, j] = 0.0
+        for t in range(T):
+            for p in range(indptr[i, t], indptr[i, t + 1]):
+                j = indices[p]
+                x = values[p]
+                for k in range(m):
+                    dW[i, k, j] += x * dH[i, t, k]
+        if tied:
+            for k in range(m):
+                for j in range(n):
+                    dU[i, k, j] += dW[i, k, j]
+
+
+@njit(cache=True, parallel=True)
+def _zero_dense_grads(dU, db):
+    I, m, n = dU.shape
+    for i in prange(I):
+        for j in range(n):
+            db[i, j] = 0.0
+            for k in range(m):
+                dU[i, k, j] = 0.0
+
+
+@dataclass
+class Grads:
+    """Gradients of the mean-over-points loss, one slice per instance."""
+
+    W: np.ndarray  # (I, m, n): dL/dW (total, tied or not)
+    b: np.ndarray  # (I, n)
+    U: np.ndarray | None  # (I, m, n): dL/dU (U = W_up^T), untied only
+
+
+class CpuWorkspace:
+    """Scratch buffers reused across steps (allocation would dominate at small T)."""
+
+    def __init__(self, I: int, m: int, n: int, T: int, tied: bool):
+        self.shape = (I, m, n, T, tied)
+        self.H = np.empty((I, T, m), np.float32)
+        self.active = np.empty((I, n), np.int64)
+        self.n_active = np.empty(I, np.int64)
+        self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
+        self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)
+        self.dH = np.empty((I, T, m), np.float64)
+        self.point_loss = np.empty((I, T), np.float64)
+        self.loss = np.empty(I, np.float64)
+        self.dWin = np.empty((I, m, n), np.float32)
+        self.dU = np.empty((I, m, n), np.float32)
+        self.db = np.empty((I, n), np.float32)
+
+
+def n_blocks(n_active_max: int) -> int:
+    return int(min(MAX_BLOCKS, max(1, -(-n_active_max // MIN_BLOCK))))
+
+
+def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndarray | None = None,
+                       importance: np.ndarray | None = None, ws: CpuWorkspace | None = None,
+                       skip: bool = True) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
+    """Loss (I,), per-point loss (I, T) and gradients, numba CPU kernel.
+
+    Returned arrays live in the workspace ``ws`` and are overwritten by the next call.
+    """
+    I, m, n = W.shape
+    T = data.T
+    tied = U is None
+    Uo = W if tied else U
+    if ws is None or ws.shape != (I, m, n, T, tied):
+        ws = CpuWorkspace(I, m, n, T, tied)
+    imp = np.ones(n, np.float32) if importance is None else np.asarray(importance, np.float32)
+    _hidden(W, data.indptr, data.indices, data.values, ws.H)
+    if skip:
+        _active_features(Uo, b, ws.H, ws.active, ws.n_active)
+    else:
+        ws.active[:] = np.arange(n)
+        ws.n_active[:] = n
+    nblk = n_blocks(int(ws.n_active.max()))
+    two_c = np.float32(2.0 / T)
+    _zero_dense_grads(ws.dU, ws.db)
+    dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
+    dense(Uo, b, imp, ws.H, ws.active, ws.n_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, 2.0 / T, tied,
+                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss)
+    grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
+    return ws.loss, ws.point_loss, grads, ws
+
+
+# ---------------------------------------------------------------------------
+# Torch path (CUDA, or CPU for tests): chunked over points, dense matmuls
+# ---------------------------------------------------------------------------
+
+def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_bytes: int = 256 << 20,
+                          skip: bool = True):
+    """Same contract as :func:`loss_and_grads_cpu`, with torch tensors (any device).
+
+    Memory is bounded by ``chunk_bytes`` for the (I, chunk, n_active) temporaries.
+    """
+    import torch
+
+    dev = W.device
+    I, m, n = W.shape
+    T = data.T
+    tied = U is None
+    Uo = W if tied else U
+    imp = torch.ones(n, device=dev) if importance is None else torch.as_tensor(importance, dtype=torch.float32, device=dev)
+    indptr = torch.as_tensor(data.indptr, device=dev)
+    indices = torch.as_tensor(data.indices, device=dev)
+    values = torch.as_tensor(data.values, device=dev)
+    counts = indptr[:, 1:] - indptr[:, :-1]  # (I, T)
+    inst = torch.repeat_interleave(torch.arange(I, device=dev).repeat_interleave(T), counts.reshape(-1))
+    row = torch.repeat_interleave(torch.arange(T, device=dev).repeat(I), counts.reshape(-1))
+    flat_col = inst * n + indices  # column in the flattened (I*n) feature space
+    # h = W x
+    Wflat = W.permute(0, 2, 1).reshape(I * n, m)
+    H = torch.zeros(I * T, m, device=dev, dtype=torch.float32)
+    H.index_add_(0, inst * T + row, values[:, None] * Wflat[flat_col])
+    H = H.view(I, T, m)
+    # Exact skipping: one shared active set (union over instances) keeps the batch rectangular.
+    if skip:
+        hmax, hmin = H.amax(1), H.amin(1)  # (I, m)
+        box = torch.maximum(Uo * hmax[:, :, None], Uo * hmin[:, :, None]).sum(1)
+        ball = Uo.norm(dim=1) * H.norm(dim=2).amax(1)[:, None]
+        ub = b + torch.minimum(box, ball) + 1e-5 * (b.abs() + ball) + 1e-30
+        act = torch.nonzero((ub > 0).any(0)).flatten()
+    else:
+        act = torch.arange(n, device=dev)
+    Ua, ba, ia = Uo[:, :, act], b[:, act], imp[act]
+    na = len(act)
+    dUa = torch.zeros(I, m, na, device=dev, dtype=torch.float64)
+    dba = torch.zeros(I, na, device=dev, dtype=torch.float64)
+    dH = torch.zeros(I, T, m, device=dev, dtype=torch.float32)
+    point_loss = torch.zeros(I, T, device=dev, dtype=torch.float64)
+    two_c = 2.0 / T
+    step = max(1, int(chunk_bytes // (4 * 3 * max(1, I * na))))
+    for t0 in range(0, T, step):
+        t1 = min(T, t0 + step)
+        Hc = H[:, t0:t1]  # (I, c, m)
+        Z = torch.baddbmm(ba[:, None, :], Hc, Ua)  # (I, c, na)
+        Y = torch.relu(Z)
+        IY = Y * ia
+        point_loss[:, t0:t1] += (IY * Y).sum(2, dtype=torch.float64)
+        Gc = IY.mul_(two_c)  # (I, c, na): dense part of dL/dz
+        dUa += torch.bmm(Hc.transpose(1, 2), Gc).double()
+        dba += Gc.sum(1, dtype=torch.float64)
+        dH[:, t0:t1] = torch.bmm(Gc, Ua.transpose(1, 2))
+        del Z, Y, IY, Gc
+    dU = torch.zeros(I, m, n, device=dev, dtype=torch.float64)
+    db = torch.zeros(I, n, device=dev, dtype=torch.float64)
+    dU[:, :, act] = dUa
+    db[:, act] = dba
+    # Sparse corrections at the non-zeros.
+    Ufl = Uo.permute(0, 2, 1).reshape(I * n, m)
+    Hrow = H.reshape(I * T, m)[inst * T + row]  # (nnz, m)
+    zz = b.reshape(-1)[flat_col] + (Hrow * Ufl[flat_col]).sum(1)
+    yy = torch.relu(zz)
+    impnz = imp[indices]
+    corr = impnz.double() * (values.double() ** 2 - 2.0 * values.double() * yy.double())
+    point_loss.view(-1).index_add_(0, inst * T + row, corr)
+    gs = torch.where(zz > 0, -two_c * impnz * values, torch.zeros_like(values))
+    db.view(-1).index_add_(0, flat_col, gs.double())
+    dUflat = torch.zeros(I * n, m, device=dev, dtype=torch.float64)
+    dUflat.index_add_(0, flat_col, (gs[:, None] * Hrow).double())
+    dU += dUflat.view(I, n, m).permute(0, 2, 1)
+    dH.view(I * T, m).index_add_(0, inst * T + row, gs[:, None] * Ufl[flat_col])
+    # Input path.
+    dWin = torch.zeros(I * n, m, device=dev, dtype=torch.float64)
+    dWin.index_add_(0, flat_col, (values[:, None] * dH.reshape(I * T, m)[inst * T + row]).double())
+    dWin = dWin.view(I, n, m).permute(0, 2, 1)
+    loss = point_loss.sum(1) / T
+    if tied:
+        grads = Grads(W=(dU + dWin).float(), b=db.float(), U=None)
+    else:
+        grads = Grads(W=dWin.float().contiguous(), b=db.float(), U=dU.float())
+    return loss, point_loss, grads
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------
+
+def loss_and_grads(W, b, data: BatchData, U=None, importance=None):
+    """Loss (I,), per-point loss (I, T) and :class:`Grads` of a batch of models.
+
+    ``W``: (I, m, n); ``b``: (I, n); ``U``: (I, m, n) untied output weights
+    (``W_up^T``) or None for tied. numpy arrays run the numba CPU kernel; torch
+    tensors run the torch path on their device.
+    """
+    if isinstance(W, np.ndarray):
+        loss, pl, g, _ = loss_and_grads_cpu(W, b, data, U, importance)
+        return loss.copy(), pl.copy(), Grads(g.W.copy(), g.b.copy(), None if g.U is None else g.U.copy())
+    return _loss_and_grads_torch(W, b, data, U, importance)
+
+
+def reference_loss_and_grads(W, b, X, U=None, importance=None):
+    """Plain dense autograd: the definition the fast paths are tested against.
+
+    ``X``: dense (I, T, n). Computed in float64. Returns numpy (loss (I,),
+    per-point loss (I, T), Grads) for the mean-over-points, sum-over-features loss.
+    """
+    import torch
+
+    Wt = torch.tensor(np.asarray(W), dtype=torch.float64, requires_grad=True)
+    bt = torch.tensor(np.asarray(b), dtype=torch.float64, requires_grad=True)
+    Xt = torch.tensor(np.asarray(X), dtype=torch.float64)
+    Ut = None if U is None else torch.tensor(np.asarray(U), dtype=torch.float64, requires_grad=True)
+    n = Wt.shape[2]
+    It = torch.ones(n, dtype=torch.float64) if importance is None else torch.tensor(np.asarray(importance), dtype=torch.float64)
+    Hh = torch.einsum("imn,itn->itm", Wt, Xt)
+    out_w = Wt if Ut is None else Ut
+    Xp = torch.relu(torch.einsum("itm,imn->itn", Hh, out_w) + bt[:, None, :])
+    point = ((Xt - Xp) ** 2 * It).sum(2)  # (I, T)
+    loss = point.mean(1)
+    loss.sum().backward()  # instances are independent: d(sum)/dθ_i = dL_i/dθ_i
+    g = Grads(W=Wt.grad.numpy(), b=bt.grad.numpy(), U=None if Ut is None else Ut.grad.numpy())
+    return loss.detach().numpy(), point.detach().numpy(), g
+
+
+def set_threads(n: int | None = None) -> None:
+    """Threads for the numba kernels (default: all cores). Results do not depend on it."""
+    numba.set_num_threads(n or numba.config.NUMBA_NUM_THREADS)
+
+
+if os.environ.get("TOYDD_THREADS"):
+    set_threads(int(os.environ["TOYDD_THREADS"]))
