@@ -120,7 +120,7 @@ def _hidden(W, indptr, indices, values, H):
             H[i, t, k] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def _active_features(U, b, H, active, n_active):
     """Features whose output can be non-zero for some point (exact upper bound)."""
     I, m, n = U.shape
@@ -279,20 +279,20 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             point_loss[i, t] = lt
             total += lt
         loss[i] = total / T
-        # Input path: dW[:, j] += x_tj * dH[t, :].
-        for j in range(n):
-            for k in range(m):
-                dW[i, k, j] = 0.0
+        # Input path: dL/dW[:, j] += x_tj * dH[t, :]. Tied: straight into dU (= dL/dW).
+        if not tied:
+            for j in range(n):
+                for k in range(m):
+                    dW[i, k, j] = 0.0
         for t in range(T):
             for p in range(indptr[i, t], indptr[i, t + 1]):
                 j = indices[p]
                 x = values[p]
                 for k in range(m):
-                    dW[i, k, j] += x * dH[i, t, k]
-        if tied:
-            for k in range(m):
-                for j in range(n):
-                    dU[i, k, j] += dW[i, k, j]
+                    if tied:
+                        dU[i, k, j] += x * dH[i, t, k]
+                    else:
+                        dW[i, k, j] += x * dH[i, t, k]
 
 
 @njit(cache=True, parallel=True)
@@ -314,6 +314,15 @@ class Grads:
     U: np.ndarray | None  # (I, m, n): dL/dU (U = W_up^T), untied only
 
 
+_ONES: dict[int, np.ndarray] = {}
+
+
+def _ones(n: int) -> np.ndarray:
+    if n not in _ONES:
+        _ONES[n] = np.ones(n, np.float32)
+    return _ONES[n]
+
+
 class CpuWorkspace:
     """Scratch buffers reused across steps (allocation would dominate at small T)."""
 
@@ -330,6 +339,18 @@ class CpuWorkspace:
         self.dWin = np.empty((I, m, n), np.float32)
         self.dU = np.empty((I, m, n), np.float32)
         self.db = np.empty((I, n), np.float32)
+
+
+PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
+_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def use_threads(work: int) -> None:
+    # Small problems (the whole memorization regime) run on one thread: waking a
+    # thread pool costs more than the work, and under a loaded machine (or
+    # several sweep workers) spinning threads collapse throughput. Results do
+    # not depend on the thread count (fixed blocks, per-block partial sums).
+    numba.set_num_threads(_MAX_THREADS if work >= PARALLEL_MIN_WORK else 1)
 
 
 def n_blocks(n_active_max: int) -> int:
@@ -349,7 +370,8 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     Uo = W if tied else U
     if ws is None or ws.shape != (I, m, n, T, tied):
         ws = CpuWorkspace(I, m, n, T, tied)
-    imp = np.ones(n, np.float32) if importance is None else np.asarray(importance, np.float32)
+    imp = _ones(n) if importance is None else np.asarray(importance, np.float32)
+    use_threads(I * T * n)
     _hidden(W, data.indptr, data.indices, data.values, ws.H)
     if skip:
         _active_features(Uo, b, ws.H, ws.active, ws.n_active)
@@ -357,6 +379,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
     nblk = n_blocks(int(ws.n_active.max()))
+    use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
     _zero_dense_grads(ws.dU, ws.db)
     dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
@@ -498,8 +521,10 @@ def reference_loss_and_grads(W, b, X, U=None, importance=None):
 
 
 def set_threads(n: int | None = None) -> None:
-    """Threads for the numba kernels (default: all cores). Results do not depend on it."""
-    numba.set_num_threads(n or numba.config.NUMBA_NUM_THREADS)
+    """Most threads the numba kernels may use (default: all cores). Results do not depend on it."""
+    global _MAX_THREADS
+    _MAX_THREADS = max(1, min(n or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_MAX_THREADS)
 
 
 if os.environ.get("TOYDD_THREADS"):

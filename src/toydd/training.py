@@ -27,7 +27,7 @@ from . import data as data_mod
 from . import metrics as M
 from .config import TrainConfig
 from .errors import ToyddError
-from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
+from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu, use_threads
 from .storage import RunResult, load_params
 
 ProgressFn = Callable[[int], None]
@@ -48,26 +48,35 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 ADAM_CHUNKS = 8  # parallel chunks per instance; elementwise, so any split gives identical results
 
 
-@njit(cache=True, parallel=True)
+# fastmath without nnan/ninf: vectorizes sqrt and division but keeps NaN/inf detectable.
+@njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
-    """In-place AdamW on (I, N) float32 arrays; instances with live[i] == False are frozen."""
+    """In-place AdamW on (I, N) float32 arrays; instances with live[i] == False are frozen.
+
+    float32 arithmetic, like torch's AdamW on float32 parameters.
+    """
     I, N = P.shape
-    bc1 = 1.0 - beta1 ** step
-    bc2s = math.sqrt(1.0 - beta2 ** step)
-    step_size = lr / bc1
+    f32 = np.float32
+    b1 = f32(beta1)
+    b2 = f32(beta2)
+    one_m_b1 = f32(1.0 - beta1)
+    one_m_b2 = f32(1.0 - beta2)
+    bc2s = f32(math.sqrt(1.0 - beta2 ** step))
+    step_size = f32(lr / (1.0 - beta1 ** step))
+    epsf = f32(eps)
     for w in prange(I * ADAM_CHUNKS):
         i = w // ADAM_CHUNKS
         c = w - i * ADAM_CHUNKS
         if not live[i]:
             continue
-        decay = 1.0 - lr * wd[i]
+        decay = f32(1.0 - lr * wd[i])
         for p in range(c * N // ADAM_CHUNKS, (c + 1) * N // ADAM_CHUNKS):
             g = G[i, p]
-            mo = Mo[i, p] + (1.0 - beta1) * (g - Mo[i, p])  # torch: exp_avg.lerp_(grad, 1 - beta1)
-            v = beta2 * V[i, p] + (1.0 - beta2) * g * g
+            mo = Mo[i, p] + one_m_b1 * (g - Mo[i, p])  # torch: exp_avg.lerp_(grad, 1 - beta1)
+            v = b2 * V[i, p] + one_m_b2 * g * g
             Mo[i, p] = mo
             V[i, p] = v
-            P[i, p] = P[i, p] * decay - step_size * mo / (math.sqrt(v) / bc2s + eps)
+            P[i, p] = P[i, p] * decay - step_size * mo / (math.sqrt(v) / bc2s + epsf)
 
 
 # --- parameters ------------------------------------------------------------------
@@ -260,6 +269,7 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
         G.b[:] = grads.b
         if not tied:
             G.U[:] = grads.U
+        use_threads(P.flat.size)
         _adamw(P.flat, G.flat, Mo, V, live, wd, lr_at(s, c0), c0.beta1, c0.beta2, c0.eps, s + 1)
         k = snap_index.get(s + 1)
         if k is not None:

@@ -1,0 +1,271 @@
+"""The ``toydd`` command.
+
+Every subcommand is a thin layer over the Python API. Bad input raises
+:class:`ToyddError` (or a usage error from the parser) and becomes one line
+``error: ...`` on stderr with exit status 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+try:  # typer >= 0.24 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+from .config import TrainConfig, parse_T
+from .errors import ToyddError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Superposition, memorization and double descent in toy models.")
+
+
+def _progress(total: int, description: str, enabled: bool = True):
+    """A rich progress bar on stderr (with ETA), or a no-op when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not (enabled and console.is_terminal))
+    task = prog.add_task(description, total=total)
+    return prog, (lambda k: prog.advance(task, k))
+
+
+@app.command()
+def train(
+    n: Optional[int] = typer.Option(None, "--n", help="features (default 10,000, or the data file's)"),
+    m: int = typer.Option(2, "--m", help="hidden dimensions"),
+    T: Optional[str] = typer.Option(None, "--T", help="training points, or 'inf' (default 1,000, or the data file's)"),
+    sparsity: float = typer.Option(0.999, "--sparsity", "-S", help="P(feature = 0)"),
+    steps: int = typer.Option(50_000, "--steps"),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="warm-up steps (default 5% of steps)"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(1e-2, "--weight-decay"),
+    data_seed: int = typer.Option(0, "--data-seed"),
+    init_seeds: int = typer.Option(1, "--init-seeds", help="best-of-k init seeds"),
+    init_seed: int = typer.Option(0, "--init-seed", help="first init seed"),
+    test_size: int = typer.Option(10_000, "--test-size"),
+    importance_decay: float = typer.Option(1.0, "--importance-decay", help="I_i = decay**i"),
+    untied: bool = typer.Option(False, "--untied", help="untie W_up from W^T"),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with X (dense) or CSR arrays [, X_test]"),
+    init: Optional[Path] = typer.Option(None, "--init", help="start from W, b[, W_up] in .safetensors/.npz"),
+    snapshots: int = typer.Option(32, "--snapshots", help="log-spaced parameter snapshots to keep"),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the run directory here"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Train one model (best of --init-seeds) and report its metrics."""
+    from . import data as data_mod
+    from .storage import load_params, save_run, to_jsonable
+    from .training import check_params, train as train_fn
+
+    if data is not None:
+        X, _ = data_mod.load_npz(data)
+        if n is not None and n != X.n:
+            raise ToyddError(f"{data}: data has {X.n} features but --n is {n}")
+        if T is not None and parse_T(T) != X.T:
+            raise ToyddError(f"{data}: data has {X.T} points but --T is {T}")
+        n, Tv = X.n, X.T
+    else:
+        Tv = parse_T(T) if T is not None else 1_000
+    n = 10_000 if n is None else n
+    cfg = TrainConfig(n=n, m=m, T=Tv, sparsity=sparsity, steps=steps, warmup=warmup, lr=lr,
+                      weight_decay=weight_decay, data_seed=data_seed, init_seeds=init_seeds,
+                      init_seed_base=init_seed, test_size=test_size, importance_decay=importance_decay,
+                      tied=not untied, data_path=str(data) if data else None,
+                      init_path=str(init) if init else None, snapshots=snapshots, device=device)
+    if init is not None:  # fail before training, not after
+        check_params(load_params(init), m, n, cfg.tied, str(init))
+    if out is not None and out.exists() and not out.is_dir():
+        raise ToyddError(f"--out {out} exists and is not a directory")
+    prog, advance = _progress(cfg.steps * 1, f"training n={n} m={m} T={Tv}")
+    with prog:
+        result = train_fn(cfg, progress=advance)
+    if out is not None:
+        save_run(out, result)
+    if as_json:
+        mt = result.metrics
+        obj = {k: mt[k] for k in ("train_loss", "test_loss", "test_loss_se", "weight_norm", "bias_norm",
+                                  "feature_dims_top", "max_feature_dim", "represented_features", "regime",
+                                  "steps", "seconds", "failed_step", "best_init_seed", "instances")}
+        obj["data_dims"] = result.arrays["data_dims"].astype(float).tolist()
+        obj["tgon_dim"] = mt["tgon_dim"]
+        obj["config"] = cfg.to_dict()
+        if out is not None:
+            obj["run_dir"] = str(out)
+        sys.stdout.write(json.dumps(to_jsonable(obj)) + "\n")
+    else:
+        _print_summary(result)
+
+
+@app.command()
+def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+    """Print a readable summary of a run directory."""
+    from .storage import load_run
+
+    _print_summary(load_run(run_dir, history=False))
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    import numpy as np
+
+    c, mt = result.config, result.metrics
+    con = Console()
+    T = "inf" if c.infinite else str(int(c.T))
+    con.print(f"[bold]toydd run[/bold]  n={c.n} m={c.m} T={T} S={c.sparsity} steps={c.steps} "
+              f"wd={c.weight_decay} {'tied' if c.tied else 'untied'}"
+              + (f"  ({result.path})" if result.path else ""))
+    if mt.get("failed_step") is not None:
+        con.print(f"[red]FAILED: non-finite loss at step {mt['failed_step']}[/red]")
+    t = Table(show_header=False, box=None)
+    t.add_row("regime", f"[bold]{mt['regime']}[/bold]")
+    t.add_row("train loss", f"{mt['train_loss']:.6g}")
+    t.add_row("test loss", f"{mt['test_loss']:.6g} ± {mt['test_loss_se']:.2g}  (all-zeros model: 1.0)")
+    t.add_row("||W||_F, ||b||", f"{mt['weight_norm']:.4g}, {mt['bias_norm']:.4g}")
+    t.add_row("represented features", f"{mt['represented_features']} with ||W_i|| > 0.5")
+    t.add_row("top D_f", ", ".join(f"{v:.3f}" for v in mt["feature_dims_top"][:6]))
+    dd = result.arrays.get("data_dims")
+    if dd is not None and len(dd):
+        t.add_row("D_X", f"mean {np.mean(dd):.4g}, median {np.median(dd):.4g}, min {np.min(dd):.3g}, "
+                  f"max {np.max(dd):.3g}  (T-gon m/T = {c.m / c.T:.4g})")
+        if len(dd) <= 12:
+            t.add_row("D_X per point", ", ".join(f"{v:.3f}" for v in dd))
+    t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
+    t.add_row("time", f"{mt['seconds']:.1f} s")
+    con.print(t)
+    if len(mt["instances"]) > 1:
+        it = Table("init seed", "train loss", "test loss", "failed at")
+        for r in mt["instances"]:
+            it.add_row(str(r["init_seed"]), f"{r['train_loss']:.6g}", f"{r['test_loss']:.6g}",
+                       "-" if r["failed_step"] is None else str(r["failed_step"]))
+        con.print(it)
+
+
+@app.command()
+def sweep(
+    name: str = typer.Argument(..., help="experiment name (t-sweep, tm-grid, ...) or a TOML/YAML file"),
+    out: Path = typer.Option(..., "--out", help="results directory (created; resumed if it exists)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="smoke | quick | paper"),
+    executor: str = typer.Option("local", "--executor", help="local | process | ray"),
+    jobs: int = typer.Option(1, "--jobs", help="worker processes (process executor)"),
+) -> None:
+    """Run (or resume) an experiment as a sweep into OUT."""
+    from . import sweep as sweep_mod
+
+    if jobs < 1:
+        raise ToyddError(f"--jobs must be positive, got {jobs}")
+    summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
+    typer.echo(str(summary), err=True)
+
+
+@app.command()
+def status(out: Path = typer.Argument(..., help="results directory")) -> None:
+    """Show done / running / failed / pending jobs of a results directory."""
+    from . import sweep as sweep_mod
+
+    st = sweep_mod.status(out)
+    typer.echo(json.dumps(st, indent=2, default=str))
+
+
+@app.command()
+def table(out: Path = typer.Argument(..., help="results directory")) -> None:
+    """One CSV row per trained model (config + metrics) on stdout."""
+    from . import sweep as sweep_mod
+
+    sys.stdout.write(sweep_mod.table_csv(out))
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., help="results directory")) -> None:
+    """Write OUT/report/index.html (self-contained) and one PNG per figure."""
+    from . import report as report_mod
+
+    if not Path(out).is_dir():
+        raise ToyddError(f"results directory not found: {out}")
+    path = report_mod.build_report(out)
+    typer.echo(str(path))
+
+
+PRESET_EXPERIMENTS = {
+    "smoke": ["t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity"],
+    "quick": ["t-sweep"],
+    "paper": ["t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity"],
+}
+
+
+@app.command()
+def reproduce(
+    preset: str = typer.Option("quick", "--preset", help="smoke | quick | paper"),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="results directory"),
+    executor: str = typer.Option("local", "--executor", help="local | process | ray"),
+    jobs: int = typer.Option(1, "--jobs"),
+) -> None:
+    """Run every sweep of a preset (resuming if partly done), then the report."""
+    from . import report as report_mod
+    from . import sweep as sweep_mod
+
+    if preset not in PRESET_EXPERIMENTS:
+        raise ToyddError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_EXPERIMENTS)}")
+    for name in PRESET_EXPERIMENTS[preset]:
+        typer.echo(f"== {name} ({preset})", err=True)
+        summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
+        typer.echo(str(summary), err=True)
+    path = report_mod.build_report(out)
+    typer.echo(str(path))
+
+
+@app.command()
+def bench(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    T: Optional[list[str]] = typer.Option(None, "--T", help="T values (default 100, 1000, 10000)"),
+    n: int = typer.Option(10_000, "--n"),
+    m: int = typer.Option(2, "--m"),
+    reference_max_T: int = typer.Option(10_000, "--reference-max-T", help="skip the dense reference above this T"),
+    seconds: float = typer.Option(2.0, "--seconds", help="time budget per measurement"),
+) -> None:
+    """Time one training step against the dense-autograd reference, in this process."""
+    from . import bench as bench_mod
+
+    Ts = [int(parse_T(t)) for t in T] if T else [100, 1_000, 10_000]
+    res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds)
+    if as_json:
+        sys.stdout.write(json.dumps(res) + "\n")
+    else:
+        bench_mod.print_table(res)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False, prog_name="toydd")
+    except ToyddError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.UsageError as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click_exc.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

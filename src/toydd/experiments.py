@@ -1,0 +1,478 @@
+"""The paper's experiments as lists of training jobs, and user-written experiment files.
+
+An *experiment* is a named list of :class:`~toydd.config.TrainConfig` jobs plus
+the experiment-specific parameters its figures need (which ``T`` values get
+vector plots, which axis to use, ...). It says nothing about how the jobs are
+run: :mod:`toydd.sweep` does that.
+
+A *preset* fixes the fidelity of every experiment at once:
+
+* ``paper`` -- the paper's setup: n = 10,000, S = 0.999, 50,000 steps, the full
+  T grid, 4 data seeds, best-of-4 init seeds where m <= 3. For a GPU or a cluster.
+* ``quick`` -- n = 1,000, S = 0.99 (the scale of Hobbahn's published replication,
+  which shows the same phenomena), fewer steps and a T grid up to 50k + inf.
+  The ``t-sweep`` runs on 2 CPU cores in under 10 minutes.
+* ``smoke`` -- tiny models; every experiment in seconds. For CI.
+
+User experiment files (TOML or YAML) have the same power as the built-in
+experiments::
+
+    name = "my-wd-sweep"                  # optional, default: the file's stem
+    description = "..."                   # optional
+    preset = "quick"                      # optional: fill unset fields from a preset
+    [base]                                # TrainConfig fields shared by every job
+    m = 4
+    [grid]                                # cartesian product over these lists
+    T = [10, 100, 1000, "inf"]
+    data_seed = [0, 1, 2, 3]
+    weight_decay = [0.0, 0.01, 1.0]
+    [params]                              # free-form, stored in the manifest for plots
+    vector_plot_T = [10, 1000]
+
+``grid`` may also be an array of tables (``[[grid]]`` in TOML, a list in YAML):
+the experiment is then the union of the products, which expresses grids that
+are not rectangular (e.g. a T range that depends on S). Precedence, lowest
+first: TrainConfig defaults (the paper), the preset's base, ``[base]``, the grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import INF, TrainConfig
+from .errors import ToyddError
+
+# The paper's T grid (main figure): 21 dataset sizes, log-spaced, then infinite data.
+PAPER_T_GRID: tuple[float, ...] = (
+    3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000,
+    20_000, 50_000, 100_000, 200_000, 500_000, INF,
+)
+
+DEFAULT_PRESET = "paper"
+
+EXPERIMENT_FILE_SUFFIXES = (".toml", ".yaml", ".yml")
+
+
+# --- presets -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preset:
+    """The fidelity of every experiment: sizes, step counts, grids and seed counts."""
+
+    name: str
+    description: str
+    base: dict[str, Any]  # TrainConfig fields shared by every job (n, sparsity, steps, test set, ...)
+    T_grid: tuple[float, ...]  # t-sweep, norms, tm-grid, weight-decay
+    data_seeds: int  # training sets per grid point (the paper: 4)
+    best_of: int  # init seeds per training set where m <= 3 (m > 3 is robust, paper appendix)
+    tm_ms: tuple[int, ...]
+    weight_decays: tuple[float, ...]
+    epochs_steps: tuple[int, ...]
+    epochs_T_grid: tuple[float, ...]
+    sparsities: tuple[float, ...]
+    feature_counts: tuple[float, ...]  # targets for T(1-S), the expected occurrences of a feature
+    vector_plot_T: tuple[float, ...]  # T values whose W and h_i get vector plots (filtered to T_grid)
+    m_appendix: int = 4  # the m of the weight-decay and epochs experiments (paper appendix)
+
+    def init_seeds(self, m: int) -> int:
+        # Best-of-k matters at small m only: the paper finds m > 3 much less
+        # prone to local minima, and k multiplies the cost.
+        return self.best_of if m <= 3 else 1
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        name="paper",
+        description="full fidelity (n=10,000, S=0.999, 50,000 steps, full T grid, 4 data seeds); for a GPU or a cluster",
+        base=dict(n=10_000, sparsity=0.999, steps=50_000, test_size=10_000, online_batch=8_192),
+        T_grid=PAPER_T_GRID,
+        data_seeds=4,
+        best_of=4,
+        tm_ms=tuple(range(1, 11)),
+        weight_decays=(0.0, 1e-3, 1e-2, 1e-1, 1.0),
+        epochs_steps=(5_000, 10_000, 25_000, 50_000, 100_000, 200_000),
+        epochs_T_grid=PAPER_T_GRID,
+        sparsities=(0.99, 0.995, 0.999, 0.9995),
+        feature_counts=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000),
+        vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 50_000, INF),
+    ),
+    "quick": Preset(
+        name="quick",
+        description="n=1,000, S=0.99 (Hobbahn's scaled replication); the t-sweep in <= 10 min on 2 CPU cores",
+        base=dict(n=1_000, sparsity=0.99, steps=10_000, test_size=5_000, online_batch=2_048),
+        T_grid=(3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, INF),
+        data_seeds=4,
+        best_of=2,
+        tm_ms=tuple(range(1, 11)),
+        weight_decays=(0.0, 1e-3, 1e-2, 1e-1, 1.0),
+        epochs_steps=(2_500, 5_000, 10_000, 20_000),
+        epochs_T_grid=(5, 10, 30, 100, 300, 1_000, 3_000, 10_000, INF),
+        sparsities=(0.98, 0.99, 0.995),
+        feature_counts=(1, 2, 5, 10, 20, 50, 100, 200),
+        vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 50_000, INF),
+    ),
+    "smoke": Preset(
+        name="smoke",
+        description="tiny models (n=100, 200 steps); every experiment in seconds, for CI",
+        base=dict(n=100, sparsity=0.9, steps=200, test_size=500, online_batch=256, snapshots=4),
+        T_grid=(3, 10, 100, INF),
+        data_seeds=2,
+        best_of=2,
+        tm_ms=(1, 2, 3),
+        weight_decays=(0.0, 1e-2, 1.0),
+        epochs_steps=(100, 200),
+        epochs_T_grid=(3, 30, INF),
+        sparsities=(0.8, 0.9),
+        feature_counts=(1, 10),
+        vector_plot_T=(3, 10, INF),
+    ),
+}
+
+
+def get_preset(name: str | None) -> Preset:
+    """The preset called ``name`` (None: the default, ``paper``)."""
+    name = DEFAULT_PRESET if name is None else name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ToyddError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+
+
+# --- experiments ---------------------------------------------------------------
+
+@dataclass
+class Experiment:
+    """A named list of training jobs plus what its figures need to know."""
+
+    name: str
+    description: str
+    preset: str | None
+    configs: list[TrainConfig]
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # the experiment file, for user experiments
+
+    def keys(self) -> list[str]:
+        return [c.key() for c in self.configs]
+
+    def manifest(self) -> dict[str, Any]:
+        """The JSON written to ``DIR/experiments/<name>.json`` (see docs/ARCHITECTURE.md)."""
+        m = {
+            "name": self.name,
+            "preset": self.preset,
+            "description": self.description,
+            "keys": self.keys(),
+            "configs": [c.to_dict() for c in self.configs],
+            "params": self.params,
+        }
+        if self.source is not None:
+            m["source"] = self.source
+        return m
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    description: str
+    build: Callable[[Preset], tuple[list[TrainConfig], dict[str, Any]]]
+
+
+def _T_list(values) -> list[Any]:
+    """T values for JSON params: ints, and the string 'inf'."""
+    return ["inf" if math.isinf(t) else int(t) for t in values]
+
+
+def _seeded(base: dict[str, Any], p: Preset, m: int, T: float, **extra: Any) -> list[TrainConfig]:
+    """One job per data seed at (m, T): the paper's 4 training sets per grid point."""
+    return [
+        TrainConfig(**{**p.base, **base, "m": m, "T": T, "data_seed": d, "init_seeds": p.init_seeds(m), **extra})
+        for d in range(p.data_seeds)
+    ]
+
+
+def _t_sweep(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = 2
+    configs = [c for T in p.T_grid for c in _seeded({}, p, m, T)]
+    params = {
+        "m": m,
+        "T": _T_list(p.T_grid),
+        "vector_plot_T": _T_list(t for t in p.vector_plot_T if t in p.T_grid),
+        "data_seeds": p.data_seeds,
+        "best_of": p.init_seeds(m),
+    }
+    return configs, params
+
+
+def _norms(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    # Exactly the t-sweep's jobs (same keys, so nothing trains twice when both
+    # run into one directory); only the figure differs.
+    configs, params = _t_sweep(p)
+    return configs, {**params, "source_experiment": "t-sweep", "y": ["weight_norm", "bias_norm"]}
+
+
+def _tm_grid(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    configs = [c for m in p.tm_ms for T in p.T_grid for c in _seeded({}, p, m, T)]
+    return configs, {"m": list(p.tm_ms), "T": _T_list(p.T_grid), "data_seeds": p.data_seeds}
+
+
+def _weight_decay(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = p.m_appendix
+    # Weight decay varies per instance, so all decays of one T train as one batch.
+    configs = [c for T in p.T_grid for wd in p.weight_decays
+               for c in _seeded({}, p, m, T, weight_decay=float(wd))]
+    return configs, {"m": m, "T": _T_list(p.T_grid), "weight_decays": list(p.weight_decays),
+                     "data_seeds": p.data_seeds}
+
+
+def _epochs(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = p.m_appendix
+    # warmup stays None: 5% of each run's steps, as in the paper's appendix.
+    configs = [c for steps in p.epochs_steps for T in p.epochs_T_grid
+               for c in _seeded({}, p, m, T, steps=int(steps), warmup=None)]
+    return configs, {"m": m, "T": _T_list(p.epochs_T_grid), "steps": list(p.epochs_steps),
+                     "data_seeds": p.data_seeds}
+
+
+def sparsity_T_values(sparsity: float, feature_counts) -> list[int]:
+    """Dataset sizes at which a feature is expected to occur ``c`` times: T = c / (1 - S)."""
+    out: list[int] = []
+    for c in feature_counts:
+        T = max(2, int(round(c / (1.0 - sparsity))))
+        if T not in out:
+            out.append(T)
+    return out
+
+
+def _sparsity(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = 2
+    configs = []
+    grid: dict[str, list[int]] = {}
+    for S in p.sparsities:
+        Ts = sparsity_T_values(S, p.feature_counts)
+        grid[repr(float(S))] = Ts
+        configs += [c for T in Ts for c in _seeded({"sparsity": float(S)}, p, m, T)]
+    return configs, {"m": m, "sparsities": list(p.sparsities), "feature_counts": list(p.feature_counts),
+                     "T_by_sparsity": grid, "x": ["T", "T*(1-S)"], "y": "max_feature_dim",
+                     "data_seeds": p.data_seeds}
+
+
+EXPERIMENTS: dict[str, ExperimentSpec] = {
+    s.name: s for s in [
+        ExperimentSpec("t-sweep", "Main figure: test loss, feature and data dimensionality vs T at m=2, "
+                       "with the m/T curve and vector plots of W (features) and h_i (training points).", _t_sweep),
+        ExperimentSpec("norms", "||W||_F and ||b||_2 vs T at m=2 (the t-sweep's runs): norms rise while "
+                       "memorizing, peak, then fall and plateau once the model generalizes.", _norms),
+        ExperimentSpec("tm-grid", "Test loss over (T, m) as a heat map: where the double-descent bump "
+                       "sits as the hidden dimension grows.", _tm_grid),
+        ExperimentSpec("weight-decay", "Test loss vs T at m=4 for several weight decays: less decay, "
+                       "bigger bump; 1.0 removes it.", _weight_decay),
+        ExperimentSpec("epochs", "Test loss vs T at m=4 for several step counts (5% warmup, cosine "
+                       "decay): more steps, bigger bump.", _epochs),
+        ExperimentSpec("sparsity", "Generalization scale (Jermyn): max feature dimensionality vs T and "
+                       "vs T(1-S) for several sparsities; features generalize once seen ~10 times.", _sparsity),
+    ]
+}
+
+
+def experiment_names() -> list[str]:
+    return list(EXPERIMENTS)
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def reproduce_plan(preset: str | None = None) -> list[str]:
+    """The experiments ``toydd reproduce`` runs for a preset, cheapest first.
+
+    ``norms`` shares the t-sweep's jobs, so listing both costs nothing extra.
+    """
+    get_preset(preset)  # validate
+    return ["t-sweep", "norms", "sparsity", "weight-decay", "epochs", "tm-grid"]
+
+
+def named_experiment(name: str, preset: str | None = None) -> Experiment:
+    """A built-in experiment at a preset's fidelity."""
+    spec = EXPERIMENTS.get(name)
+    if spec is None:
+        raise ToyddError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)} "
+                         f"(or a {'/'.join(EXPERIMENT_FILE_SUFFIXES)} experiment file)")
+    p = get_preset(preset)
+    configs, params = spec.build(p)
+    return Experiment(name=name, description=spec.description, preset=p.name,
+                      configs=_unique(configs), params=params)
+
+
+def is_experiment_file(name_or_file: str) -> bool:
+    return Path(name_or_file).suffix.lower() in EXPERIMENT_FILE_SUFFIXES or Path(name_or_file).is_file()
+
+
+def get_experiment(name_or_file: str, preset: str | None = None) -> Experiment:
+    """A built-in experiment by name, or a user experiment from a TOML/YAML file."""
+    if name_or_file in EXPERIMENTS:
+        return named_experiment(name_or_file, preset)
+    if is_experiment_file(name_or_file):
+        return load_experiment_file(name_or_file, preset)
+    return named_experiment(name_or_file, preset)  # raises, listing the valid names
+
+
+def _unique(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """Drop repeated jobs (same key), keeping the first: a grid may name one job twice."""
+    seen: set[str] = set()
+    out = []
+    for c in configs:
+        k = c.key()
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+    return out
+
+
+# --- experiment files ----------------------------------------------------------
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_TOP_KEYS = ("name", "description", "preset", "base", "grid", "params")
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """Parse a TOML or YAML file into a dict; any failure is a one-line ToyddError."""
+    if not path.is_file():
+        raise ToyddError(f"experiment file not found: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ToyddError(f"cannot read experiment file {path}: {type(e).__name__}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ToyddError(f"{path}: invalid TOML: {_one_line(e)}") from None
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ToyddError(f"{path}: invalid YAML: {_one_line(e)}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ToyddError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+        return data
+    raise ToyddError(f"{path}: unknown experiment file type {path.suffix!r}; use .toml, .yaml or .yml")
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Forgive the usual file-format quirks before TrainConfig validates the value.
+
+    YAML 1.1 reads ``1e-3`` as a string and users write ``steps = 5e4``; both
+    are unambiguous, so accept them rather than fail on a technicality.
+    """
+    if isinstance(value, (dict, list)):
+        raise ToyddError(f"{where}: {name} must be a single value, got a {type(value).__name__}")
+    hint = str(_FIELD_TYPES.get(name, ""))
+    if "float" in hint and name != "T":
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ToyddError(f"{where}: {name} must be a number, got {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            # 0 and 0.0 are one job, but hash to different keys: store floats as floats.
+            return float(value)
+    if "int" in hint and "float" not in hint and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _check_fields(table: dict[str, Any], where: str) -> None:
+    unknown = [k for k in table if k not in _FIELDS]
+    if unknown:
+        raise ToyddError(f"{where}: unknown config field(s) {', '.join(map(repr, unknown))}; "
+                         f"valid fields: {', '.join(_FIELDS)}")
+
+
+def _grid_points(grid: Any, path: Path) -> list[dict[str, Any]]:
+    """Expand ``grid`` (a table of lists, or a list of such tables) into field assignments."""
+    if grid is None:
+        return [{}]
+    tables = grid if isinstance(grid, list) else [grid]
+    if not tables:
+        raise ToyddError(f"{path}: grid is an empty list")
+    points: list[dict[str, Any]] = []
+    for i, table in enumerate(tables):
+        where = f"{path}: grid" + (f"[{i}]" if isinstance(grid, list) else "")
+        if not isinstance(table, dict):
+            raise ToyddError(f"{where} must be a table of lists, got {type(table).__name__}")
+        _check_fields(table, where)
+        axes = []
+        for name, values in table.items():
+            if not isinstance(values, list):
+                values = [values]  # a scalar is a one-point axis
+            if not values:
+                raise ToyddError(f"{where}: {name} is an empty list")
+            axes.append([(name, _coerce(name, v, where)) for v in values])
+        points += [dict(combo) for combo in itertools.product(*axes)]
+    return points
+
+
+def load_experiment_file(path: str | Path, preset: str | None = None) -> Experiment:
+    """Read a user experiment (TOML or YAML; see the module docstring).
+
+    ``preset`` (or the file's own ``preset`` key, which it overrides) fills the
+    fields the file leaves unset; without either, unset fields take the paper's
+    defaults. Any problem raises a one-line :class:`ToyddError` naming the file
+    and what is wrong.
+    """
+    path = Path(path)
+    data = _read_mapping(path)
+    unknown = [k for k in data if k not in _TOP_KEYS]
+    if unknown:
+        raise ToyddError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"valid top-level keys: {', '.join(_TOP_KEYS)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ToyddError(f"{path}: name must be letters, digits, '.', '_' or '-' (it names a file), got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ToyddError(f"{path}: description must be a string")
+    file_preset = data.get("preset")
+    if file_preset is not None and not isinstance(file_preset, str):
+        raise ToyddError(f"{path}: preset must be a string naming a preset ({', '.join(PRESETS)})")
+    preset_name = preset if preset is not None else file_preset
+    p_base = get_preset(preset_name).base if preset_name is not None else {}
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise ToyddError(f"{path}: base must be a table of config fields")
+    _check_fields(base, f"{path}: base")
+    base = {k: _coerce(k, v, f"{path}: base") for k, v in base.items()}
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise ToyddError(f"{path}: params must be a table")
+    configs = []
+    for point in _grid_points(data.get("grid"), path):
+        fields = {**p_base, **base, **point}
+        try:
+            configs.append(TrainConfig.from_dict(fields))
+        except ToyddError as e:
+            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise ToyddError(f"{path}: {e}" + (f" (at grid point {shown})" if shown else "")) from None
+        except TypeError as e:  # a value of a type TrainConfig.validate cannot compare
+            raise ToyddError(f"{path}: bad value in config: {_one_line(e)}") from None
+    return Experiment(name=name, description=description, preset=preset_name, configs=_unique(configs),
+                      params=params, source=str(path))

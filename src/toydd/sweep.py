@@ -1,0 +1,775 @@
+"""Resumable sweeps: run an experiment's jobs into a results store, and read it back.
+
+The store (a sweep directory ``DIR``, see docs/ARCHITECTURE.md)::
+
+    DIR/experiments/<name>.json   the experiment's manifest, written atomically when the sweep starts
+    DIR/runs/<key>/               one complete run per finished job (storage.save_run: atomic)
+    DIR/failed/<key>.json         a job that raised, or diverged (NaN/inf loss)
+    DIR/locks/<key>.lock          flock-ed while some worker trains that job
+
+Why it survives ``kill -9`` and concurrent sweeps:
+
+* A job is done iff ``runs/<key>/`` passes :func:`storage.verify_run`. Runs are
+  renamed into place only when complete, so a killed sweep leaves either a
+  whole run or none; a corrupted or truncated one fails its checksum, is
+  reported by name on stderr and trained again.
+* Before training a job a worker takes an exclusive, non-blocking ``flock`` on
+  its lock file and then checks again whether the job is done. Whoever holds
+  the lock is the only one training that job; a second sweep skips it, and
+  at the end waits for it (blocking) and trains it only if its owner died
+  without finishing. The kernel drops the lock when the owner dies, however
+  it dies, so there are no stale locks to clean up. Lock files are never
+  deleted: deleting one while another process holds it would let a third
+  lock a fresh inode and train the same job twice.
+* Jobs that share ``TrainConfig.shape_key()`` train together as one batch of
+  instances (one ``train_batch`` call), largest batches first so that the
+  longest work starts early and the ETA is honest.
+
+Executors: ``local`` (in this process), ``process`` (``jobs`` spawned worker
+processes), ``ray`` (one Ray task per batch; each task writes its runs to the
+store itself, so ``DIR`` must be on a filesystem every node sees).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import TrainConfig
+from .errors import ToyddError
+from .experiments import Experiment, get_experiment
+from .storage import CorruptRun, atomic_write_json, save_run, verify_run
+
+EXECUTORS = ("local", "process", "ray")
+
+# A batch is capped so that one huge group (e.g. 5 weight decays x 4 seeds x
+# best-of-4) still splits into several tasks a pool can spread over workers,
+# and so memory (one training set per instance) stays bounded.
+MAX_BATCH_INSTANCES = 32
+
+# Cost model for scheduling and the ETA (arbitrary units ~ one instance-step at
+# tiny size). A step touches every non-zero of every training point
+# (T n (1-S) m) plus the dense parameters (n m); the constant is the fixed
+# per-step overhead that dominates at small T.
+_STEP_OVERHEAD = 2_000.0
+
+
+def effective_T(config: TrainConfig) -> int:
+    """Points seen per step: T, or the online batch for infinite data."""
+    return config.online_batch if config.infinite else int(config.T)
+
+
+def job_cost(config: TrainConfig) -> float:
+    """Relative cost of one job, ~ steps x instances x (points x nonzeros + parameters) x m."""
+    nnz = max(1.0, config.n * (1.0 - config.sparsity))
+    per_instance = (effective_T(config) * nnz + config.n) * config.m
+    return config.steps * (config.init_seeds * per_instance + _STEP_OVERHEAD)
+
+
+def make_batches(configs: Sequence[TrainConfig], max_instances: int = MAX_BATCH_INSTANCES) -> list[list[TrainConfig]]:
+    """Group jobs by shape key into batches of at most ``max_instances`` instances, costliest first."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for c in configs:
+        groups.setdefault(c.shape_key(), []).append(c)
+    batches: list[list[TrainConfig]] = []
+    for group in groups.values():
+        per_job = group[0].init_seeds  # equal within a shape key
+        size = max(1, max_instances // per_job)
+        # Split into near-equal parts rather than size, size, ..., remainder:
+        # equal parts finish together, which is what a worker pool wants.
+        parts = math.ceil(len(group) / size)
+        step = math.ceil(len(group) / parts)
+        batches += [group[i:i + step] for i in range(0, len(group), step)]
+    batches.sort(key=lambda b: -sum(job_cost(c) for c in b))
+    return batches
+
+
+# --- the store -------------------------------------------------------------------
+
+class Store:
+    """Paths and queries of one sweep directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def run_dir(self, key: str) -> Path:
+        return self.root / "runs" / key
+
+    def failed_path(self, key: str) -> Path:
+        return self.root / "failed" / f"{key}.json"
+
+    def lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.lock"
+
+    def manifest_path(self, name: str) -> Path:
+        return self.root / "experiments" / f"{name}.json"
+
+    def create(self) -> None:
+        for sub in ("experiments", "runs", "failed", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def is_sweep_dir(self) -> bool:
+        return (self.root / "experiments").is_dir() or (self.root / "runs").is_dir()
+
+    def is_done(self, key: str) -> bool:
+        try:
+            verify_run(self.run_dir(key))
+            return True
+        except CorruptRun:
+            return False
+
+    def is_running(self, key: str) -> bool:
+        """True if some process holds the job's lock (i.e. is training it right now)."""
+        path = self.lock_path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            # A shared lock conflicts only with the trainer's exclusive one, so
+            # two `status` calls never disturb each other.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)
+
+    def clean_partial(self, key: str) -> None:
+        """Remove temp/old directories a killed ``save_run`` of this job left behind.
+
+        Only called while holding the job's lock: every writer of ``runs/<key>``
+        holds it, so any such leftover belongs to a writer that is dead.
+        """
+        for p in (self.root / "runs").glob(f".{key}.*"):
+            if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def manifests(self) -> dict[str, dict[str, Any]]:
+        """Every readable experiment manifest, by name (an unreadable one is reported, not used)."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in sorted((self.root / "experiments").glob("*.json")):
+            try:
+                m = json.loads(p.read_text())
+                out[m["name"]] = m
+            except (OSError, ValueError, KeyError, TypeError):
+                print(f"warning: {p}: unreadable experiment manifest, ignored", file=sys.stderr)
+        return out
+
+
+class JobLock:
+    """An exclusive ``flock`` on ``locks/<key>.lock``; released on close or when the process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        # Who holds it, for a human debugging a stuck sweep (not used for locking).
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
+        except OSError:
+            pass
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+# --- one batch (runs inside whichever worker the executor picked) ------------------
+
+@dataclass
+class JobOutcome:
+    key: str
+    status: str  # trained | diverged | failed | done (finished elsewhere meanwhile) | busy (locked elsewhere)
+    error: str | None = None
+
+
+def _record_failure(store: Store, config: TrainConfig, kind: str, error: str,
+                    failed_step: int | None = None, tb: str | None = None) -> None:
+    atomic_write_json(store.failed_path(config.key()), {
+        "key": config.key(),
+        "kind": kind,  # "exception" (no run saved) or "diverged" (run saved, marked failed)
+        "error": error,
+        "failed_step": failed_step,
+        "config": config.to_dict(),
+        "traceback": tb,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "time": time.time(),
+    })
+
+
+def _clear_failure(store: Store, key: str) -> None:
+    try:
+        store.failed_path(key).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable[[int], None] | None) -> list[JobOutcome]:
+    from . import training  # lazy: compiling kernels is the worker's business, not the importer's
+
+    try:
+        results = training.train_batch(configs, progress=progress)
+        if len(results) != len(configs):
+            raise RuntimeError(f"train_batch returned {len(results)} results for {len(configs)} configs")
+    except Exception as e:
+        if len(configs) > 1:
+            # Isolate the failure: train each job alone so that one bad job does
+            # not sink the others of its batch (instances are independent).
+            return [o for c in configs for o in _train_and_save(store, [c], None)]
+        msg = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        _record_failure(store, configs[0], "exception", msg, tb=traceback.format_exc())
+        return [JobOutcome(configs[0].key(), "failed", msg)]
+
+    outcomes = []
+    for config, result in zip(configs, results):
+        key = config.key()
+        try:
+            save_run(store.run_dir(key), result)
+        except Exception as e:
+            msg = f"saving the run failed: {type(e).__name__}: {e}"
+            _record_failure(store, config, "exception", msg, tb=traceback.format_exc())
+            outcomes.append(JobOutcome(key, "failed", msg))
+            continue
+        failed_step = result.metrics.get("failed_step")
+        if failed_step is not None:
+            msg = f"loss became NaN/inf at step {failed_step}"
+            _record_failure(store, config, "diverged", msg, failed_step=int(failed_step))
+            outcomes.append(JobOutcome(key, "diverged", msg))
+        else:
+            _clear_failure(store, key)  # an earlier failure of this job is history now
+            outcomes.append(JobOutcome(key, "trained"))
+    return outcomes
+
+
+def run_batch(out: str | os.PathLike, configs: Sequence[TrainConfig], wait: bool = False,
+              progress: Callable[[int], None] | None = None) -> list[JobOutcome]:
+    """Lock, re-check, train and save one batch of jobs sharing a shape key.
+
+    With ``wait=False`` a job whose lock another process holds is skipped
+    (``busy``); with ``wait=True`` we block until that process is done with it,
+    then train it only if it is still not done. Locks are taken in key order,
+    so two sweeps blocking on each other's jobs cannot deadlock.
+    """
+    store = Store(out)
+    held: list[JobLock] = []
+    outcomes: list[JobOutcome] = []
+    todo: list[TrainConfig] = []
+    try:
+        for config in sorted(configs, key=lambda c: c.key()):
+            key = config.key()
+            lock = JobLock(store.lock_path(key))
+            if not lock.acquire(blocking=wait):
+                outcomes.append(JobOutcome(key, "busy"))
+                continue
+            # The re-check under the lock is what makes "never trained twice" hold:
+            # between our first look and now another sweep may have finished it.
+            if store.is_done(key):
+                lock.release()
+                outcomes.append(JobOutcome(key, "done"))
+                continue
+            held.append(lock)
+            store.clean_partial(key)
+            todo.append(config)
+        if todo:
+            outcomes += _train_and_save(store, todo, progress)
+    finally:
+        for lock in held:
+            lock.release()
+    return outcomes
+
+
+# --- executors --------------------------------------------------------------------
+
+class _Bar:
+    """A rich progress bar in cost units with an ETA; a no-op when progress is off."""
+
+    def __init__(self, enabled: bool, title: str, total_cost: float, total_jobs: int):
+        self.enabled = enabled and total_jobs > 0
+        self.jobs_done = 0
+        self.total_jobs = total_jobs
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[jobs]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False, refresh_per_second=4,
+        )
+        self.task = self.progress.add_task(title, total=max(total_cost, 1.0), jobs=self._jobs())
+        self.progress.start()
+
+    def _jobs(self) -> str:
+        return f"{self.jobs_done}/{self.total_jobs} jobs"
+
+    def advance(self, cost: float) -> None:
+        if self.enabled:
+            self.progress.advance(self.task, cost)
+
+    def jobs(self, n: int) -> None:
+        self.jobs_done += n
+        if self.enabled:
+            self.progress.update(self.task, jobs=self._jobs())
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+class _BatchProgress:
+    """Turns ``train_batch``'s step counts into cost units for one batch."""
+
+    def __init__(self, batch: Sequence[TrainConfig]):
+        self.cost = sum(job_cost(c) for c in batch)
+        self.per_step = self.cost / max(1, batch[0].steps)
+        self.reported = 0.0
+
+    def steps(self, k: int) -> float:
+        units = min(k * self.per_step, self.cost - self.reported)
+        self.reported += units
+        return units
+
+    def rest(self) -> float:
+        # Jobs skipped (done/busy) or failed early never report their steps:
+        # book the remainder when the batch returns so the bar ends at 100%.
+        units = self.cost - self.reported
+        self.reported = self.cost
+        return units
+
+
+def _run_local(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+    outcomes = []
+    for batch in batches:
+        bp = _BatchProgress(batch)
+        res = run_batch(out, batch, wait, progress=lambda k, bp=bp: bar.advance(bp.steps(k)))
+        bar.advance(bp.rest())
+        bar.jobs(sum(o.status != "busy" for o in res))
+        outcomes += res
+    return outcomes
+
+
+# Worker-process state for the process executor (set by _worker_init in each spawned worker).
+_QUEUE = None
+
+
+def _worker_init(queue, threads: int) -> None:
+    global _QUEUE
+    _QUEUE = queue
+    # Share the cores between the workers instead of each one spawning a
+    # thread per core (2 workers x 2 threads on 2 cores is slower than 2 x 1).
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    except Exception:
+        pass
+
+
+def _worker_run_batch(out: str, batch: list[TrainConfig], wait: bool, batch_id: int) -> list[JobOutcome]:
+    last = [time.monotonic(), 0]
+
+    def progress(k: int) -> None:
+        # Throttled: a queue message per optimizer step would cost more than the step.
+        last[1] += k
+        now = time.monotonic()
+        if now - last[0] > 0.25 and _QUEUE is not None:
+            _QUEUE.put((batch_id, last[1]))
+            last[0], last[1] = now, 0
+
+    outcomes = run_batch(out, batch, wait, progress)
+    if last[1] and _QUEUE is not None:
+        _QUEUE.put((batch_id, last[1]))
+    return outcomes
+
+
+def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+    from concurrent.futures import wait as wait_futures
+
+    ctx = mp.get_context("spawn")  # fork would copy torch/numba thread pools mid-flight
+    q = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    progress = {i: _BatchProgress(b) for i, b in enumerate(batches)}
+    outcomes: list[JobOutcome] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                i, k = q.get_nowait()
+            except queue_mod.Empty:
+                return
+            bar.advance(progress[i].steps(k))
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(q, threads)) as pool:
+        futures = {pool.submit(_worker_run_batch, str(out), b, wait, i): i for i, b in enumerate(batches)}
+        remaining = set(futures)
+        try:
+            while remaining:
+                finished, remaining = wait_futures(remaining, timeout=0.25, return_when=FIRST_COMPLETED)
+                drain()
+                for f in finished:
+                    i = futures[f]
+                    try:
+                        res = f.result()
+                    except Exception as e:  # a worker died (OOM kill, segfault): its locks died with it
+                        msg = f"worker process failed: {type(e).__name__}: {e}"
+                        res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
+                    bar.advance(progress[i].rest())
+                    bar.jobs(sum(o.status != "busy" for o in res))
+                    outcomes += res
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return outcomes
+
+
+def _ray_task(out: str, batch: list[TrainConfig], wait: bool) -> list[dict[str, Any]]:
+    # Plain dicts cross the Ray boundary: no toydd classes in the object store.
+    return [vars(o) for o in run_batch(out, batch, wait)]
+
+
+def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+    try:
+        import ray
+    except ImportError:
+        raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
+
+    started_here = False
+    if not ray.is_initialized():
+        # RAY_ADDRESS names a running cluster; without it Ray starts a local instance.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        started_here = True
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        task = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_ray_task)
+        # jobs > 1 caps the tasks in flight; otherwise the cluster's resources decide.
+        limit = jobs if jobs > 1 else len(batches)
+        todo = list(enumerate(batches))
+        inflight: dict[Any, int] = {}
+        outcomes: list[JobOutcome] = []
+        while todo or inflight:
+            while todo and len(inflight) < limit:
+                i, b = todo.pop(0)
+                inflight[task.remote(str(out), b, wait)] = i
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                i = inflight.pop(ref)
+                try:
+                    res = [JobOutcome(**d) for d in ray.get(ref)]
+                except Exception as e:
+                    msg = f"ray task failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}"
+                    res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
+                bar.advance(sum(job_cost(c) for c in batches[i]))
+                bar.jobs(sum(o.status != "busy" for o in res))
+                outcomes += res
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+_EXECUTE = {"local": _run_local, "process": _run_process, "ray": _run_ray}
+
+
+# --- the sweep ----------------------------------------------------------------------
+
+@dataclass
+class SweepSummary:
+    """What one ``run_sweep`` call did."""
+
+    name: str
+    out: Path
+    preset: str | None
+    total: int  # jobs in the experiment
+    already_done: int  # complete before this sweep started
+    trained: list[str] = field(default_factory=list)  # keys this sweep trained and saved (diverged included)
+    diverged: list[str] = field(default_factory=list)  # saved, but the loss went NaN/inf
+    failed: list[str] = field(default_factory=list)  # raised: no run saved (see failed/<key>.json)
+    corrupt: list[str] = field(default_factory=list)  # found corrupted/truncated and queued again
+    elsewhere: list[str] = field(default_factory=list)  # finished by a concurrent sweep
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def done(self) -> int:
+        return self.already_done + len(self.trained) + len(self.elsewhere)
+
+    def line(self) -> str:
+        parts = [f"{self.name}: {self.done}/{self.total} jobs done",
+                 f"{len(self.trained)} trained", f"{self.already_done} already done"]
+        if self.elsewhere:
+            parts.append(f"{len(self.elsewhere)} by another sweep")
+        if self.corrupt:
+            parts.append(f"{len(self.corrupt)} corrupt re-run")
+        if self.diverged:
+            parts.append(f"{len(self.diverged)} diverged")
+        if self.failed:
+            parts.append(f"{len(self.failed)} FAILED (see {self.out / 'failed'})")
+        return ", ".join(parts) + f" in {self.seconds:.1f}s"
+
+
+def write_manifest(out: str | os.PathLike, experiment: Experiment) -> Path:
+    store = Store(out)
+    store.create()
+    path = store.manifest_path(experiment.name)
+    atomic_write_json(path, experiment.manifest())
+    return path
+
+
+def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = None, executor: str = "local",
+              jobs: int = 1, progress: bool = True, max_batch_instances: int = MAX_BATCH_INSTANCES) -> SweepSummary:
+    """Run every unfinished job of an experiment into the store at ``out``; resumable.
+
+    ``name_or_file``: a built-in experiment (see ``toydd.experiments``) or a
+    TOML/YAML experiment file. Finished jobs are skipped, corrupted ones are
+    reported on stderr and re-run. Returns a :class:`SweepSummary`; jobs that
+    raise are recorded in ``failed/<key>.json`` rather than stopping the sweep.
+    """
+    if executor not in EXECUTORS:
+        raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ToyddError(f"jobs must be a positive integer, got {jobs!r}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
+    exp = get_experiment(str(name_or_file), preset)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ToyddError(f"--out {out} exists and is not a directory")
+    t0 = time.monotonic()
+    store = Store(out)
+    write_manifest(out, exp)
+
+    summary = SweepSummary(name=exp.name, out=out, preset=exp.preset, total=len(exp.configs), already_done=0)
+    pending: list[TrainConfig] = []
+    for config in exp.configs:
+        key = config.key()
+        run_dir = store.run_dir(key)
+        if run_dir.exists():
+            try:
+                verify_run(run_dir)
+                summary.already_done += 1
+                continue
+            except CorruptRun as e:
+                print(f"warning: corrupt run, training it again: {e}", file=sys.stderr)
+                summary.corrupt.append(key)
+        pending.append(config)
+
+    bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
+               sum(job_cost(c) for c in pending), len(pending))
+    try:
+        execute = _EXECUTE[executor]
+        # Pass 1: everything nobody else is training. Pass 2: wait for the jobs
+        # another sweep held, and train those its owner left unfinished.
+        outcomes = execute(out, make_batches(pending, max_batch_instances), False, bar, jobs)
+        busy_keys = {o.key for o in outcomes if o.status == "busy"}
+        if busy_keys:
+            busy = [c for c in pending if c.key() in busy_keys]
+            outcomes = [o for o in outcomes if o.status != "busy"]
+            outcomes += execute(out, make_batches(busy, max_batch_instances), True, bar, jobs)
+    finally:
+        bar.close()
+
+    for o in outcomes:
+        if o.status in ("trained", "diverged"):
+            summary.trained.append(o.key)
+        if o.status == "diverged":
+            summary.diverged.append(o.key)
+        elif o.status == "failed":
+            summary.failed.append(o.key)
+            print(f"warning: job {o.key} failed: {o.error}", file=sys.stderr)
+        elif o.status == "done":
+            summary.elsewhere.append(o.key)
+    summary.seconds = time.monotonic() - t0
+    if progress:
+        print(summary.line(), file=sys.stderr)
+    return summary
+
+
+# --- reading a store back -------------------------------------------------------------
+
+def _require_store(out: str | os.PathLike) -> Store:
+    store = Store(out)
+    if not store.root.is_dir():
+        raise ToyddError(f"sweep directory not found: {store.root}")
+    if not store.is_sweep_dir():
+        raise ToyddError(f"not a sweep directory (no experiments/ or runs/): {store.root}")
+    return store
+
+
+def _job_state(store: Store, key: str) -> str:
+    if store.is_done(key):
+        return "done"
+    if store.is_running(key):
+        return "running"
+    if store.failed_path(key).exists():
+        return "failed"
+    return "pending"
+
+
+def _failure_kind(store: Store, key: str) -> str | None:
+    try:
+        return json.loads(store.failed_path(key).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def status(out: str | os.PathLike) -> dict[str, Any]:
+    """Counts of done / running / failed / pending jobs in a sweep directory, overall and per experiment.
+
+    ``running`` means some process holds the job's lock right now; ``failed``
+    means the last attempt raised (no run saved); ``diverged`` counts done runs
+    whose loss went NaN/inf; ``corrupt`` lists run directories that fail their
+    checksums (they count as pending: the next sweep re-runs them).
+    """
+    store = _require_store(out)
+    manifests = store.manifests()
+    states: dict[str, str] = {}
+    diverged: set[str] = set()
+    corrupt: list[str] = []
+    per_exp: dict[str, dict[str, Any]] = {}
+
+    def state(key: str) -> str:
+        if key not in states:
+            s = _job_state(store, key)
+            states[key] = s
+            if s == "done":
+                if _failure_kind(store, key) == "diverged":
+                    diverged.add(key)
+            elif s != "running" and store.run_dir(key).exists():
+                corrupt.append(str(store.run_dir(key)))
+        return states[key]
+
+    for name, m in manifests.items():
+        counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
+        for key in m.get("keys", []):
+            counts[state(key)] += 1
+        per_exp[name] = {"preset": m.get("preset"), "description": m.get("description", ""),
+                         "total": len(m.get("keys", [])), **counts}
+    # Runs on disk that no manifest names (e.g. an experiment file edited since) still count.
+    runs_root = store.root / "runs"
+    extra = [p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_root.is_dir() else []
+    for key in extra:
+        state(key)
+    totals = {"done": 0, "running": 0, "failed": 0, "pending": 0}
+    for s in states.values():
+        totals[s] += 1
+    return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
+            "corrupt": sorted(corrupt), "experiments": per_exp}
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """``status()`` as a small human-readable table."""
+    lines = [f"{st['out']}: {st['done']}/{st['total']} done, {st['running']} running, "
+             f"{st['failed']} failed, {st['pending']} pending"
+             + (f", {st['diverged']} diverged" if st["diverged"] else "")]
+    width = max([len(n) for n in st["experiments"]] + [10])
+    lines.append(f"  {'experiment':<{width}}  {'preset':<7} {'done':>6} {'running':>7} {'failed':>6} {'pending':>7}")
+    for name, e in st["experiments"].items():
+        lines.append(f"  {name:<{width}}  {str(e['preset'] or '-'):<7} {e['done']:>4}/{e['total']:<1} "
+                     f"{e['running']:>7} {e['failed']:>6} {e['pending']:>7}")
+    for c in st["corrupt"]:
+        lines.append(f"  corrupt: {c}")
+    return "\n".join(lines)
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def load_table(out: str | os.PathLike, experiment: str | None = None):
+    """One row per complete run: key, experiments, every config field, every scalar metric.
+
+    ``T`` is a float (``inf`` for infinite data). A metric whose name is also a
+    config field is suffixed ``_run`` (``steps_run``). Corrupted runs are
+    reported on stderr and left out, never read. ``experiment`` keeps only that
+    experiment's runs (a ToyddError if no manifest has that name).
+    """
+    import pandas as pd
+
+    store = _require_store(out)
+    manifests = store.manifests()
+    if experiment is not None and experiment not in manifests:
+        raise ToyddError(f"no experiment {experiment!r} in {store.root}; "
+                         f"found: {', '.join(manifests) or 'none'}")
+    membership: dict[str, list[str]] = {}
+    for name, m in manifests.items():
+        for key in m.get("keys", []):
+            membership.setdefault(key, []).append(name)
+    wanted = set(manifests[experiment]["keys"]) if experiment is not None else None
+
+    runs_root = store.root / "runs"
+    keys = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if runs_root.is_dir() else []
+    rows = []
+    for key in keys:
+        if wanted is not None and key not in wanted:
+            continue
+        run_dir = runs_root / key
+        try:
+            metrics = verify_run(run_dir)
+            config = TrainConfig.from_dict({k: v for k, v in json.loads((run_dir / "config.json").read_text()).items()
+                                            if k != "toydd_version"})
+        except (CorruptRun, ToyddError, ValueError) as e:
+            print(f"warning: skipping unreadable run: {e}", file=sys.stderr)
+            continue
+        row: dict[str, Any] = {"key": key, "experiments": ",".join(sorted(membership.get(key, [])))}
+        cfg = config.to_dict()
+        cfg["T"] = float(config.T)
+        row.update(cfg)
+        for name, v in metrics.items():
+            if name == "checksums" or not _scalar(v):
+                continue
+            if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+                v = float(v)  # storage writes non-finite floats as strings
+            row[f"{name}_run" if name in cfg else name] = v
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["key", "experiments"] + list(TrainConfig().to_dict()))
+    return pd.DataFrame(rows)
+
+
+def table_csv(out: str | os.PathLike, experiment: str | None = None) -> str:
+    """``load_table`` as CSV text (what ``toydd table DIR`` prints)."""
+    return load_table(out, experiment).to_csv(index=False)
