@@ -196,7 +196,8 @@ def aggregate(df: pd.DataFrame, value: str, by: str | Sequence[str] = "T") -> pd
     so a partial sweep still aggregates what it has.
     """
     by = [by] if isinstance(by, str) else list(by)
-    d = df.dropna(subset=[value])
+    d = df.dropna(subset=[value]).copy()
+    d[value] = d[value].astype(float)  # metrics read from JSON can arrive as object columns
     g = d.groupby(by, sort=True)[value]
     out = g.agg(["mean", "std", "min", "max", "count"]).reset_index()
     out["std"] = out["std"].fillna(0.0)
@@ -406,9 +407,9 @@ def plot_vs_T(ax, df: pd.DataFrame, value: str, tax: TAxis, color: str, label: s
         return agg
     if seeds and (agg["count"] > 1).any():
         d = df.dropna(subset=[value])
-        ax.scatter(tax.pos(d[x].astype(float)), d[value], s=7, color=color, alpha=0.28, linewidths=0, zorder=2)
+        ax.scatter(tax.pos(d[x].astype(float)), d[value].to_numpy(float), s=7, color=color, alpha=0.28, linewidths=0, zorder=2)
     xs = tax.pos(agg[x].astype(float))
-    ax.errorbar(xs, agg["mean"], yerr=agg["std"], color=color, marker=marker, ms=3.5, lw=1.5,
+    ax.errorbar(xs, agg["mean"].to_numpy(float), yerr=agg["std"].to_numpy(float), color=color, marker=marker, ms=3.5, lw=1.5,
                 capsize=2, elinewidth=0.8, label=label, zorder=3)
     return agg
 
