@@ -28,12 +28,16 @@ TEMPLATE = '''
 def dense_m{M}(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):

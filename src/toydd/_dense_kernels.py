@@ -13,12 +13,16 @@ from numba import njit, prange
 def dense_m1(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -67,12 +71,16 @@ def dense_m1(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m2(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -134,12 +142,16 @@ def dense_m2(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m3(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -214,12 +226,16 @@ def dense_m3(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m4(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -307,12 +323,16 @@ def dense_m4(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m5(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -413,12 +433,16 @@ def dense_m5(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m6(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -532,12 +556,16 @@ def dense_m6(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m7(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -664,12 +692,16 @@ def dense_m7(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
 def dense_m8(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     I = U.shape[0]
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):

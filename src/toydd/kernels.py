@@ -163,17 +163,24 @@ def _active_features(U, b, H, active, n_active):
 def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     """Dense part over (point, active feature) pairs, one (instance, block) per task.
 
+    ``nblk[i]`` blocks split instance i's active features (a function of that
+    instance alone, so batching never changes an instance's summation order).
+
     Writes dU/db for its features (disjoint across blocks), and per-block partial
     sums of dH (I, nblk, T, m) and of the per-point loss (I, nblk, T).
     """
     I, m, n = U.shape
     T = H.shape[1]
-    for w in prange(I * nblk):
-        i = w // nblk
-        blk = w - i * nblk
+    B = dHpart.shape[1]
+    for w in prange(I * B):
+        i = w // B
+        blk = w - i * B
+        nb = nblk[i]
+        if blk >= nb:
+            continue
         na = n_active[i]
-        a0 = blk * na // nblk
-        a1 = (blk + 1) * na // nblk
+        a0 = blk * na // nb
+        a1 = (blk + 1) * na // nb
         L = a1 - a0
         if L == 0:
             for t in range(T):
@@ -252,11 +259,11 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
         total = 0.0
         for t in range(T):
             lt = 0.0
-            for blk in range(nblk):
+            for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
             for k in range(m):
                 s = 0.0
-                for blk in range(nblk):
+                for blk in range(nblk[i]):
                     s += dHpart[i, blk, t, k]
                 dH[i, t, k] = s
             # Sparse corrections at the non-zeros of x_t.
@@ -378,7 +385,8 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
-    nblk = n_blocks(int(ws.n_active.max()))
+    # Blocks per instance depend on that instance alone, so batching never changes its sums.
+    nblk = np.array([n_blocks(int(a)) for a in ws.n_active], np.int64)
     use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
     _zero_dense_grads(ws.dU, ws.db)

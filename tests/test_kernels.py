@@ -1,0 +1,136 @@
+"""The fast loss/gradient paths against plain dense autograd (the definition)."""
+
+import numpy as np
+import pytest
+import torch
+
+from toydd import data as D
+from toydd.kernels import BatchData, loss_and_grads, loss_and_grads_cpu, reference_loss_and_grads
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+
+
+def _problem(I, m, n, T, S, tied, seed, zero_rows=0, scale=0.3):
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(I):
+        d = D.training_set(n, S, T, seed * 10 + i)
+        if zero_rows:  # force some all-zero points
+            keep = np.ones(T, bool)
+            keep[:zero_rows] = False
+            X = d.to_dense() * keep[:, None]
+            d = D.SparseData.from_dense(X)
+        sets.append(d)
+    bd = BatchData.stack(sets)
+    W = (rng.standard_normal((I, m, n)) * scale).astype(np.float32)
+    b = (rng.standard_normal((I, n)) * 0.1).astype(np.float32)
+    U = None if tied else (rng.standard_normal((I, m, n)) * scale).astype(np.float32)
+    return bd, W, b, U
+
+
+CASES = [
+    # I, m, n, T, S, tied
+    (1, 1, 200, 5, 0.97, True),
+    (1, 2, 300, 7, 0.98, True),
+    (3, 3, 500, 20, 0.99, True),
+    (2, 2, 400, 9, 0.97, False),
+    (2, 5, 600, 40, 0.99, False),
+    (2, 9, 300, 30, 0.95, True),  # m > 8: the generic (non-unrolled) dense pass
+    (1, 4, 2000, 300, 0.998, True),  # T > 256: float32 tiles flushed to float64
+]
+
+
+@pytest.mark.parametrize("I,m,n,T,S,tied", CASES)
+@pytest.mark.parametrize("path", ["numba", "torch"])
+def test_fast_paths_match_autograd(I, m, n, T, S, tied, path):
+    bd, W, b, U = _problem(I, m, n, T, S, tied, seed=m + T, zero_rows=2)
+    imp = (0.97 ** np.arange(n)).astype(np.float32)
+    if path == "numba":
+        loss, pl, g = loss_and_grads(W, b, bd, U, imp)
+    else:
+        tl, tpl, tg = loss_and_grads(torch.tensor(W), torch.tensor(b), bd, None if U is None else torch.tensor(U), imp)
+        loss, pl = tl.numpy(), tpl.numpy()
+        g = type(tg)(tg.W.numpy(), tg.b.numpy(), None if tg.U is None else tg.U.numpy())
+    rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
+    assert _rel(loss, rl) < 1e-5
+    assert _rel(pl, rpl) < 1e-5
+    assert _rel(g.W, rg.W) < 1e-5
+    assert _rel(g.b, rg.b) < 1e-5
+    if not tied:
+        assert _rel(g.U, rg.U) < 1e-5
+    # an all-zero point's loss is sum_i I_i ReLU(b_i)^2 (no NaN from the unit-norm rescale)
+    expect = (imp * np.maximum(b, 0).astype(np.float64) ** 2).sum(1)
+    np.testing.assert_allclose(pl[:, :2], np.repeat(expect[:, None], 2, 1), rtol=1e-5)
+
+
+def test_relu_boundary_matches_autograd():
+    """Pre-activations exactly at 0: ReLU'(0) = 0 in both paths."""
+    n, T = 50, 6
+    bd = BatchData.stack([D.training_set(n, 0.8, T, 3)])
+    W = np.zeros((1, 2, n), np.float32)
+    W[0, 0, :10] = 0.5  # features 10.. have U_j = 0 and b_j = 0: z == 0 exactly
+    b = np.zeros((1, n), np.float32)
+    b[0, :5] = -0.25  # some features negative, some at 0
+    loss, pl, g = loss_and_grads(W, b, bd)
+    rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense())
+    assert _rel(loss, rl) < 1e-6
+    assert _rel(g.W, rg.W) < 1e-5
+    np.testing.assert_allclose(g.b, rg.b, atol=1e-6)
+
+
+def test_all_zeros_model_scores_exactly_one_on_unit_norm_data():
+    """Loss is summed over features and averaged over points: 0 model -> sum x^2 / T = 1."""
+    n, T = 1000, 64
+    d = D.generate(n, 0.95, T, 0)  # 50 nonzeros per point: no empty rows
+    assert np.all(np.diff(d.indptr) > 0)
+    bd = BatchData.stack([d])
+    loss, pl, _ = loss_and_grads(np.zeros((1, 2, n), np.float32), np.zeros((1, n), np.float32), bd)
+    assert abs(loss[0] - 1.0) < 1e-6
+    np.testing.assert_allclose(pl[0], 1.0, atol=1e-6)
+
+
+def test_skipping_is_exact():
+    """Dead-feature skipping changes nothing: compare with skipping disabled."""
+    bd, W, b, _ = _problem(2, 2, 3000, 50, 0.99, True, seed=7)
+    b[:, 100:] = -0.5  # most features provably dead
+    l1, p1, g1, ws = loss_and_grads_cpu(W, b, bd, skip=True)
+    assert ws.n_active.max() < 3000
+    l1, p1, gW1, gb1 = l1.copy(), p1.copy(), g1.W.copy(), g1.b.copy()
+    l2, p2, g2, _ = loss_and_grads_cpu(W, b, bd, skip=False)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    np.testing.assert_allclose(gW1, g2.W, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(gb1, g2.b, rtol=1e-5, atol=1e-8)
+
+
+def test_batched_instances_equal_separate_calls():
+    bd, W, b, U = _problem(3, 2, 800, 30, 0.99, False, seed=11)
+    loss, pl, g = loss_and_grads(W, b, bd, U)
+    for i in range(3):
+        li, pli, gi = loss_and_grads(W[i:i + 1], b[i:i + 1], BatchData.stack([bd.instance(i)]), U[i:i + 1])
+        assert np.array_equal(loss[i:i + 1], li)
+        assert np.array_equal(g.W[i:i + 1], gi.W)
+        assert np.array_equal(g.U[i:i + 1], gi.U)
+        assert np.array_equal(g.b[i:i + 1], gi.b)
+
+
+def test_kernel_is_deterministic_across_thread_counts():
+    import numba
+
+    from toydd import kernels
+
+    bd, W, b, _ = _problem(1, 2, 5000, 200, 0.99, True, seed=5)
+    outs = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        kernels.set_threads(threads)
+        old = kernels.PARALLEL_MIN_WORK
+        kernels.PARALLEL_MIN_WORK = 0
+        try:
+            loss, _, g = loss_and_grads(W, b, bd)
+        finally:
+            kernels.PARALLEL_MIN_WORK = old
+            kernels.set_threads(None)
+        outs.append((loss, g.W, g.b))
+    assert all(np.array_equal(a, c) for a, c in zip(outs[0], outs[1]))
