@@ -110,9 +110,9 @@ def generate(n: int, sparsity: float, T: int, seed: int | np.random.Generator, n
 
 def normalize_rows(data: SparseData) -> None:
     """Rescale every point to unit L2 norm in place; all-zero points stay zero."""
-    sq = np.add.reduceat(data.values.astype(np.float64) ** 2, data.indptr[:-1]) if data.nnz else np.zeros(data.T)
     lengths = np.diff(data.indptr)
-    sq = np.where(lengths > 0, sq, 0.0)  # reduceat returns garbage for empty rows
+    rows = np.repeat(np.arange(data.T), lengths)
+    sq = np.bincount(rows, weights=data.values.astype(np.float64) ** 2, minlength=data.T)
     norm = np.sqrt(sq)
     scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
     data.values *= np.repeat(scale, lengths).astype(np.float32)
