@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import animation
 from matplotlib.collections import LineCollection, PathCollection, QuadMesh
 from PIL import Image
 
@@ -230,12 +231,13 @@ def test_save_figure_is_atomic_png(tmp_path, sweep):
     assert [f.name for f in tmp_path.iterdir()] == ["norms.png"]
 
 
-@pytest.mark.filterwarnings("ignore:Animation was deleted")  # the first animation is only inspected
 def test_movie_has_a_frame_per_snapshot_and_shows_training(tmp_path):
     run = synthetic_run(5, snapshots=6)
     n_snap = len(run.history["snapshot_steps"])
     anim = plots.movie(run)
     assert anim._toydd_frames == n_snap
+    anim.save(tmp_path / "direct.gif", writer=animation.PillowWriter(fps=5), dpi=40)
+    (tmp_path / "direct.gif").unlink()
     path = plots.save_movie(run, tmp_path / "m.gif", fps=5, dpi=60)
     with Image.open(path) as im:
         assert im.format == "GIF" and im.n_frames == n_snap
