@@ -113,7 +113,7 @@ def regime(feature_dims: np.ndarray, data_dims: np.ndarray | None, m: int, T: fl
     mean of the ``m`` largest feature dimensionalities, and ``top_x``, the mean of
     the ``m`` largest data dimensionalities.
 
-    * memorizing: ``top_x >= 2 top_f`` and the median D_X is at least half the
+    * memorizing: ``top_x >= top_f`` and the median D_X is at least half the
       T-gon share ``m/T`` (the training points, not the features, share the
       hidden space);
     * generalizing: ``top_f >= 0.1`` and ``top_f >= 2 top_x`` (a few features
@@ -129,7 +129,7 @@ def regime(feature_dims: np.ndarray, data_dims: np.ndarray | None, m: int, T: fl
         return "generalizing" if top_f >= 0.1 else "transition"
     dd = np.asarray(data_dims, np.float64)
     top_x = float(np.sort(dd)[::-1][:m].mean())
-    if top_x >= 2 * top_f and np.median(dd) * len(dd) / m >= 0.5:
+    if top_x >= top_f and np.median(dd) * len(dd) / m >= 0.5:
         return "memorizing"
     if top_f >= 0.1 and top_f >= 2 * top_x:
         return "generalizing"

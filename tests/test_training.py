@@ -1,0 +1,167 @@
+"""Training: schedule, optimizer, batching, determinism, failures, and the m/T law."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from toydd import TrainConfig
+from toydd import data as D
+from toydd.errors import ToyddError
+from toydd.storage import load_run, save_run
+from toydd.training import _adamw, lr_at, train, train_batch, xavier_normal
+
+SMALL = dict(n=300, m=2, T=20, sparsity=0.98, steps=200, test_size=500, snapshots=5)
+
+
+def test_schedule_linear_warmup_then_half_cosine():
+    c = TrainConfig(steps=50_000, lr=1e-3)
+    assert c.warmup_steps == 2_500
+    assert lr_at(0, c) == pytest.approx(1e-3 / 2500)
+    assert lr_at(2499, c) == pytest.approx(1e-3)
+    assert lr_at(2500, c) == pytest.approx(1e-3)  # cosine starts at its peak
+    mid = 2500 + (50_000 - 2500) // 2
+    assert lr_at(mid, c) == pytest.approx(0.5e-3, rel=1e-4)  # half-cosine: half way is half lr
+    assert lr_at(49_999, c) < 1e-10
+    assert all(lr_at(s, c) >= lr_at(s + 1, c) for s in range(2500, 50_000, 997))
+
+
+def test_adamw_matches_torch():
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal((2, 50)).astype(np.float32)
+    grads = [rng.standard_normal((2, 50)).astype(np.float32) for _ in range(5)]
+    P, Mo, V = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    wd = np.array([1e-2, 0.5])
+    tp = [torch.nn.Parameter(torch.tensor(p0[i])) for i in range(2)]
+    opts = [torch.optim.AdamW([tp[i]], lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd[i]) for i in range(2)]
+    for s, g in enumerate(grads):
+        _adamw(P, g, Mo, V, np.ones(2, bool), wd, 3e-3, 0.9, 0.999, 1e-8, s + 1)
+        for i in range(2):
+            tp[i].grad = torch.tensor(g[i])
+            opts[i].step()
+    np.testing.assert_allclose(P, np.stack([t.detach().numpy() for t in tp]), rtol=1e-5, atol=1e-7)
+
+
+def test_xavier_std_is_per_model():
+    p = xavier_normal(2, 10_000, 0, tied=True)
+    assert abs(p["W"].std() - math.sqrt(2 / 10_002)) < 3e-4
+    assert np.all(p["b"] == 0)
+    # the stored step-0 snapshot of a trained model is exactly its per-model init
+    run = train(TrainConfig(**{**SMALL, "steps": 1}, init_seed_base=7))
+    assert run.history["snapshot_steps"][0] == 0
+    assert np.array_equal(run.history["snapshot_W"][0], xavier_normal(2, 300, 7, tied=True)["W"])
+
+
+def _torch_reference_training(cfg: TrainConfig, init: dict) -> dict:
+    """The public replications' style: dense X, autograd, torch AdamW, one Python step per iteration."""
+    X = torch.tensor(D.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed).to_dense())
+    W = torch.nn.Parameter(torch.tensor(init["W"]))
+    b = torch.nn.Parameter(torch.tensor(init["b"]))
+    opt = torch.optim.AdamW([W, b], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+    for _ in range(cfg.steps):
+        out = torch.relu(X @ W.T @ W + b)
+        loss = ((X - out) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return {"W": W.detach().numpy(), "b": b.detach().numpy()}
+
+
+def test_warm_start_matches_torch_reference_step_for_step(tmp_path):
+    from safetensors.numpy import save_file
+
+    cfg = TrainConfig(n=200, m=2, T=12, sparsity=0.97, steps=40, warmup=4, lr=1e-2, test_size=100, snapshots=0)
+    rng = np.random.default_rng(3)
+    init = {"W": (rng.standard_normal((2, 200)) * 0.3).astype(np.float32), "b": (rng.standard_normal(200) * 0.05).astype(np.float32)}
+    f = tmp_path / "init.safetensors"
+    save_file(init, str(f))
+    ours = train(cfg.replace(init_path=str(f)))
+    ref = _torch_reference_training(cfg, init)
+    np.testing.assert_allclose(ours.params["W"], ref["W"], atol=2e-4)
+    np.testing.assert_allclose(ours.params["b"], ref["b"], atol=2e-4)
+    assert np.abs(ours.params["W"] - init["W"]).max() > 0.05  # it really trained
+
+
+def test_batched_training_equals_separate_runs():
+    base = TrainConfig(**SMALL)
+    cfgs = [base.replace(data_seed=1), base.replace(data_seed=2, weight_decay=0.1), base.replace(data_seed=1, init_seed_base=5)]
+    together = train_batch(cfgs)
+    for c, r in zip(cfgs, together):
+        alone = train(c)
+        assert np.array_equal(alone.params["W"], r.params["W"])
+        assert np.array_equal(alone.params["b"], r.params["b"])
+        assert alone.metrics["test_loss"] == r.metrics["test_loss"]
+
+
+def test_same_seeds_give_identical_results_and_different_seeds_differ():
+    c = TrainConfig(**SMALL, init_seeds=2)
+    a, b = train(c), train(c)
+    assert np.array_equal(a.params["W"], b.params["W"])
+    assert a.metrics["instances"] == b.metrics["instances"]
+    d = train(c.replace(data_seed=9))
+    assert not np.array_equal(a.params["W"], d.params["W"])
+
+
+def test_best_of_k_keeps_lowest_final_training_loss_and_all_metrics():
+    r = train(TrainConfig(**SMALL, init_seeds=3))
+    losses = [x["train_loss"] for x in r.metrics["instances"]]
+    assert len(losses) == 3
+    assert r.metrics["train_loss"] == min(losses)
+    assert r.metrics["best_init_seed"] == r.metrics["instances"][int(np.argmin(losses))]["init_seed"]
+    assert r.history["train_loss"].shape[0] == 3
+
+
+@pytest.mark.parametrize("T", [3, 5, 8])
+def test_short_training_memorizes_T_gons(T):
+    """m = 2, small T: the hidden vectors form a T-gon, D_X ~ m/T, and training loss -> 0."""
+    r = train(TrainConfig(n=1000, m=2, T=T, sparsity=0.99, steps=3000, lr=1e-2, init_seeds=4,
+                          test_size=1000, snapshots=0))
+    dd = r.arrays["data_dims"]
+    assert r.metrics["train_loss"] < 1e-3
+    assert dd.sum() == pytest.approx(2.0, abs=0.05)  # the points share both dimensions
+    tol = 0.35 if T == 3 else 0.15  # three points are memorized by any triangle; more need a polygon
+    np.testing.assert_allclose(dd, 2 / T, rtol=tol)
+    assert r.metrics["regime"] == "memorizing"
+
+
+def test_nan_marks_instance_failed_and_keeps_finite_params():
+    r = train(TrainConfig(**{**SMALL, "steps": 50}, lr=1e30, warmup=0))
+    assert r.metrics["failed_step"] is not None and 0 < r.metrics["failed_step"] <= 50
+    assert np.all(np.isfinite(r.params["W"])) and np.all(np.isfinite(r.params["b"]))
+
+
+def test_infinite_data_and_untied_models_train():
+    r = train(TrainConfig(n=200, m=2, T=math.inf, sparsity=0.98, steps=100, online_batch=256, test_size=200))
+    assert r.metrics["test_loss"] < 1.0 and len(r.arrays["data_dims"]) == 0
+    u = train(TrainConfig(**SMALL, tied=False))
+    assert u.params["W_up"].shape == (300, 2)
+    assert u.metrics["train_loss"] < 0.5 and math.isfinite(u.metrics["test_loss"])
+
+
+def test_run_directory_roundtrip_and_corruption_detection(tmp_path):
+    from toydd.storage import CorruptRun
+
+    r = train(TrainConfig(**SMALL))
+    d = save_run(tmp_path / "run", r)
+    back = load_run(d)
+    assert back.config == r.config
+    assert np.array_equal(back.params["W"], r.params["W"])
+    assert np.array_equal(back.history["snapshot_W"], r.history["snapshot_W"])
+    assert back.metrics["test_loss"] == r.metrics["test_loss"]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dirs left behind
+    p = d / "params.safetensors"
+    p.write_bytes(p.read_bytes()[:-7])
+    with pytest.raises(CorruptRun, match="params.safetensors"):
+        load_run(d)
+
+
+def test_bad_init_shapes_are_reported(tmp_path):
+    from safetensors.numpy import save_file
+
+    f = tmp_path / "bad.safetensors"
+    save_file({"W": np.zeros((3, 300), np.float32), "b": np.zeros(300, np.float32)}, str(f))
+    with pytest.raises(ToyddError, match="W has shape"):
+        train(TrainConfig(**SMALL, init_path=str(f)))
