@@ -1,0 +1,85 @@
+"""The toydd command: JSON output, run directories, and one-line errors (exit 2)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def toydd(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "toydd", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_clean_error(p, needle):
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+def test_train_json_and_run_directory(tmp_path):
+    out = tmp_path / "run"
+    p = toydd("train", "--n", 500, "--m", 2, "--T", 5, "--sparsity", 0.99, "--steps", 1500, "--lr", 1e-2,
+              "--init-seeds", 2, "--test-size", 500, "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    for k in ("train_loss", "test_loss", "weight_norm", "bias_norm", "data_dims", "feature_dims_top", "steps", "seconds"):
+        assert k in obj
+    assert len(obj["data_dims"]) == 5 and len(obj["feature_dims_top"]) == 10
+    assert obj["feature_dims_top"] == sorted(obj["feature_dims_top"], reverse=True)
+    assert obj["steps"] == 1500
+    for f in ("config.json", "metrics.json", "params.safetensors", "arrays.safetensors", "history.safetensors"):
+        assert (out / f).is_file()
+    s = toydd("show", out)
+    assert s.returncode == 0 and "test loss" in s.stdout and "memoriz" in s.stdout
+
+
+def test_train_from_user_data_and_init_file(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((6, 40)) < 0.1) * rng.random((6, 40))
+    np.savez(tmp_path / "d.npz", X=X)
+    save_file({"W": rng.standard_normal((2, 40)).astype(np.float32) * 0.1, "b": np.zeros(40, np.float32)},
+              str(tmp_path / "init.safetensors"))
+    p = toydd("train", "--data", tmp_path / "d.npz", "--init", tmp_path / "init.safetensors", "--steps", 50,
+              "--test-size", 50, "--json")
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    assert obj["config"]["n"] == 40 and obj["config"]["T"] == 6 and len(obj["data_dims"]) == 6
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--n", "-5"], "n must be positive"),
+    (["train", "--T", "-3"], "T must be a positive integer"),
+    (["train", "--T", "abc"], "T must be a positive integer"),
+    (["train", "--sparsity", "1.0"], "sparsity"),
+    (["train", "--sparsity", "-0.1"], "sparsity"),
+    (["train", "--steps", "0"], "steps must be positive"),
+    (["train", "--data", "missing.npz"], "not found"),
+    (["train", "--init", "missing.safetensors", "--steps", "1"], "not found"),
+    (["train", "--device", "tpu"], "device"),
+    (["train", "--m", "abc"], "--m"),
+    (["train", "--bogus"], "--bogus"),
+    (["show", "no-such-run"], "not found"),
+    (["reproduce", "--preset", "bogus"], "unknown preset"),
+])
+def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, needle):
+    p = toydd(*args, "--out", tmp_path / "out") if args[0] == "train" else toydd(*args, cwd=tmp_path)
+    assert_clean_error(p, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_files_and_wrong_W_shape(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"garbage")
+    assert_clean_error(toydd("train", "--data", junk, "--out", tmp_path / "o"), "not a valid .npz")
+    from safetensors.numpy import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"W": np.zeros((3, 100), np.float32), "b": np.zeros(100, np.float32)}, str(bad))
+    assert_clean_error(toydd("train", "--n", 100, "--m", 2, "--init", bad, "--out", tmp_path / "o"), "W has shape")
+    assert not (tmp_path / "o").exists()
