@@ -165,3 +165,14 @@ def test_bad_init_shapes_are_reported(tmp_path):
     save_file({"W": np.zeros((3, 300), np.float32), "b": np.zeros(300, np.float32)}, str(f))
     with pytest.raises(ToyddError, match="W has shape"):
         train(TrainConfig(**SMALL, init_path=str(f)))
+
+
+def test_torch_engine_matches_numba_engine():
+    """The torch path (what runs on CUDA) trains the same models as the numba kernel."""
+    for tied in (True, False):
+        c = TrainConfig(**{**SMALL, "steps": 150}, tied=tied, init_seeds=2)
+        a = train(c, engine="numba")
+        b = train(c, engine="torch")
+        np.testing.assert_allclose(a.params["W"], b.params["W"], atol=2e-4)
+        np.testing.assert_allclose(a.params["b"], b.params["b"], atol=2e-4)
+        assert a.metrics["test_loss"] == pytest.approx(b.metrics["test_loss"], rel=1e-3)

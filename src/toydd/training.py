@@ -187,13 +187,57 @@ def snapshot_steps(steps: int, count: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], s, [steps]]))
 
 
-def train(config: TrainConfig, progress: ProgressFn | None = None) -> RunResult:
+def train(config: TrainConfig, progress: ProgressFn | None = None, engine: str = "auto") -> RunResult:
     """Train one configuration (best of ``config.init_seeds`` init seeds)."""
-    return train_batch([config], progress)[0]
+    return train_batch([config], progress, engine)[0]
 
 
-def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) -> list[RunResult]:
-    """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config."""
+class _NumbaBackend:
+    """Parameters, gradients and AdamW state in numpy; the numba kernel computes loss and gradients."""
+
+    def __init__(self, P: ParamBatch, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig):
+        self.P, self.imp, self.wd, self.cfg = P, imp, wd, cfg
+        self.G = ParamBatch(P.I, P.m, P.n, P.tied)  # gradients, same layout as P
+        self.Mo = np.zeros_like(P.flat)
+        self.V = np.zeros_like(P.flat)
+        self.last_good = P.flat.copy()
+        self.ws: CpuWorkspace | None = None
+
+    def loss_and_grads(self, batch: BatchData) -> np.ndarray:
+        P, G = self.P, self.G
+        loss, _, grads, self.ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, self.imp, self.ws)
+        G.W[:] = grads.W
+        G.b[:] = grads.b
+        if not P.tied:
+            G.U[:] = grads.U
+        return loss
+
+    def adamw(self, live: np.ndarray, lr: float, step: int) -> None:
+        c = self.cfg
+        use_threads(self.P.flat.size)
+        _adamw(self.P.flat, self.G.flat, self.Mo, self.V, live, self.wd, lr, c.beta1, c.beta2, c.eps, step)
+
+    def keep_good(self, live: np.ndarray) -> None:
+        self.last_good[live] = self.P.flat[live]
+
+    def restore_good(self, mask: np.ndarray) -> None:
+        self.P.flat[mask] = self.last_good[mask]
+
+    def finite(self) -> np.ndarray:
+        return np.isfinite(self.P.flat).all(1)
+
+    def params(self) -> np.ndarray:
+        return self.P.flat
+
+
+def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
+                engine: str = "auto") -> list[RunResult]:
+    """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config.
+
+    ``engine``: ``numba`` (CPU kernel), ``torch`` (the torch path on the configs'
+    device, CPU included: how the CUDA path is checked without a GPU), or
+    ``auto`` (torch on a GPU, numba otherwise).
+    """
     if not configs:
         return []
     c0 = configs[0]
@@ -201,10 +245,6 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
         if c.shape_key() != c0.shape_key():
             raise ValueError("train_batch needs configs with the same shape_key(); group them first")
     device = _pick_device(c0.device)
-    if device != "cpu":
-        from .training_torch import train_batch_torch
-
-        return train_batch_torch(configs, device, progress)
 
     t_start = time.perf_counter()
     n, m, tied, steps = c0.n, c0.m, c0.tied, c0.steps
@@ -223,6 +263,14 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
         P.set(i, p)
     imp = (c0.importance_decay ** np.arange(n)).astype(np.float32)
     wd = np.array([configs[x.cfg_index].weight_decay for x in inst], np.float64)
+    if engine not in ("auto", "numba", "torch"):
+        raise ToyddError(f"engine must be auto, numba or torch, got {engine!r}")
+    if engine == "numba" or (engine == "auto" and device == "cpu"):
+        backend = _NumbaBackend(P, imp, wd, c0)
+    else:
+        from .training_torch import TorchBackend
+
+        backend = TorchBackend(P, imp, wd, c0, device)
 
     streams = None
     if c0.infinite:
@@ -231,13 +279,8 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
     else:
         batch = BatchData.stack([train_sets[x.cfg_index] for x in inst])
 
-    G = ParamBatch(I, m, n, tied)  # gradients, same layout as P
-    Mo = np.zeros_like(P.flat)
-    V = np.zeros_like(P.flat)
     live = np.ones(I, np.bool_)
     failed_step = np.full(I, -1, np.int64)
-    last_good = P.flat.copy()
-
     stride = c0.history_stride
     hist_steps = np.arange(0, steps, stride, dtype=np.int64)
     hist_loss = np.full((I, len(hist_steps)), np.nan, np.float64)
@@ -247,33 +290,27 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
     if 0 in snap_index:
         snap_flat[snap_index[0]] = P.flat
 
-    ws: CpuWorkspace | None = None
     report_every = max(1, min(1000, steps // 100))
     pending = 0
     for s in range(steps):
         if streams is not None:
             fresh = [s_.next() for s_ in streams]  # one fresh batch per config, shared by its init seeds
             batch = BatchData.stack([fresh[x.cfg_index] for x in inst])
-        loss, _, grads, ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, imp, ws)
+        loss = backend.loss_and_grads(batch)
         bad = ~np.isfinite(loss) & live
         if bad.any():
             failed_step[bad] = s
             live &= ~bad
-            P.flat[bad] = last_good[bad]  # never keep non-finite parameters
+            backend.restore_good(bad)  # never keep non-finite parameters
         if s % stride == 0:
             hist_loss[:, s // stride] = np.where(live, loss, np.nan)
         if not live.any():
             break
-        last_good[live] = P.flat[live]
-        G.W[:] = grads.W
-        G.b[:] = grads.b
-        if not tied:
-            G.U[:] = grads.U
-        use_threads(P.flat.size)
-        _adamw(P.flat, G.flat, Mo, V, live, wd, lr_at(s, c0), c0.beta1, c0.beta2, c0.eps, s + 1)
+        backend.keep_good(live)
+        backend.adamw(live, lr_at(s, c0), s + 1)
         k = snap_index.get(s + 1)
         if k is not None:
-            snap_flat[k] = P.flat
+            snap_flat[k] = backend.params()
         pending += 1
         if progress is not None and pending >= report_every:
             progress(pending)
@@ -281,11 +318,12 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None) 
     if progress is not None and pending:
         progress(pending)
     # Non-finite parameters after the last step count as a failure too.
-    for i in range(I):
-        if live[i] and not np.all(np.isfinite(P.flat[i])):
-            live[i] = False
-            failed_step[i] = steps
-            P.flat[i] = last_good[i]
+    bad = live & ~backend.finite()
+    if bad.any():
+        failed_step[bad] = steps
+        live &= ~bad
+        backend.restore_good(bad)
+    P.flat[:] = backend.params()
     seconds = time.perf_counter() - t_start
     return [_finish(ci, c, inst, P, loaded[ci], imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds)
             for ci, c in enumerate(configs)]

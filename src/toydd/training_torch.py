@@ -1,0 +1,75 @@
+"""The torch training backend: the same loop as the numba one, on a GPU.
+
+``training.train_batch`` picks it when a config's device is ``cuda`` (or
+``auto`` with a GPU present). Parameters, gradients and AdamW state stay on the
+device; only the per-instance losses (I floats) come back each step, for the
+NaN check and the loss history. The loss and gradients come from
+``kernels._loss_and_grads_torch`` (chunked over points, dead features skipped),
+which the tests hold to the same autograd reference as the CPU kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .kernels import BatchData, _loss_and_grads_torch
+
+
+class TorchBackend:
+    def __init__(self, P, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig, device: str):
+        self.dev = torch.device(device)
+        self.I, self.m, self.n, self.tied = P.I, P.m, P.n, P.tied
+        self.cfg = cfg
+        self.flat = torch.tensor(P.flat, device=self.dev)
+        self.Mo = torch.zeros_like(self.flat)
+        self.V = torch.zeros_like(self.flat)
+        self.G = torch.zeros_like(self.flat)
+        self.last_good = self.flat.clone()
+        self.imp = torch.tensor(imp, device=self.dev)
+        self.wd = torch.tensor(wd, device=self.dev, dtype=torch.float32)
+
+    def _views(self, t: torch.Tensor):
+        m, n = self.m, self.n
+        W = t[:, : m * n].view(self.I, m, n)
+        b = t[:, m * n: m * n + n]
+        U = None if self.tied else t[:, m * n + n:].view(self.I, m, n)
+        return W, b, U
+
+    def loss_and_grads(self, batch: BatchData) -> np.ndarray:
+        W, b, U = self._views(self.flat)
+        loss, _, g = _loss_and_grads_torch(W, b, batch, U, self.imp)
+        gW, gb, gU = self._views(self.G)
+        gW.copy_(g.W)
+        gb.copy_(g.b)
+        if gU is not None:
+            gU.copy_(g.U)
+        return loss.cpu().numpy()
+
+    @torch.no_grad()
+    def adamw(self, live: np.ndarray, lr: float, step: int) -> None:
+        c = self.cfg
+        mask = torch.tensor(live, device=self.dev)[:, None]
+        bc1 = 1.0 - c.beta1 ** step
+        bc2s = (1.0 - c.beta2 ** step) ** 0.5
+        Mo = torch.lerp(self.Mo, self.G, 1.0 - c.beta1)
+        V = self.V * c.beta2 + (1.0 - c.beta2) * self.G * self.G
+        P = self.flat * (1.0 - lr * self.wd)[:, None] - (lr / bc1) * Mo / (V.sqrt() / bc2s + c.eps)
+        self.Mo = torch.where(mask, Mo, self.Mo)
+        self.V = torch.where(mask, V, self.V)
+        self.flat = torch.where(mask, P, self.flat)
+
+    def keep_good(self, live: np.ndarray) -> None:
+        idx = torch.tensor(np.flatnonzero(live), device=self.dev)
+        self.last_good[idx] = self.flat[idx]
+
+    def restore_good(self, mask: np.ndarray) -> None:
+        idx = torch.tensor(np.flatnonzero(mask), device=self.dev)
+        self.flat[idx] = self.last_good[idx]
+
+    def finite(self) -> np.ndarray:
+        return torch.isfinite(self.flat).all(1).cpu().numpy()
+
+    def params(self) -> np.ndarray:
+        return self.flat.cpu().numpy()
