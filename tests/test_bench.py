@@ -1,0 +1,25 @@
+"""The benchmark runs and reports both paths (no timing assertions: machines are noisy)."""
+
+import json
+import subprocess
+import sys
+
+from toydd import bench
+
+
+def test_bench_reports_both_paths_and_memory():
+    res = bench.run(n=500, m=2, Ts=[50], seconds=0.05, memory=True)
+    (row,) = res["rows"]
+    assert row["fast_ms"] > 0 and row["reference_ms"] > 0
+    assert row["speedup"] == row["reference_ms"] / row["fast_ms"]
+    assert row["fast_peak_mib"] is not None and row["reference_peak_mib"] is not None
+    assert res["machine"]["cores"] >= 1
+
+
+def test_bench_cli_json():
+    p = subprocess.run([sys.executable, "-m", "toydd", "bench", "--json", "--n", "300", "--T", "20", "--T", "40",
+                        "--seconds", "0.02", "--reference-max-T", "20"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert [r["T"] for r in res["rows"]] == [20, 40]
+    assert res["rows"][1]["reference_ms"] is None  # above --reference-max-T
