@@ -140,19 +140,26 @@ def _active_features(U, b, H, active, n_active):
                     hmin[k] = v
             if s > hn2:
                 hn2 = s
-        hn = math.sqrt(hn2)
+        hn = np.float32(math.sqrt(hn2))
+        # Bounds per feature in passes over contiguous rows (these vectorize).
+        box = np.zeros(n, np.float32)
+        un2 = np.zeros(n, np.float32)
+        for k in range(m):
+            u = U[i, k]
+            hx = np.float32(hmax[k])
+            hm = np.float32(hmin[k])
+            for j in range(n):
+                uj = u[j]
+                box[j] += max(uj * hx, uj * hm)
+                un2[j] += uj * uj
+        bi = b[i]
         c = 0
         for j in range(n):
-            box = 0.0
-            un2 = 0.0
-            for k in range(m):
-                u = U[i, k, j]
-                un2 += u * u
-                box += max(u * hmax[k], u * hmin[k])
-            ball = math.sqrt(un2) * hn
-            ub = b[i, j] + min(box, ball)
-            # Margin far above float32 rounding of z = b + h.u, so "dead" is certain.
-            margin = 1e-5 * (abs(b[i, j]) + ball) + 1e-30
+            ball = math.sqrt(un2[j]) * hn
+            ub = bi[j] + min(box[j], ball)
+            # Margin far above float32 rounding of z = b + h.u (and of these
+            # bounds), so a skipped feature is certainly dead.
+            margin = np.float32(1e-5) * (abs(bi[j]) + ball) + np.float32(1e-30)
             if ub + margin > 0.0:
                 active[i, c] = j
                 c += 1
