@@ -143,7 +143,9 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+    from . import kernels
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": kernels._MAX_THREADS,
             "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
             "torch_threads": torch.get_num_threads()}
 

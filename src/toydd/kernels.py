@@ -409,7 +409,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
 # Torch path (CUDA, or CPU for tests): chunked over points, dense matmuls
 # ---------------------------------------------------------------------------
 
-def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_bytes: int = 256 << 20,
+def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_bytes: int | None = None,
                           skip: bool = True):
     """Same contract as :func:`loss_and_grads_cpu`, with torch tensors (any device).
 
@@ -418,6 +418,12 @@ def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_
     import torch
 
     dev = W.device
+    if chunk_bytes is None:
+        # Temporaries per chunk: a fraction of free GPU memory (fewer, larger
+        # matmuls), or 256 MiB on the CPU.
+        chunk_bytes = 256 << 20
+        if dev.type == "cuda":
+            chunk_bytes = int(min(4 << 30, torch.cuda.mem_get_info(dev)[0] // 8))
     I, m, n = W.shape
     T = data.T
     tied = U is None
