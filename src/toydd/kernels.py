@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numba
@@ -73,6 +73,7 @@ class BatchData:
     indices: np.ndarray  # (nnz_total,) int64
     values: np.ndarray  # (nnz_total,) float32
     n: int
+    _device_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def I(self) -> int:  # noqa: E743
@@ -429,12 +430,17 @@ def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_
     tied = U is None
     Uo = W if tied else U
     imp = torch.ones(n, device=dev) if importance is None else torch.as_tensor(importance, dtype=torch.float32, device=dev)
-    indptr = torch.as_tensor(data.indptr, device=dev)
-    indices = torch.as_tensor(data.indices, device=dev)
-    values = torch.as_tensor(data.values, device=dev)
-    counts = indptr[:, 1:] - indptr[:, :-1]  # (I, T)
-    inst = torch.repeat_interleave(torch.arange(I, device=dev).repeat_interleave(T), counts.reshape(-1))
-    row = torch.repeat_interleave(torch.arange(T, device=dev).repeat(I), counts.reshape(-1))
+    key = (str(dev),)
+    if key not in data._device_cache:  # index tensors live on the device across steps
+        indptr = torch.as_tensor(data.indptr, device=dev)
+        indices = torch.as_tensor(data.indices, device=dev)
+        values = torch.as_tensor(data.values, device=dev)
+        counts = indptr[:, 1:] - indptr[:, :-1]  # (I, T)
+        inst = torch.repeat_interleave(torch.arange(I, device=dev).repeat_interleave(T), counts.reshape(-1))
+        row = torch.repeat_interleave(torch.arange(T, device=dev).repeat(I), counts.reshape(-1))
+        data._device_cache.clear()
+        data._device_cache[key] = (indices, values, inst, row)
+    indices, values, inst, row = data._device_cache[key]
     flat_col = inst * n + indices  # column in the flattened (I*n) feature space
     # h = W x
     Wflat = W.permute(0, 2, 1).reshape(I * n, m)

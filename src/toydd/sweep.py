@@ -58,11 +58,11 @@ EXECUTORS = ("local", "process", "ray")
 # and so memory (one training set per instance) stays bounded.
 MAX_BATCH_INSTANCES = 32
 
-# Cost model for scheduling and the ETA (arbitrary units ~ one instance-step at
-# tiny size). A step touches every non-zero of every training point
-# (T n (1-S) m) plus the dense parameters (n m); the constant is the fixed
-# per-step overhead that dominates at small T.
-_STEP_OVERHEAD = 2_000.0
+# Cost model for scheduling and the ETA, in units of one point-feature-dimension
+# per step: every training point's reconstruction is dense over the n outputs,
+# so a step costs ~ T n m per instance (infinite data: the online batch). The
+# fixed per-step overhead (optimizer, Python) is worth about this many points.
+_STEP_OVERHEAD_POINTS = 64
 
 
 def effective_T(config: TrainConfig) -> int:
@@ -71,10 +71,8 @@ def effective_T(config: TrainConfig) -> int:
 
 
 def job_cost(config: TrainConfig) -> float:
-    """Relative cost of one job, ~ steps x instances x (points x nonzeros + parameters) x m."""
-    nnz = max(1.0, config.n * (1.0 - config.sparsity))
-    per_instance = (effective_T(config) * nnz + config.n) * config.m
-    return config.steps * (config.init_seeds * per_instance + _STEP_OVERHEAD)
+    """Relative cost of one job: steps x instances x (points + overhead) x n x m."""
+    return float(config.steps) * config.init_seeds * (effective_T(config) + _STEP_OVERHEAD_POINTS) * config.n * config.m
 
 
 def make_batches(configs: Sequence[TrainConfig], max_instances: int = MAX_BATCH_INSTANCES) -> list[list[TrainConfig]]:
@@ -533,6 +531,9 @@ class SweepSummary:
     def done(self) -> int:
         return self.already_done + len(self.trained) + len(self.elsewhere)
 
+    def __str__(self) -> str:
+        return self.line()
+
     def line(self) -> str:
         parts = [f"{self.name}: {self.done}/{self.total} jobs done",
                  f"{len(self.trained)} trained", f"{self.already_done} already done"]
@@ -622,8 +623,6 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
         elif o.status == "done":
             summary.elsewhere.append(o.key)
     summary.seconds = time.monotonic() - t0
-    if progress:
-        print(summary.line(), file=sys.stderr)
     return summary
 
 
