@@ -88,3 +88,17 @@ def test_not_an_npz_and_missing(tmp_path):
         D.load_npz(p)
     with pytest.raises(ToyddError, match="not found"):
         D.load_npz(tmp_path / "nope.npz")
+
+
+def test_repeated_points_and_row_selection():
+    d = D.training_set(500, 0.98, 40, 0, repeated_points=2, repeats=5)
+    X = d.to_dense()
+    assert X.shape == (40, 500)
+    for k in range(2):
+        block = X[k * 5:(k + 1) * 5]
+        assert np.all(block == block[0]) and block[0].any()
+    assert not np.array_equal(X[0], X[5])
+    # fresh rows after the repeated block are distinct points
+    assert len({X[i].tobytes() for i in range(10, 40)}) == 30
+    sub = d.rows(np.array([3, 0, 39]))
+    np.testing.assert_array_equal(sub.to_dense(), X[[3, 0, 39]])

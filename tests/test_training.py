@@ -176,3 +176,13 @@ def test_torch_engine_matches_numba_engine():
         np.testing.assert_allclose(a.params["W"], b.params["W"], atol=2e-4)
         np.testing.assert_allclose(a.params["b"], b.params["b"], atol=2e-4)
         assert a.metrics["test_loss"] == pytest.approx(b.metrics["test_loss"], rel=1e-3)
+
+
+def test_repeated_point_metrics():
+    r = train(TrainConfig(n=300, m=2, T=200, sparsity=0.98, steps=300, lr=1e-2, repeated_points=1, repeats=20,
+                          test_size=200, snapshots=0))
+    pct = r.metrics["repeated_dx_percentile"]
+    assert len(pct) == 1 and 0.0 <= pct[0] <= 1.0
+    assert r.metrics["repeated_memorized_fraction"] in (0.0, 1.0)
+    with pytest.raises(ToyddError, match="must fit"):
+        TrainConfig(T=10, repeated_points=3, repeats=4)

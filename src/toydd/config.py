@@ -36,6 +36,8 @@ class TrainConfig:
     test_seed: int = 1_000_003  # seed of that shared test set
     online_batch: int = 8_192  # batch size per step when T is infinite
     importance_decay: float = 1.0  # feature importance I_i = decay**i (1.0: uniform, as in the paper)
+    repeated_points: int = 0  # k distinct points that each appear `repeats` times inside the T (Jermyn's extension)
+    repeats: int = 1  # R: copies of each repeated point
     # --- model ------------------------------------------------------------
     tied: bool = True  # x' = ReLU(W^T W x + b); False unties W_up (paper footnote 1)
     init_seeds: int = 1  # best-of-k: train k init seeds, keep the lowest final training loss
@@ -102,6 +104,13 @@ class TrainConfig:
              f"history_every must be a positive integer, got {self.history_every}")
         need(isinstance(self.snapshots, int) and self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
         need(self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}")
+        need(isinstance(self.repeats, int) and self.repeats >= 1, f"repeats must be a positive integer, got {self.repeats!r}")
+        need(isinstance(self.repeated_points, int) and self.repeated_points >= 0,
+             f"repeated_points must be a non-negative integer, got {self.repeated_points!r}")
+        if self.repeated_points:
+            need(not math.isinf(self.T) and self.repeated_points * self.repeats <= self.T,
+                 f"repeated_points x repeats ({self.repeated_points} x {self.repeats}) must fit in a finite T ({self.T})")
+            need(self.data_path is None, "repeated points need synthetic data (no data_path)")
         for name in ("data_seed", "test_seed", "init_seed_base"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 0, f"{name} must be a non-negative integer, got {v!r}")

@@ -57,7 +57,9 @@ class SparseData:
         lengths = np.diff(self.indptr)[idx]
         indptr = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        take = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+        # Flat positions of every selected row's non-zeros, without a Python loop.
+        starts = self.indptr[idx]
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
         return SparseData(indptr, self.indices[take].copy(), self.values[take].copy(), self.n)
 
     @staticmethod
@@ -130,8 +132,20 @@ def train_seed_sequence(data_seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([data_seed, 0x7D])
 
 
-def training_set(n: int, sparsity: float, T: int, data_seed: int) -> SparseData:
-    return generate(n, sparsity, T, np.random.default_rng(train_seed_sequence(data_seed)))
+def training_set(n: int, sparsity: float, T: int, data_seed: int, repeated_points: int = 0, repeats: int = 1) -> SparseData:
+    """The training set of one data seed.
+
+    With ``repeated_points = k`` and ``repeats = R``, the first ``k R`` rows are
+    k distinct points each repeated R times (rows 0..R-1 are copies of one
+    point, and so on); the other ``T - k R`` rows are fresh points.
+    """
+    rng = np.random.default_rng(train_seed_sequence(data_seed))
+    if repeated_points == 0 or repeats == 1:
+        return generate(n, sparsity, T, rng)
+    distinct = T - repeated_points * (repeats - 1)
+    base = generate(n, sparsity, distinct, rng)
+    idx = np.concatenate([np.repeat(np.arange(repeated_points), repeats), np.arange(repeated_points, distinct)])
+    return base.rows(idx)
 
 
 def test_set(n: int, sparsity: float, size: int, test_seed: int) -> SparseData:

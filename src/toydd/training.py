@@ -163,7 +163,8 @@ def _load_data(cfg: TrainConfig):
         if not cfg.infinite and train_set.T != cfg.T:
             raise ToyddError(f"{cfg.data_path}: holds {train_set.T} points but T = {int(cfg.T)}")
     else:
-        train_set = None if cfg.infinite else data_mod.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed)
+        train_set = None if cfg.infinite else data_mod.training_set(
+            cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed, cfg.repeated_points, cfg.repeats)
         test = None
     if test is None:
         test = _cached_test_set(cfg.n, cfg.sparsity, cfg.test_size, cfg.test_seed)
@@ -402,6 +403,13 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
         arrays["data_dims"] = np.zeros(0, np.float32)
     r = rows[best]
     T = cfg.T
+    repeated = {}
+    if cfg.repeated_points and len(dd):
+        # Jermyn's criterion: a repeated point is memorized if its D_X is in the top 0.1% of the training set.
+        first = np.arange(cfg.repeated_points) * cfg.repeats
+        pct = np.array([(dd < dd[i]).mean() for i in first])
+        repeated = {"repeated_dx_percentile": pct.tolist(),
+                    "repeated_memorized_fraction": float((pct >= 0.999).mean())}
     metrics = {
         "train_loss": r["train_loss"],
         "test_loss": r["test_loss"],
@@ -425,6 +433,7 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
         "failed_step": r["failed_step"],
         "best_init_seed": r["init_seed"],
         "instances": rows,
+        **repeated,
     }
     history = {
         "loss_steps": hist_steps,
