@@ -305,3 +305,46 @@ def test_report_in_headless_chromium(built, tmp_path):
         assert outside == []
     finally:
         driver.quit()
+
+
+# --- real training -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny real t-sweep (toydd.training.train): 4 dataset sizes x 2 data seeds, 300 steps at n = 100."""
+    from toydd.config import TrainConfig
+    from toydd.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    runs = [train(TrainConfig(n=100, m=2, T=T, sparsity=0.95, steps=300, data_seed=s, test_size=500,
+                              online_batch=256, snapshots=8, init_seeds=2))
+            for T in (3, 10, 100, math.inf) for s in (0, 1)]
+    write_experiment(root, "t-sweep", runs, params={"vector_plot_T": [3, 100, "inf"]})
+    report.build_report(root, movies=2, log=lambda m: None)
+    return root
+
+
+def test_report_of_real_training_runs(trained):
+    from toydd import plots
+
+    out = trained / "report"
+    for name in ("t-sweep-main.png", "t-sweep-vectors.png", "t-sweep-norms.png", "t-sweep-training.png"):
+        assert (out / name).is_file()
+    gifs = sorted(p for p in out.iterdir() if p.suffix == ".gif")
+    assert len(gifs) == 2
+    with Image.open(gifs[0]) as im:
+        assert im.n_frames == 8  # one frame per stored snapshot
+    html = page(trained)
+    assert "t-sweep: test loss, dimensionality and geometry against T" in html
+    assert "Final training / test loss" in html and "best of 2 init seed(s)" in html
+    store = report.load_store(trained)
+    table = store.experiments["t-sweep"].table
+    assert len(table) == 8 and table["test_loss"].notna().all()
+    # The hidden vectors the figures recompute from the regenerated training set (and the
+    # last snapshot) are the ones training stored: the plots read the runs correctly.
+    run = store.run(table[table["T"] == 10]["key"].iloc[0])
+    np.testing.assert_allclose(plots.hidden_vectors(run.training_data(), run.W), run.H, rtol=1e-4, atol=1e-5)
+    geo = plots.snapshot_geometry(run)
+    np.testing.assert_allclose(geo["W"][-1], run.W, rtol=1e-5, atol=1e-6)
+    steps, loss = plots.training_curve(run)
+    assert len(steps) == len(loss) > 10 and loss[-1] == pytest.approx(run.metrics["train_loss"], rel=0.05)

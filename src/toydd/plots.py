@@ -711,7 +711,9 @@ def training_curve(run: RunResult) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0)
     loss = np.asarray(h["train_loss"], np.float64)
     if loss.ndim == 2:
-        seeds = [int(i.get("init_seed", -1)) for i in run.metrics.get("instances", [])]
+        # Rows are init seeds: named by history["init_seeds"] where training stored it, else by metrics.
+        seeds = ([int(x) for x in h["init_seeds"]] if "init_seeds" in h
+                 else [int(i.get("init_seed", -1)) for i in run.metrics.get("instances", [])])
         best = run.metrics.get("best_init_seed")
         row = seeds.index(best) if best in seeds and len(seeds) == loss.shape[0] else 0
         loss = loss[row]

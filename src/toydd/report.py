@@ -414,6 +414,8 @@ def find_setting_bumps(table: pd.DataFrame, setting: str, label: str, expect: st
                                    if h > 0 else "none")
              for v, h, T, z in heights]
     hs = [h for _, h, _, _ in heights]
+    if max(hs) <= 0:
+        return f"No bump at any {label}: the mean test loss never rises with T ({len(hs)} settings)."
     if len(hs) >= 2:
         trend = np.diff(hs)
         mono = (trend >= 0).all() if expect == "up" else (trend <= 0).all()
@@ -437,13 +439,15 @@ def find_generalization_scale(table: pd.DataFrame) -> str:
         hit = fin[fin["mean"] >= half]
         if len(hit):
             T = float(hit["T"].iloc[0])
-            rows.append((float(S), T, T * (1 - float(S))))
+            rows.append((float(S), T, T * (1 - float(S)), T == float(fin["T"].iloc[0])))
     if not rows:
         return ""
-    parts = [f"S={S:g}: T={plots.fmt_T(T)} (T(1-S) = {_f(x, 3)})" for S, T, x in rows]
+    parts = [f"S={S:g}: T={plots.fmt_T(T)} (T(1-S) = {_f(x, 3)})" + (", the smallest T swept: the scale may lie "
+                                                                     "below the grid" if first else "")
+             for S, T, x, first in rows]
     s = "Generalization scale (first T where mean max D_f reaches half its largest value) — " + "; ".join(parts) + "."
     if len(rows) >= 2:
-        Ts, xs = [r[1] for r in rows], [r[2] for r in rows]
+        Ts, xs = [r[1] for r in rows], [r[2] for r in rows]  # (S, T, T(1-S), first)
         s += (f" Across sparsities it spans a factor {_f(max(Ts) / min(Ts), 2)} in T but "
               f"{_f(max(xs) / min(xs), 2)} in T(1-S).")
     return s
