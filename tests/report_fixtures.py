@@ -44,6 +44,24 @@ def synthetic_loss(T: float, m: int = 2, weight_decay: float = 1e-2, steps: int 
     return base + bump + 0.002 * math.sin(seed + 7 * x)
 
 
+def synthetic_training_matrix(cfg: TrainConfig) -> np.ndarray:
+    """The run's training set, dense (small n only), exactly as training and the plots regenerate it."""
+    return data_mod.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed, cfg.repeated_points,
+                                 cfg.repeats).to_dense().astype(np.float64)
+
+
+def repeated_runs(n: int = 100, sparsity: float = 0.9) -> list[RunResult]:
+    """One repeated point x R inside T: memorized (fraction 1) exactly when R > 0.4 T/N."""
+    runs = []
+    for T in (200, 1000, 5000):
+        for R in (2, 5, 20):
+            r = synthetic_run(T, n=n, sparsity=sparsity, snapshots=0, repeated_points=1, repeats=R)
+            r.metrics["repeated_memorized_fraction"] = 1.0 if R > 0.4 * T / n else 0.0
+            r.metrics["repeated_dx_percentile"] = [0.9995 if R > 0.4 * T / n else 0.5]
+            runs.append(r)
+    return runs
+
+
 def _polygon(k: int, m: int, radius: float) -> np.ndarray:
     """k points: a regular k-gon in the first two of m dimensions (m x k); m = 1 gets its cosines."""
     ang = 2 * np.pi * np.arange(k) / k
@@ -56,14 +74,14 @@ def _polygon(k: int, m: int, radius: float) -> np.ndarray:
 
 def synthetic_run(T: float, m: int = 2, n: int = 60, sparsity: float = 0.9, data_seed: int = 0,
                   steps: int = 200, weight_decay: float = 1e-2, snapshots: int = 6,
-                  test_loss: float | None = None) -> RunResult:
+                  test_loss: float | None = None, **config) -> RunResult:
     """A RunResult with the geometry of a memorizing (small T) or generalizing (large T) model."""
     cfg = TrainConfig(n=n, m=m, T=T, sparsity=sparsity, data_seed=data_seed, steps=steps,
-                      weight_decay=weight_decay, test_size=100, snapshots=snapshots)
+                      weight_decay=weight_decay, test_size=100, snapshots=snapshots, **config)
     rng = np.random.default_rng([data_seed, 11])
     radius = 1.0 + 0.3 * math.log10(T) if not math.isinf(T) else 1.0
     if not cfg.infinite and T < n / 4:
-        X = data_mod.training_set(n, sparsity, int(T), data_seed).to_dense().astype(np.float64)
+        X = synthetic_training_matrix(cfg)
         W = _polygon(int(T), m, radius) @ np.linalg.pinv(X.T)  # W x_j = p_j exactly
     else:
         W = 0.03 * rng.standard_normal((m, n))
@@ -71,7 +89,7 @@ def synthetic_run(T: float, m: int = 2, n: int = 60, sparsity: float = 0.9, data
     b = -0.1 * np.ones(n)
     arrays = {"feature_dims": feature_dimensionality(W).astype(np.float32)}
     if not cfg.infinite:
-        X = data_mod.training_set(n, sparsity, int(T), data_seed).to_dense().astype(np.float64)
+        X = synthetic_training_matrix(cfg)
         H = X @ W.T
         arrays["H"] = H.astype(np.float32)
         arrays["data_dims"] = data_dimensionality(H).astype(np.float32)
@@ -152,6 +170,8 @@ def make_store(root: Path, experiments: Iterable[str] = ("t-sweep", "tm-grid", "
                 r.metrics["max_feature_dim"] = 0.35 if seen >= 10 else 0.05
                 runs.append(r)
         write_experiment(root, "sparsity", runs)
+    if "repeated" in exps:
+        write_experiment(root, "repeated", repeated_runs())
     return root
 
 

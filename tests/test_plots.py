@@ -11,7 +11,7 @@ from matplotlib import animation
 from matplotlib.collections import LineCollection, PathCollection, QuadMesh
 from PIL import Image
 
-from report_fixtures import synthetic_run, t_sweep_runs
+from report_fixtures import repeated_runs, synthetic_run, t_sweep_runs
 from toydd import data as data_mod
 from toydd import plots
 from toydd.metrics import data_dimensionality
@@ -213,6 +213,22 @@ def test_sparsity_figure_rescales_T_by_feature_frequency():
     xs = sorted({round(float(x), 6) for ln in data_lines(ax_seen, 2) for x in ln.get_xdata()})
     assert xs == [1.0, 2.0, 10.0, 20.0]  # T(1-S)
     assert any(np.allclose(ln.get_xdata(), 10) for ln in ax_seen.get_lines())  # "seen 10 times"
+
+
+def test_repeated_phase_diagram_points_colours_and_boundary():
+    runs = repeated_runs(n=100)
+    fig = plots.fig_repeated(table_of(runs))
+    ax = fig.axes[0]
+    sc = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    xy = sc.get_offsets()
+    assert len(xy) == 9
+    mem = np.asarray(sc.get_array())
+    # Red (1) exactly above R = 0.4 T/N, blue (0) below, as the fixture was built.
+    np.testing.assert_array_equal(mem, (xy[:, 1] > 0.4 * xy[:, 0]).astype(float))
+    assert sorted(set(np.round(xy[:, 0], 6))) == [2.0, 10.0, 50.0]  # T/N
+    line = [ln for ln in ax.get_lines() if ln.get_gid() == "jermyn"][0]
+    np.testing.assert_allclose(line.get_ydata(), 0.4 * np.asarray(line.get_xdata()))
+    assert ax.get_xscale() == ax.get_yscale() == "log"
 
 
 def test_training_curves_one_per_run(sweep):

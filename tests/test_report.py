@@ -21,7 +21,7 @@ from toydd.errors import ToyddError
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
-ALL = ("t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity")
+ALL = ("t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity", "repeated")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_report_writes_one_png_per_figure_and_embeds_them(built):
     files = sorted(p.name for p in out.iterdir())
     expected = ["t-sweep-main.png", "t-sweep-vectors.png", "t-sweep-vectors-consistent.png", "t-sweep-norms.png",
                 "t-sweep-training.png", "tm-grid-heatmap.png", "weight-decay-lines.png", "epochs-lines.png",
-                "sparsity-sparsity.png"]
+                "sparsity-sparsity.png", "repeated-phase.png"]
     for name in expected:
         assert name in files
         with Image.open(out / name) as im:
@@ -59,7 +59,7 @@ def test_report_writes_one_png_per_figure_and_embeds_them(built):
     assert body.count('src="data:image/png;base64,') == len(expected)
     assert body.count('src="data:image/gif;base64,') == 1
     assert not re.search(r'(src|href)="(https?:)?//', body)
-    assert body.count("Plotly.newPlot") >= 6  # interactive main, norms, heat map, two line plots, sparsity
+    assert body.count("Plotly.newPlot") >= 7  # main, norms, heat map, two line plots, sparsity, repeated
     # No temporary directory left behind.
     assert not [p for p in built.iterdir() if p.name.startswith(".report")]
 
@@ -78,6 +78,8 @@ def test_report_captions_pair_the_paper_with_numbers_from_this_sweep(built):
     assert "The bump grows monotonically with steps" in html
     assert "S=0.8: T=50 (T(1-S) = 10); S=0.9: T=100 (T(1-S) = 10)" in html
     assert "spans a factor 2 in T but 1 in T(1-S)" in html
+    # repeated: the fixture memorizes exactly when R > 0.4 T/N
+    assert "9 of 9 fall on the side of R = 0.4 T/N that the argument predicts" in html
 
 
 def test_report_lists_runs_configuration_and_versions(built):
@@ -243,12 +245,12 @@ def test_report_in_headless_chromium(built, tmp_path):
         driver.get((built / "report" / "index.html").as_uri())
         deadline = time.time() + 20
         while time.time() < deadline and driver.execute_script(
-                "return document.querySelectorAll('.js-plotly-plot').length") < 7:
+                "return document.querySelectorAll('.js-plotly-plot').length") < 8:
             time.sleep(0.2)
 
         # Every plotly figure rendered, every image decoded.
         n_plots = driver.execute_script("return document.querySelectorAll('.js-plotly-plot').length")
-        assert n_plots >= 7  # 6 figures + the vector slider
+        assert n_plots >= 8  # 7 figures + the vector slider
         broken = driver.execute_script(
             "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)")
         assert broken == []

@@ -368,8 +368,8 @@ def fig_vector_plots(runs: Sequence[RunResult], consistent_scale: bool = False, 
     _check_2d(runs)
     runs = sorted(runs, key=lambda r: (r.config.infinite, float(r.config.T)))
     k = len(runs)
-    cols = min(k, per_row)
-    blocks = math.ceil(k / cols)
+    blocks = math.ceil(k / per_row)
+    cols = math.ceil(k / blocks)  # balanced blocks: 10 runs as 5 + 5, not 8 + 2
     fig = new_figure(1.25 * cols + 0.6, 2.7 * blocks + 0.3)
     axes = fig.subplots(2 * blocks, cols, squeeze=False)
     Ws = [np.asarray(r.W, np.float64).T for r in runs]
@@ -681,6 +681,54 @@ def fig_sparsity(table: pd.DataFrame) -> Figure:
     return fig
 
 
+# --- repeated data points ---------------------------------------------------------------
+
+JERMYN_SLOPE = 0.4  # Jermyn's boundary: a point repeated R times is memorized when R > 0.4 T/N
+
+
+def repeated_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean memorized fraction per setup (n, S), T and R, with x = T/N (N = n features)."""
+    d = table[(table.get("repeated_points", 0) > 0)].dropna(subset=["repeated_memorized_fraction"]).copy()
+    d["T_over_N"] = d["T"].astype(float) / d["n"].astype(float)
+    g = d.groupby(["n", "sparsity", "T", "repeats"], as_index=False).agg(
+        memorized=("repeated_memorized_fraction", "mean"), T_over_N=("T_over_N", "first"),
+        seeds=("repeated_memorized_fraction", "size"))
+    return g
+
+
+@_styled
+def fig_repeated(table: pd.DataFrame) -> Figure:
+    """Phase diagram of repeated data points: R against T/N, coloured by the fraction memorized.
+
+    A repeated point counts as memorized when its D_X is in the top 0.1% of the
+    training set (Jermyn's proxy). One marker per setup (n, S); the black line is
+    Jermyn's R = 0.4 T/N.
+    """
+    g = repeated_table(table)
+    if g.empty:
+        raise ValueError("no runs with repeated points and a memorization metric")
+    fig = new_figure(5.6, 4.0)
+    ax = fig.subplots()
+    markers = ["P", "X", "o", "s", "^", "D"]
+    sc = None
+    for (setup, sub), mk in zip(g.groupby(["n", "sparsity"]), markers):
+        n, S = setup
+        sc = ax.scatter(sub["T_over_N"], sub["repeats"], c=sub["memorized"], cmap="coolwarm", vmin=0, vmax=1,
+                        marker=mk, s=60, edgecolors="#333333", linewidths=0.5, label=f"N = {int(n):,}, S = {S:g}",
+                        zorder=3)
+    x = np.geomspace(g["T_over_N"].min() / 1.5, g["T_over_N"].max() * 1.5, 50)
+    ax.plot(x, JERMYN_SLOPE * x, color="black", lw=1.2, label=f"R = {JERMYN_SLOPE:g} T/N", gid="jermyn")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training set size over features T/N")
+    ax.set_ylabel("repeats R of the repeated point")
+    cb = fig.colorbar(sc, ax=ax, pad=0.01)
+    cb.set_label("fraction memorized (top 0.1% by $D_X$)")
+    ax.legend(loc="upper left")
+    ax.set_title("when is a repeated point memorized?", loc="left")
+    return fig
+
+
 # --- training curves -------------------------------------------------------------------
 
 @_styled
@@ -766,7 +814,9 @@ def movie(run: RunResult, max_frames: int = 40, interval_ms: int = 250) -> anima
     steps, loss = training_curve(run)
     if len(steps):
         ax_l.plot(np.maximum(steps, 1), loss, color="#333333", lw=1.0)
-        ax_l.set_yscale("log")
+        pos = loss[np.isfinite(loss) & (loss > 0)]
+        if len(pos) and pos.max() / pos.min() > 10:  # log only when the loss spans decades
+            ax_l.set_yscale("log")
     ax_l.set_xscale("log")
     ax_l.set_xlabel("step")
     ax_l.set_ylabel("training loss")
@@ -831,7 +881,7 @@ def save_movie(run: RunResult, path: str | os.PathLike, fps: int = 4, dpi: int =
 
 __all__ = [
     "TAxis", "aggregate", "default_vector_T", "display_hidden", "draw_vectors", "fig_epochs", "fig_main",
-    "fig_norms", "fig_setting_lines", "fig_sparsity", "fig_tm_grid", "fig_training_curves",
+    "fig_norms", "fig_repeated", "fig_setting_lines", "fig_sparsity", "fig_tm_grid", "fig_training_curves",
     "fig_vector_plots", "fig_weight_decay", "fmt_T", "hidden_vectors", "movie", "save_figure", "save_movie",
     "snapshot_geometry", "sort_T", "training_curve", "REPRESENTED_NORM",
 ]

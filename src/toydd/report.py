@@ -297,14 +297,19 @@ def find_data_dims(table: pd.DataFrame, tol: float = 0.10) -> str:
     d = table[np.isfinite(table["T"].astype(float))].dropna(subset=["median_data_dim"])
     if d.empty:
         return ""
-    dev = (d["median_data_dim"] / (d["m"] / d["T"]) - 1.0).abs()
+    ratio = d["median_data_dim"] / (d["m"] / d["T"])
+    dev = (ratio - 1.0).abs()
     worst = dev.groupby(d["T"]).max().sort_index()
+    mean_ratio = ratio.groupby(d["T"]).mean().sort_index()
+    first = mean_ratio.iloc[:6]
+    listing = ("Median D_X / (m/T), mean over seeds: " + ", ".join(
+        f"{_f(r, 2)} at T={plots.fmt_T(T)}" for T, r in first.items()) + ". ")
     ok = worst <= tol
     if ok.iloc[0]:
         upto = worst.index[(~ok).to_numpy().argmax() - 1] if (~ok).any() else worst.index[-1]
         within = worst[worst.index <= upto].max()
-        s = (f"Median D_X is within {within:.1%} of m/T in every run for T ≤ {plots.fmt_T(upto)} "
-             f"(tolerance {tol:.0%}): the training points form T-gons.")
+        s = listing + (f"Median D_X is within {within:.1%} of m/T in every run for T ≤ {plots.fmt_T(upto)} "
+                       f"(tolerance {tol:.0%}): the training points form T-gons.")
         after = worst.index[worst.index > upto]
         if len(after):
             Tn = after[0]
@@ -313,7 +318,8 @@ def find_data_dims(table: pd.DataFrame, tol: float = 0.10) -> str:
         return s
     T0 = worst.index[0]
     r = (d.loc[d["T"] == T0, "median_data_dim"] / (d.loc[d["T"] == T0, "m"] / T0)).mean()
-    return f"Already at the smallest T={plots.fmt_T(T0)} the median D_X is {_f(r, 2)}× m/T (no clean T-gon)."
+    return listing + (f"Not within {tol:.0%} of m/T in every run even at the smallest T={plots.fmt_T(T0)} "
+                      f"({_f(r, 2)}× on average).")
 
 
 def find_features(run: RunResult) -> str:
@@ -450,6 +456,26 @@ def find_generalization_scale(table: pd.DataFrame) -> str:
         Ts, xs = [r[1] for r in rows], [r[2] for r in rows]  # (S, T, T(1-S), first)
         s += (f" Across sparsities it spans a factor {_f(max(Ts) / min(Ts), 2)} in T but "
               f"{_f(max(xs) / min(xs), 2)} in T(1-S).")
+    return s
+
+
+def find_repeated(table: pd.DataFrame) -> str:
+    """How many (T/N, R) settings memorize, and how many fall on the side of R = 0.4 T/N Jermyn predicts."""
+    g = plots.repeated_table(table)
+    if g.empty:
+        return ""
+    mem = g["memorized"] >= 0.5
+    predicted = g["repeats"] > plots.JERMYN_SLOPE * g["T_over_N"]
+    agree = int((mem == predicted).sum())
+    s = (f"{int(mem.sum())} of {len(g)} settings memorize their repeated point(s) (fraction ≥ 0.5 over seeds); "
+         f"{agree} of {len(g)} fall on the side of R = {plots.JERMYN_SLOPE:g} T/N that the argument predicts.")
+    lows = []
+    for x, sub in g.groupby("T_over_N"):
+        hit = sub[sub["memorized"] >= 0.5]
+        if len(hit):
+            lows.append(f"T/N={_f(x, 2)}: R ≥ {int(hit['repeats'].min())}")
+    if lows:
+        s += " Smallest R memorized: " + "; ".join(lows) + "."
     return s
 
 
@@ -599,6 +625,32 @@ def plotly_tm(table: pd.DataFrame):
     return fig
 
 
+def plotly_repeated(table: pd.DataFrame):
+    """The repeated-point phase diagram: R against T/N coloured by the memorized fraction, with R = 0.4 T/N."""
+    import plotly.graph_objects as go
+
+    g = plots.repeated_table(table)
+    fig = go.Figure()
+    symbols = ["cross", "x", "circle", "square", "triangle-up", "diamond"]
+    for (setup, sub), sym in zip(g.groupby(["n", "sparsity"]), symbols):
+        n, S = setup
+        fig.add_trace(go.Scatter(x=_round(sub["T_over_N"]), y=_round(sub["repeats"]), mode="markers",
+                                 name=f"N = {int(n):,}, S = {S:g}",
+                                 marker={"symbol": sym, "size": 12, "color": _round(sub["memorized"]),
+                                         "colorscale": "RdBu", "reversescale": True, "cmin": 0, "cmax": 1,
+                                         "line": {"width": 1, "color": "#333"},
+                                         "colorbar": {"title": {"text": "memorized"}}},
+                                 text=[f"{v:.2f} memorized over {k} seed(s)" for v, k in zip(sub["memorized"], sub["seeds"])],
+                                 hovertemplate="T/N=%{x}, R=%{y}<br>%{text}<extra></extra>"))
+    x = np.geomspace(g["T_over_N"].min() / 1.5, g["T_over_N"].max() * 1.5, 50)
+    fig.add_trace(go.Scatter(x=_round(x), y=_round(plots.JERMYN_SLOPE * x), mode="lines",
+                             name=f"R = {plots.JERMYN_SLOPE:g} T/N", line={"color": "black"}))
+    fig.update_xaxes(type="log", title_text="T/N")
+    fig.update_yaxes(type="log", title_text="repeats R")
+    fig.update_layout(title="repeated points: memorized or not", height=440, **_LAYOUT)
+    return fig
+
+
 def matplotlib_to_css(c: Any) -> str:
     """A matplotlib colour (name, hex, or RGBA tuple) as a CSS colour string."""
     from matplotlib.colors import to_hex
@@ -725,6 +777,11 @@ PAPER = {
     "movie": ("Movies of training: in the middle regime some models briefly learn generalizing features and then "
               "forget them by the end of training (the paper's T = 10,000 movie); near misses also occur with "
               "repeated data points."),
+    "repeated": ("Jermyn: a datapoint repeated 2–3 times behaves as in the paper; with more repeats models learn a "
+                 "mix of datapoints and features. Balancing the loss benefit of a feature (~T(1-S)) against a "
+                 "repeated point (~RN(1-S)) predicts memorization when R > c T/N, independent of sparsity; his "
+                 "m = 2 runs follow R = 0.4 T/N at larger T/N and need more repeats at low T/N (a point counts as "
+                 "memorized when in the top 0.1% by D_X)."),
     "generic": "A sweep outside the paper's list: no published result to compare with.",
 }
 
@@ -737,8 +794,16 @@ class Section:
     title: str
     files: list[str]  # PNG / GIF names in the report directory
     paper: str
-    finding: str
+    finding: str | list[str]  # one sentence group, or several (shown as a list)
     interactive: str = ""  # HTML (plotly div or the slider)
+
+    def finding_html(self) -> str:
+        items = [f for f in ([self.finding] if isinstance(self.finding, str) else self.finding) if f]
+        if not items:
+            return "–"
+        if len(items) == 1:
+            return html.escape(items[0])
+        return "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in items) + "</ul>"
 
 
 class _Builder:
@@ -784,8 +849,8 @@ class _Builder:
         if t.empty:
             self.notes.append(f"{exp.name}: no complete run yet ({exp.n_keys} planned); nothing to draw.")
             return
-        kind = exp.name if exp.name in ("t-sweep", "norms", "tm-grid", "weight-decay", "epochs", "sparsity") \
-            else _infer_kind(t)
+        kind = exp.name if exp.name in ("t-sweep", "norms", "tm-grid", "weight-decay", "epochs", "sparsity",
+                                        "repeated") else _infer_kind(t)
         self.log(f"report: {exp.name} ({len(t)} runs) as {kind}")
         if kind == "t-sweep":
             self.t_sweep(exp)
@@ -799,6 +864,8 @@ class _Builder:
             self.attempt(f"{exp.name}: lines", lambda: self.setting_lines(exp, kind))
         elif kind == "sparsity":
             self.attempt(f"{exp.name}: sparsity", lambda: self.sparsity(exp))
+        elif kind == "repeated":
+            self.attempt(f"{exp.name}: phase diagram", lambda: self.repeated(exp))
         elif kind.startswith("lines:"):
             self.attempt(f"{exp.name}: lines", lambda: self.setting_lines(exp, kind))
         else:
@@ -817,8 +884,7 @@ class _Builder:
 
         def main() -> None:
             f = self.png(plots.fig_main(tm, reps, vector_T=vt), f"{name}-main.png")
-            finding = " ".join(s for s in (find_loss(tm), find_data_dims(tm), find_regimes(tm),
-                                            find_features(reps[-1])) if s)
+            finding = [find_loss(tm), find_data_dims(tm), find_regimes(tm), find_features(reps[-1])]
             self.sections.append(Section(f"{name}-main", f"{name}: test loss, dimensionality and geometry against T"
                                          + m_note, [f], PAPER["main"], finding,
                                          self.plotly(plotly_main(tm, reps))))
@@ -829,7 +895,7 @@ class _Builder:
                 f1 = self.png(plots.fig_vector_plots(reps, consistent_scale=False), f"{name}-vectors.png")
                 f2 = self.png(plots.fig_vector_plots(reps, consistent_scale=True), f"{name}-vectors-consistent.png")
                 self.sections.append(Section(f"{name}-vectors", f"{name}: vector plots at every T",
-                                             [f1], PAPER["vectors"], find_vectors(reps) + " " + find_features(reps[-1]),
+                                             [f1], PAPER["vectors"], [find_vectors(reps), find_features(reps[-1])],
                                              vector_slider_html(reps)))
                 self.sections.append(Section(f"{name}-vectors-consistent", f"{name}: vector plots on one scale",
                                              [f2], PAPER["vectors_consistent"], find_vectors(reps)))
@@ -871,7 +937,7 @@ class _Builder:
             if geo is not None:
                 findings.append(find_movie(geo, run))
         self.sections.append(Section(f"{exp.name}-movies", f"{exp.name}: training movies", files, PAPER["movie"],
-                                     " ".join(findings)))
+                                     findings))
 
     def norms(self, exp: Experiment) -> None:
         t = exp.table
@@ -910,6 +976,12 @@ class _Builder:
                                                                        f"test loss by {label}", label, baseline=True,
                                                                        ytitle="test loss"))))
 
+    def repeated(self, exp: Experiment) -> None:
+        t = exp.table
+        f = self.png(plots.fig_repeated(t), f"{exp.name}-phase.png")
+        self.sections.append(Section(f"{exp.name}-phase", f"{exp.name}: memorization of repeated data points", [f],
+                                     PAPER["repeated"], find_repeated(t), self.plotly(plotly_repeated(t))))
+
     def sparsity(self, exp: Experiment) -> None:
         t = exp.table.copy()
         f = self.png(plots.fig_sparsity(t), f"{exp.name}-sparsity.png")
@@ -920,7 +992,8 @@ class _Builder:
                                      [f], PAPER["sparsity"], find_generalization_scale(t), html_))
 
 
-_SETTINGS = ("m", "weight_decay", "steps", "sparsity", "lr", "n", "importance_decay", "init_seeds", "tied")
+_SETTINGS = ("m", "weight_decay", "steps", "sparsity", "lr", "n", "importance_decay", "init_seeds", "tied",
+             "repeats", "repeated_points")
 
 
 def _varying(t: pd.DataFrame) -> list[str]:
@@ -931,6 +1004,8 @@ def _varying(t: pd.DataFrame) -> list[str]:
 def _infer_kind(t: pd.DataFrame) -> str:
     """Which figure fits an experiment the report does not know by name."""
     v = _varying(t)
+    if "repeated_memorized_fraction" in t and t["repeated_memorized_fraction"].notna().any():
+        return "repeated"
     if "T" not in v:
         return "none"
     others = [c for c in v if c != "T"]
@@ -987,6 +1062,7 @@ figure { margin: 10px 0; } figure img { max-width: 100%; height: auto; border: 1
 .captions { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; margin: 10px 0 12px; }
 .captions div { background: #f7f7f9; border-left: 3px solid #999; padding: 8px 12px; font-size: 14px; }
 .captions div.ours { border-left-color: var(--blue); background: #f3f7fd; }
+.captions ul { margin: 2px 0 0; padding-left: 18px; } .captions li { margin: 2px 0; }
 .captions b { display: block; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
 .plotly-box { width: 100%; min-height: 430px; }
 .slider-row { display: flex; align-items: center; gap: 14px; margin: 12px 0 4px; }
@@ -1007,7 +1083,9 @@ _RUN_COLUMNS = [("key", "key"), ("T", "T"), ("m", "m"), ("n", "n"), ("sparsity",
                 ("steps", "steps"), ("data_seed", "data seed"), ("init_seeds", "inits"), ("train_loss", "train loss"),
                 ("test_loss", "test loss"), ("test_loss_se", "± se"), ("weight_norm", "||W||_F"),
                 ("bias_norm", "||b||"), ("max_feature_dim", "max D_f"), ("represented_features", "#||W_i||>0.5"),
-                ("median_data_dim", "median D_X"), ("regime", "regime"), ("seconds", "seconds")]
+                ("median_data_dim", "median D_X"), ("regime", "regime"), ("repeated_points", "k repeated"),
+                ("repeats", "R"), ("repeated_memorized_fraction", "memorized"), ("seconds", "seconds")]
+_REPEAT_COLUMNS = {"repeated_points", "repeats", "repeated_memorized_fraction"}
 
 
 def _cell(v: Any, col: str) -> str:
@@ -1021,7 +1099,8 @@ def _cell(v: Any, col: str) -> str:
 
 
 def runs_table_html(t: pd.DataFrame) -> str:
-    cols = [(c, h) for c, h in _RUN_COLUMNS if c in t]
+    has_repeats = "repeated_points" in t and (t["repeated_points"].fillna(0) > 0).any()
+    cols = [(c, h) for c, h in _RUN_COLUMNS if c in t and (has_repeats or c not in _REPEAT_COLUMNS)]
     head = "".join(f'<th class="{"l" if c in ("key", "regime") else ""}">{html.escape(h)}</th>' for c, h in cols)
     body = "\n".join("<tr>" + "".join(f'<td class="{"l" if c in ("key", "regime") else ""}">{_cell(r[c], c)}</td>'
                                       for c, _ in cols) + "</tr>" for _, r in t.iterrows())
@@ -1081,7 +1160,7 @@ def render_html(store: Store, b: _Builder, versions: dict[str, str]) -> str:
         if len(s.files) > 1:
             imgs = f'<div class="movies">{imgs}</div>'
         caps = (f'<div class="captions"><div><b>The paper reports</b>{html.escape(s.paper)}</div>'
-                f'<div class="ours"><b>This sweep shows</b>{html.escape(s.finding) or "–"}</div></div>')
+                f'<div class="ours"><b>This sweep shows</b>{s.finding_html()}</div></div>')
         inter = f"<h3>Interactive</h3>{s.interactive}" if s.interactive else ""
         parts.append(f'<section id="{html.escape(s.id)}"><h2>{html.escape(s.title)}</h2>{caps}{imgs}{inter}</section>')
     notes = b.notes + store.problems
