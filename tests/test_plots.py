@@ -272,3 +272,13 @@ def test_snapshot_geometry_ends_at_the_final_model():
     np.testing.assert_allclose(geo["H"][-1], run.arrays["H"], rtol=1e-4, atol=1e-5)
     assert geo["top_data_dim"][-1] == pytest.approx(np.sort(data_dimensionality(run.arrays["H"]))[-2:].mean(), rel=1e-3)
     assert plots.snapshot_geometry(synthetic_run(5, snapshots=0)) is None
+
+
+def test_infinite_data_only_axis_has_a_single_inf_tick():
+    tax = plots.TAxis.of([math.inf, math.inf])
+    fig = plots.new_figure(3, 2)
+    ax = fig.subplots()
+    tax.decorate(ax)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["∞"]
+    lo, hi = ax.get_xlim()
+    assert lo < tax.inf_pos < hi

@@ -28,7 +28,7 @@ ALL = ("t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity", "repeated")
 def built(tmp_path_factory) -> Path:
     """A store with every synthetic experiment and its report (one movie to keep it quick)."""
     root = make_store(tmp_path_factory.mktemp("sweep"), ALL)
-    report.build_report(root, movies=1, log=lambda msg: None)
+    report.build_report(root, movies=1, log=lambda msg: None, dpi=80)
     return root
 
 
@@ -322,7 +322,7 @@ def trained(tmp_path_factory) -> Path:
                               online_batch=256, snapshots=8, init_seeds=2))
             for T in (3, 10, 100, math.inf) for s in (0, 1)]
     write_experiment(root, "t-sweep", runs, params={"vector_plot_T": [3, 100, "inf"]})
-    report.build_report(root, movies=2, log=lambda m: None)
+    report.build_report(root, movies=2, log=lambda m: None, dpi=80)
     return root
 
 
@@ -350,3 +350,17 @@ def test_report_of_real_training_runs(trained):
     np.testing.assert_allclose(geo["W"][-1], run.W, rtol=1e-5, atol=1e-6)
     steps, loss = plots.training_curve(run)
     assert len(steps) == len(loss) > 10 and loss[-1] == pytest.approx(run.metrics["train_loss"], rel=0.05)
+
+
+def test_degenerate_sweeps_still_report(tmp_path):
+    """m = 3 (no vector plots), infinite data only, and a single T: every figure that makes sense is drawn."""
+    cases = {"m3": [synthetic_run(T, m=3, snapshots=0) for T in (10, math.inf)],
+             "inf": [synthetic_run(math.inf, data_seed=s, snapshots=0) for s in (0, 1)],
+             "one": [synthetic_run(10, snapshots=0)]}
+    for name, runs in cases.items():
+        write_experiment(tmp_path / name, "t-sweep", runs)
+        index = report.build_report(tmp_path / name, log=lambda m: None)
+        files = {p.name for p in index.parent.iterdir()}
+        assert {"t-sweep-main.png", "t-sweep-norms.png", "t-sweep-training.png"} <= files
+        assert ("t-sweep-vectors.png" in files) == (name != "m3")
+        assert "not drawn" not in index.read_text()

@@ -141,6 +141,7 @@ class TAxis:
     lo: float
     hi: float
     has_inf: bool
+    has_finite: bool = True
 
     INF_GAP = 5.0
 
@@ -149,7 +150,7 @@ class TAxis:
         v = np.asarray([float(x) for x in values], dtype=np.float64)
         fin = v[np.isfinite(v) & (v > 0)]
         lo, hi = (float(fin.min()), float(fin.max())) if len(fin) else (1.0, 1.0)
-        return cls(lo, hi, bool(np.isinf(v).any()))
+        return cls(lo, hi, bool(np.isinf(v).any()), bool(len(fin)))
 
     @property
     def inf_pos(self) -> float:
@@ -162,6 +163,14 @@ class TAxis:
     def decorate(self, ax, label: str = "training set size T") -> None:
         """Log scale, decade ticks within the finite range, and an '∞' tick behind a break."""
         ax.set_xscale("log")
+        if not self.has_finite:  # infinite data only: one position, one tick
+            ax.set_xlim(self.inf_pos / 3, self.inf_pos * 3)
+            ax.xaxis.set_major_locator(FixedLocator([self.inf_pos]))
+            ax.set_xticklabels(["∞"])
+            ax.xaxis.set_minor_locator(FixedLocator([]))
+            if label:
+                ax.set_xlabel(label)
+            return
         right = self.inf_pos if self.has_inf else self.hi
         ax.set_xlim(self.lo / 1.6, right * 1.6)
         d0, d1 = math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi))
@@ -456,7 +465,7 @@ def plot_dims_vs_T(ax, runs: Sequence[RunResult], tax: TAxis, max_points: int = 
             ax.scatter(np.full(len(dd), x), dd, s=6, color=DATA_COLOR, alpha=0.45, linewidths=0, rasterized=True,
                        label=None if labelled_x else "training points $D_X$", zorder=2, gid="D_X")
             labelled_x = True
-    ms = sorted({r.config.m for r in runs})
+    ms = sorted({r.config.m for r in runs}) if tax.has_finite else []  # no T-gon without a finite T
     t = np.geomspace(tax.lo, tax.hi, 200)
     for m in ms:
         ax.plot(t, np.minimum(m / t, 1.0), color=CURVE_COLOR, ls="--", lw=1.1,

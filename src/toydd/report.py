@@ -494,6 +494,9 @@ def find_movie(geo: dict[str, np.ndarray], run: RunResult) -> str:
 
 def _plotly_T_axis(tax: plots.TAxis) -> dict[str, Any]:
     """A log x axis whose ticks read like the static figures', '∞' included."""
+    if not tax.has_finite:
+        return {"type": "log", "tickvals": [tax.inf_pos], "ticktext": ["∞"],
+                "range": [math.log10(tax.inf_pos / 3), math.log10(tax.inf_pos * 3)]}
     d0, d1 = math.floor(math.log10(tax.lo)), math.ceil(math.log10(tax.hi))
     vals = [10.0**d for d in range(d0, d1 + 1) if tax.lo / 1.6 <= 10.0**d <= tax.hi * 1.6]
     text = [plots.fmt_T(v) for v in vals]
@@ -547,7 +550,7 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
                                    marker={"color": color, "size": 4, "opacity": 0.5},
                                    hovertemplate="T=%{text}<br>" + kind + "=%{y:.3g}<extra></extra>"), 2, 1)
     t = np.geomspace(tax.lo, tax.hi, 100)
-    for m in sorted({r.config.m for r in runs}):
+    for m in sorted({r.config.m for r in runs}) if tax.has_finite else []:
         fig.add_trace(go.Scatter(x=_round(t), y=_round(np.minimum(m / t, 1)), mode="lines", name=f"m/T (m={m})",
                                  line={"color": "black", "dash": "dash", "width": 1.5}), 2, 1)
     axis = _plotly_T_axis(tax)
@@ -809,15 +812,15 @@ class Section:
 class _Builder:
     """Draws the figures of one sweep directory into ``out`` and collects the sections."""
 
-    def __init__(self, store: Store, out: Path, movies: int, log: Callable[[str], None]):
-        self.store, self.out, self.movies, self.log = store, out, movies, log
+    def __init__(self, store: Store, out: Path, movies: int, log: Callable[[str], None], dpi: int = 150):
+        self.store, self.out, self.movies, self.log, self.dpi = store, out, movies, log, dpi
         self.sections: list[Section] = []
         self.notes: list[str] = []
         self._plotly_n = 0
 
     # -- helpers -------------------------------------------------------------------------
     def png(self, fig, name: str) -> str:
-        plots.save_figure(fig, self.out / name, dpi=150)
+        plots.save_figure(fig, self.out / name, dpi=self.dpi)
         fig.clf()
         return name
 
@@ -931,7 +934,7 @@ class _Builder:
         for T in picks:
             run = by_T[T]
             fname = f"{exp.name}-movie-T{plots.fmt_T(T)}.gif".replace("∞", "inf")
-            plots.save_movie(run, self.out / fname)
+            plots.save_movie(run, self.out / fname, dpi=max(40, self.dpi * 2 // 3))
             files.append(fname)
             geo = plots.snapshot_geometry(run)
             if geo is not None:
@@ -1196,13 +1199,16 @@ features / columns of W in blue, training points / hidden vectors in red.</p>
 
 # --- entry point ---------------------------------------------------------------------------
 
-def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], None] | None = None) -> Path:
+def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], None] | None = None,
+                 dpi: int = 150) -> Path:
     """Write ``root/report/index.html`` and one PNG (or GIF) per figure; returns the index path.
 
     Every figure the experiments in ``root`` allow is drawn; missing experiments
     are skipped, an experiment with no complete run is listed, and a figure that
     fails is reported in the page rather than aborting the report. ``movies``
-    caps the training movies per t-sweep (0 for none: they are the slowest part).
+    caps the training movies per t-sweep (0 for none: they are the slowest part);
+    ``dpi`` sets the PNG resolution (movies get two thirds of it). ``log``
+    receives progress lines (default: stderr).
 
     Raises :class:`~toydd.errors.ToyddError` if ``root`` is not a sweep directory.
     The report directory is replaced atomically: built in a temporary sibling,
@@ -1214,7 +1220,7 @@ def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], 
     tmp = root / f".report.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        b = _Builder(store, tmp, movies, log)
+        b = _Builder(store, tmp, movies, log, dpi)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # matplotlib layout chatter, not the user's problem
             for exp in ordered_experiments(store):
