@@ -54,6 +54,13 @@ from numba import njit, prange
 from .data import SparseData
 from ._dense_kernels import DENSE_KERNELS
 
+# Threads that wait by sleeping, not spinning. Measured on 2 busy cores
+# (another process running): the OpenMP layer's spin-waiting made a T = 1,000
+# step 5x slower than one thread; the workqueue layer matched one thread.
+# Only numba's pool is affected (torch keeps its own OpenMP settings).
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
 # Feature blocks per instance in the CPU dense pass. Fixed (not the thread
 # count) so results are bit-identical on machines with different core counts.
 MAX_BLOCKS = 16
@@ -121,12 +128,12 @@ def _hidden(W, indptr, indices, values, H):
             H[i, t, k] = s
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, fastmath=True)
 def _active_features(U, b, H, active, n_active):
     """Features whose output can be non-zero for some point (exact upper bound)."""
     I, m, n = U.shape
     T = H.shape[1]
-    for i in prange(I):
+    for i in range(I):
         hmax = np.full(m, -np.inf)
         hmin = np.full(m, np.inf)
         hn2 = 0.0
@@ -253,7 +260,7 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
                 dU[i, k, j] = dU64[k, a]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                  dHpart, losspart, dW, dU, db, dH, point_loss, loss):
     """Reduce the dense partials, add the sparse corrections, and the input path.
@@ -263,7 +270,7 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
     """
     I, m, n = U.shape
     T = H.shape[1]
-    for i in prange(I):
+    for i in range(I):
         total = 0.0
         for t in range(T):
             lt = 0.0
@@ -310,10 +317,10 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                         dW[i, k, j] += x * dH[i, t, k]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _zero_dense_grads(dU, db):
     I, m, n = dU.shape
-    for i in prange(I):
+    for i in range(I):
         for j in range(n):
             db[i, j] = 0.0
             for k in range(m):
