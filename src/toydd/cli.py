@@ -141,6 +141,9 @@ def _print_summary(result) -> None:
                   f"max {np.max(dd):.3g}  (T-gon m/T = {c.m / c.T:.4g})")
         if len(dd) <= 12:
             t.add_row("D_X per point", ", ".join(f"{v:.3f}" for v in dd))
+    if mt.get("construction_train_loss") is not None:
+        t.add_row("explicit T-gon", f"train loss {mt['construction_train_loss']:.4g} "
+                  f"(gap {mt['optimization_gap']:+.3g}: > 0 means training missed a better memorizing solution)")
     t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
     t.add_row("time", f"{mt['seconds']:.1f} s")
     con.print(t)
