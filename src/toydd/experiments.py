@@ -79,12 +79,31 @@ class Preset:
     sparsities: tuple[float, ...]
     feature_counts: tuple[float, ...]  # targets for T(1-S), the expected occurrences of a feature
     vector_plot_T: tuple[float, ...]  # T values whose W and h_i get vector plots (filtered to T_grid)
+    repeated_setups: tuple[tuple[int, float], ...] = ()  # (n, S) setups of the repeated-points diagram
+    repeated_T_over_N: tuple[float, ...] = ()  # dataset sizes as T/N (N = n), all past the generalizing scale
+    repeated_R: tuple[int, ...] = ()  # how many times the one repeated point appears
+    repeated_seeds: int = 1
     m_appendix: int = 4  # the m of the weight-decay and epochs experiments (paper appendix)
+    best_of_max_T: float = INF  # best-of-k only for T up to this
+    appendix_T_grid: tuple[float, ...] = ()  # T grid of tm-grid and weight-decay (empty: T_grid)
+    appendix_seeds: int = 0  # data seeds of tm-grid, weight-decay, epochs, sparsity (0: data_seeds)
 
-    def init_seeds(self, m: int) -> int:
+    @property
+    def grid_appendix(self) -> tuple[float, ...]:
+        return self.appendix_T_grid or self.T_grid
+
+    @property
+    def seeds_appendix(self) -> int:
+        return self.appendix_seeds or self.data_seeds
+
+    def init_seeds(self, m: int, T: float = INF) -> int:
         # Best-of-k matters at small m only: the paper finds m > 3 much less
-        # prone to local minima, and k multiplies the cost.
-        return self.best_of if m <= 3 else 1
+        # prone to local minima, and k multiplies the cost. A preset may also
+        # keep it to T <= best_of_max_T: local minima are a memorization-regime
+        # problem (m = 2 points on two circles that never merge), while the
+        # large-T pentagon is found from every init, and large T is where the
+        # cost is.
+        return self.best_of if m <= 3 and T <= self.best_of_max_T else 1
 
 
 PRESETS: dict[str, Preset] = {
@@ -102,21 +121,41 @@ PRESETS: dict[str, Preset] = {
         sparsities=(0.99, 0.995, 0.999, 0.9995),
         feature_counts=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000),
         vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 50_000, INF),
+        # Jermyn's two setups: "+" (N=10,000, S=0.999) and "x" (N=1,000, S=0.99).
+        repeated_setups=((10_000, 0.999), (1_000, 0.99)),
+        repeated_T_over_N=(1, 2, 3, 5, 10, 20),
+        repeated_R=(1, 2, 3, 5, 8, 13, 20, 30, 50),
+        repeated_seeds=2,
     ),
     "quick": Preset(
         name="quick",
-        description="n=1,000, S=0.99 (Hobbahn's scaled replication); the t-sweep in <= 10 min on 2 CPU cores",
-        base=dict(n=1_000, sparsity=0.99, steps=10_000, test_size=5_000, online_batch=2_048),
-        T_grid=(3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, INF),
+        description=("n=1,000, S=0.99 (Hobbahn's scaled replication), 3,000 steps, T up to 20k + inf; "
+                     "the t-sweep in ~6 min on 2 CPU cores"),
+        # Measured (`toydd sweep t-sweep --preset quick`, local executor, 2-core EPYC,
+        # quiet machine): 358 s. T-gons (median D_X ~ m/T) up to T ~ 50, the test-loss
+        # bump at T = 200 (1.052 +- 0.024 against 1.008 and 0.998 beside it), norms
+        # rising to ||W|| ~ 12.6 then falling, and a pentagon (5 features, D_f ~ 0.32,
+        # ||W|| ~ 2.46) from T ~ 2,000 on. Generalization starts at T(1-S) ~ 10 here,
+        # so 20k is 20x past it: the plateau. Longer training or best-of-k at every T
+        # would not fit the 10-minute budget.
+        base=dict(n=1_000, sparsity=0.99, steps=3_000, test_size=5_000, online_batch=2_048),
+        T_grid=(3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, INF),
         data_seeds=4,
         best_of=2,
+        best_of_max_T=1_000,
+        appendix_T_grid=(3, 10, 30, 100, 200, 500, 1_000, 2_000, 5_000, INF),
+        appendix_seeds=2,
         tm_ms=tuple(range(1, 11)),
         weight_decays=(0.0, 1e-3, 1e-2, 1e-1, 1.0),
-        epochs_steps=(2_500, 5_000, 10_000, 20_000),
-        epochs_T_grid=(5, 10, 30, 100, 300, 1_000, 3_000, 10_000, INF),
+        epochs_steps=(1_500, 3_000, 6_000, 12_000),
+        epochs_T_grid=(5, 10, 30, 100, 200, 500, 1_000, 3_000, INF),
         sparsities=(0.98, 0.99, 0.995),
-        feature_counts=(1, 2, 5, 10, 20, 50, 100, 200),
-        vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 50_000, INF),
+        feature_counts=(1, 2, 5, 10, 20, 50, 100),
+        vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 20_000, INF),
+        repeated_setups=((1_000, 0.99),),
+        repeated_T_over_N=(1, 2, 5, 10),
+        repeated_R=(1, 2, 3, 5, 10, 20, 40),
+        repeated_seeds=1,
     ),
     "smoke": Preset(
         name="smoke",
@@ -132,6 +171,10 @@ PRESETS: dict[str, Preset] = {
         sparsities=(0.8, 0.9),
         feature_counts=(1, 10),
         vector_plot_T=(3, 10, INF),
+        repeated_setups=((100, 0.9),),
+        repeated_T_over_N=(1, 3),
+        repeated_R=(2, 10),
+        repeated_seeds=1,
     ),
 }
 
@@ -188,11 +231,12 @@ def _T_list(values) -> list[Any]:
     return ["inf" if math.isinf(t) else int(t) for t in values]
 
 
-def _seeded(base: dict[str, Any], p: Preset, m: int, T: float, **extra: Any) -> list[TrainConfig]:
+def _seeded(base: dict[str, Any], p: Preset, m: int, T: float, seeds: int | None = None,
+            **extra: Any) -> list[TrainConfig]:
     """One job per data seed at (m, T): the paper's 4 training sets per grid point."""
     return [
-        TrainConfig(**{**p.base, **base, "m": m, "T": T, "data_seed": d, "init_seeds": p.init_seeds(m), **extra})
-        for d in range(p.data_seeds)
+        TrainConfig(**{**p.base, **base, "m": m, "T": T, "data_seed": d, "init_seeds": p.init_seeds(m, T), **extra})
+        for d in range(p.data_seeds if seeds is None else seeds)
     ]
 
 
@@ -204,7 +248,8 @@ def _t_sweep(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
         "T": _T_list(p.T_grid),
         "vector_plot_T": _T_list(t for t in p.vector_plot_T if t in p.T_grid),
         "data_seeds": p.data_seeds,
-        "best_of": p.init_seeds(m),
+        "best_of": p.best_of,
+        "best_of_max_T": "inf" if math.isinf(p.best_of_max_T) else p.best_of_max_T,
     }
     return configs, params
 
@@ -217,26 +262,28 @@ def _norms(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def _tm_grid(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
-    configs = [c for m in p.tm_ms for T in p.T_grid for c in _seeded({}, p, m, T)]
-    return configs, {"m": list(p.tm_ms), "T": _T_list(p.T_grid), "data_seeds": p.data_seeds}
+    Ts = p.grid_appendix
+    configs = [c for m in p.tm_ms for T in Ts for c in _seeded({}, p, m, T, p.seeds_appendix)]
+    return configs, {"m": list(p.tm_ms), "T": _T_list(Ts), "data_seeds": p.seeds_appendix}
 
 
 def _weight_decay(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     m = p.m_appendix
     # Weight decay varies per instance, so all decays of one T train as one batch.
-    configs = [c for T in p.T_grid for wd in p.weight_decays
-               for c in _seeded({}, p, m, T, weight_decay=float(wd))]
-    return configs, {"m": m, "T": _T_list(p.T_grid), "weight_decays": list(p.weight_decays),
-                     "data_seeds": p.data_seeds}
+    Ts = p.grid_appendix
+    configs = [c for T in Ts for wd in p.weight_decays
+               for c in _seeded({}, p, m, T, p.seeds_appendix, weight_decay=float(wd))]
+    return configs, {"m": m, "T": _T_list(Ts), "weight_decays": list(p.weight_decays),
+                     "data_seeds": p.seeds_appendix}
 
 
 def _epochs(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     m = p.m_appendix
     # warmup stays None: 5% of each run's steps, as in the paper's appendix.
     configs = [c for steps in p.epochs_steps for T in p.epochs_T_grid
-               for c in _seeded({}, p, m, T, steps=int(steps), warmup=None)]
+               for c in _seeded({}, p, m, T, p.seeds_appendix, steps=int(steps), warmup=None)]
     return configs, {"m": m, "T": _T_list(p.epochs_T_grid), "steps": list(p.epochs_steps),
-                     "data_seeds": p.data_seeds}
+                     "data_seeds": p.seeds_appendix}
 
 
 def sparsity_T_values(sparsity: float, feature_counts) -> list[int]:
@@ -256,10 +303,27 @@ def _sparsity(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     for S in p.sparsities:
         Ts = sparsity_T_values(S, p.feature_counts)
         grid[repr(float(S))] = Ts
-        configs += [c for T in Ts for c in _seeded({"sparsity": float(S)}, p, m, T)]
+        configs += [c for T in Ts for c in _seeded({"sparsity": float(S)}, p, m, T, p.seeds_appendix)]
     return configs, {"m": m, "sparsities": list(p.sparsities), "feature_counts": list(p.feature_counts),
                      "T_by_sparsity": grid, "x": ["T", "T*(1-S)"], "y": "max_feature_dim",
-                     "data_seeds": p.data_seeds}
+                     "data_seeds": p.seeds_appendix}
+
+
+def _repeated(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = 2
+    configs = []
+    for n, S in p.repeated_setups:
+        for ratio in p.repeated_T_over_N:
+            T = int(round(ratio * n))
+            for R in p.repeated_R:
+                # One point repeated R times inside T (R = 1: no repeat, the baseline).
+                configs += [TrainConfig(**{**p.base, "n": n, "sparsity": float(S), "m": m, "T": T, "data_seed": d,
+                                           "init_seeds": p.init_seeds(m, T), "repeated_points": 1, "repeats": int(R)})
+                            for d in range(p.repeated_seeds)]
+    return configs, {"m": m, "setups": [{"n": n, "sparsity": S} for n, S in p.repeated_setups],
+                     "T_over_N": list(p.repeated_T_over_N), "repeats": list(p.repeated_R), "repeated_points": 1,
+                     "criterion": "memorized if the repeated point's D_X is in the top 0.1% of the training set",
+                     "jermyn_line": "R = 0.4 T/N", "data_seeds": p.repeated_seeds}
 
 
 EXPERIMENTS: dict[str, ExperimentSpec] = {
@@ -276,6 +340,8 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
                        "decay): more steps, bigger bump.", _epochs),
         ExperimentSpec("sparsity", "Generalization scale (Jermyn): max feature dimensionality vs T and "
                        "vs T(1-S) for several sparsities; features generalize once seen ~10 times.", _sparsity),
+        ExperimentSpec("repeated", "Repeated data points (Jermyn): one point repeated R times inside T; "
+                       "memorized or not over (T/N, R), against R = 0.4 T/N.", _repeated),
     ]
 }
 
@@ -294,7 +360,7 @@ def reproduce_plan(preset: str | None = None) -> list[str]:
     ``norms`` shares the t-sweep's jobs, so listing both costs nothing extra.
     """
     get_preset(preset)  # validate
-    return ["t-sweep", "norms", "sparsity", "weight-decay", "epochs", "tm-grid"]
+    return ["t-sweep", "norms", "sparsity", "repeated", "weight-decay", "epochs", "tm-grid"]
 
 
 def named_experiment(name: str, preset: str | None = None) -> Experiment:
