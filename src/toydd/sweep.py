@@ -87,8 +87,12 @@ def make_batches(configs: Sequence[TrainConfig], max_instances: int = MAX_BATCH_
         # Split into near-equal parts rather than size, size, ..., remainder:
         # equal parts finish together, which is what a worker pool wants.
         parts = math.ceil(len(group) / size)
-        step = math.ceil(len(group) / parts)
-        batches += [group[i:i + step] for i in range(0, len(group), step)]
+        q, r = divmod(len(group), parts)
+        start = 0
+        for k in range(parts):
+            end = start + q + (1 if k < r else 0)
+            batches.append(group[start:end])
+            start = end
     batches.sort(key=lambda b: -sum(job_cost(c) for c in b))
     return batches
 
@@ -386,7 +390,7 @@ def _worker_init(queue, threads: int) -> None:
     _QUEUE = queue
     # Share the cores between the workers instead of each one spawning a
     # thread per core (2 workers x 2 threads on 2 cores is slower than 2 x 1).
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("TOYDD_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     try:
         import torch
@@ -417,6 +421,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from concurrent.futures import wait as wait_futures
 
     ctx = mp.get_context("spawn")  # fork would copy torch/numba thread pools mid-flight
@@ -445,7 +450,15 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
                     i = futures[f]
                     try:
                         res = f.result()
-                    except Exception as e:  # a worker died (OOM kill, segfault): its locks died with it
+                    except BrokenProcessPool:
+                        # A worker died (OOM kill, segfault, a script without a
+                        # __main__ guard): the pool is unusable and every queued
+                        # batch with it. Its locks died with it and nothing it
+                        # left is half-written, so re-running the sweep resumes.
+                        raise ToyddError(f"a sweep worker process died while training a batch of {len(batches[i])} "
+                                         f"job(s) (T={batches[i][0].T}, m={batches[i][0].m}); finished runs are kept, "
+                                         "run the sweep again to resume (the local executor shows the error)") from None
+                    except Exception as e:
                         msg = f"worker process failed: {type(e).__name__}: {e}"
                         res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
                     bar.advance(progress[i].rest())
@@ -458,6 +471,16 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
 
 
 def _ray_task(out: str, batch: list[TrainConfig], wait: bool) -> list[dict[str, Any]]:
+    import ray
+
+    # Use the CPUs Ray gave this task, not every core of the node: tasks share nodes.
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    try:
+        from .kernels import set_threads
+
+        set_threads(max(1, int(cpus)))
+    except (ImportError, AttributeError):
+        pass
     # Plain dicts cross the Ray boundary: no toydd classes in the object store.
     return [vars(o) for o in run_batch(out, batch, wait)]
 
