@@ -302,6 +302,8 @@ def test_bad_arguments(tmp_path, reference, monkeypatch):
         run_sweep(str(f), tmp_path / "o", executor="threads")
     with pytest.raises(ToyddError, match="jobs must be a positive integer"):
         run_sweep(str(f), tmp_path / "o", jobs=0)
+    with pytest.raises(ToyddError, match="use --executor process"):
+        run_sweep(str(f), tmp_path / "o", jobs=2)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ToyddError, match=r"toydd\[ray\]"):
         run_sweep(str(f), tmp_path / "o", executor="ray")

@@ -26,8 +26,13 @@ Why it survives ``kill -9`` and concurrent sweeps:
   longest work starts early and the ETA is honest.
 
 Executors: ``local`` (in this process), ``process`` (``jobs`` spawned worker
-processes), ``ray`` (one Ray task per batch; each task writes its runs to the
-store itself, so ``DIR`` must be on a filesystem every node sees).
+processes, each with cores/jobs kernel threads), ``ray`` (one Ray task per
+batch, one GPU per task when the cluster has GPUs; each task writes its runs to
+the store itself, so ``DIR`` must be on a filesystem every node sees). The
+tasks of one sweep never overlap, so on a cluster the locks only matter between
+concurrent sweeps, and then only where the shared filesystem honours ``flock``
+across nodes (NFSv4, Lustre/BeeGFS mounted with flock); elsewhere, run one
+sweep per directory at a time.
 """
 
 from __future__ import annotations
@@ -592,6 +597,10 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
         raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ToyddError(f"jobs must be a positive integer, got {jobs!r}")
+    if executor == "local" and jobs > 1:
+        # Refuse rather than silently ignore: someone asking for 4 jobs expects 4 workers.
+        raise ToyddError(f"the local executor trains one batch at a time; use --executor process "
+                         f"(or ray) for --jobs {jobs}")
     if executor == "ray":
         try:
             import ray  # noqa: F401
