@@ -24,4 +24,8 @@ def __getattr__(name):  # lazy: importing toydd must not compile kernels
         from . import storage as _s
 
         return getattr(_s, name)
+    if name in ("run_sweep", "load_table"):
+        from . import sweep as _w
+
+        return getattr(_w, name)
     raise AttributeError(name)

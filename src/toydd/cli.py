@@ -161,24 +161,26 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="results directory (created; resumed if it exists)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="smoke | quick | paper"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
-    jobs: int = typer.Option(1, "--jobs", help="worker processes (process executor)"),
+    jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
 ) -> None:
     """Run (or resume) an experiment as a sweep into OUT."""
     from . import sweep as sweep_mod
 
-    if jobs < 1:
-        raise ToyddError(f"--jobs must be positive, got {jobs}")
     summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
     typer.echo(str(summary), err=True)
+    if summary.failed:
+        typer.echo(f"error: {len(summary.failed)} job(s) failed (see {out}/failed/); re-run to retry them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
-def status(out: Path = typer.Argument(..., help="results directory")) -> None:
+def status(out: Path = typer.Argument(..., help="results directory"),
+           as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """Show done / running / failed / pending jobs of a results directory."""
     from . import sweep as sweep_mod
 
     st = sweep_mod.status(out)
-    typer.echo(json.dumps(st, indent=2, default=str))
+    typer.echo(json.dumps(st, indent=2, default=str) if as_json else sweep_mod.format_status(st))
 
 
 @app.command()
@@ -190,21 +192,16 @@ def table(out: Path = typer.Argument(..., help="results directory")) -> None:
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="results directory")) -> None:
+def report(out: Path = typer.Argument(..., help="results directory"),
+           movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep; 0 for none"),
+           dpi: int = typer.Option(150, "--dpi", help="PNG resolution")) -> None:
     """Write OUT/report/index.html (self-contained) and one PNG per figure."""
     from . import report as report_mod
 
     if not Path(out).is_dir():
         raise ToyddError(f"results directory not found: {out}")
-    path = report_mod.build_report(out)
+    path = report_mod.build_report(out, movies=movies, dpi=dpi)
     typer.echo(str(path))
-
-
-PRESET_EXPERIMENTS = {
-    "smoke": ["t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity"],
-    "quick": ["t-sweep"],
-    "paper": ["t-sweep", "tm-grid", "weight-decay", "epochs", "sparsity"],
-}
 
 
 @app.command()
@@ -212,20 +209,25 @@ def reproduce(
     preset: str = typer.Option("quick", "--preset", help="smoke | quick | paper"),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="results directory"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
-    jobs: int = typer.Option(1, "--jobs"),
+    jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
+    movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep in the report"),
 ) -> None:
     """Run every sweep of a preset (resuming if partly done), then the report."""
+    from . import experiments
     from . import report as report_mod
     from . import sweep as sweep_mod
 
-    if preset not in PRESET_EXPERIMENTS:
-        raise ToyddError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_EXPERIMENTS)}")
-    for name in PRESET_EXPERIMENTS[preset]:
+    failed = 0
+    for name in experiments.reproduce_plan(preset):
         typer.echo(f"== {name} ({preset})", err=True)
         summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
         typer.echo(str(summary), err=True)
-    path = report_mod.build_report(out)
+        failed += len(summary.failed)
+    path = report_mod.build_report(out, movies=movies)
     typer.echo(str(path))
+    if failed:
+        typer.echo(f"error: {failed} job(s) failed (see {out}/failed/); re-run to retry them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -358,8 +358,13 @@ def reproduce_plan(preset: str | None = None) -> list[str]:
     """The experiments ``toydd reproduce`` runs for a preset, cheapest first.
 
     ``norms`` shares the t-sweep's jobs, so listing both costs nothing extra.
+    ``quick`` is the README's main job, budgeted at ~10 minutes on 2 CPU
+    cores: the t-sweep (and its norms) only; run the other experiments with
+    ``toydd sweep NAME --preset quick``.
     """
-    get_preset(preset)  # validate
+    p = get_preset(preset)  # validate
+    if p.name == "quick":
+        return ["t-sweep", "norms"]
     return ["t-sweep", "norms", "sparsity", "repeated", "weight-decay", "epochs", "tm-grid"]
 
 
