@@ -138,7 +138,9 @@ def test_infinite_data_and_untied_models_train():
     assert r.metrics["test_loss"] < 1.0 and len(r.arrays["data_dims"]) == 0
     u = train(TrainConfig(**{**SMALL, "steps": 1000}, lr=1e-2, tied=False))
     assert u.params["W_up"].shape == (300, 2)
-    assert u.metrics["train_loss"] < 0.5 and math.isfinite(u.metrics["test_loss"])
+    first = u.history["train_loss"][0, 0]
+    assert first > 0.9 and u.metrics["train_loss"] < 0.7 * first  # it learns
+    assert math.isfinite(u.metrics["test_loss"])
 
 
 def test_run_directory_roundtrip_and_corruption_detection(tmp_path):

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .errors import ToyddError
 
@@ -91,19 +92,20 @@ def generate(n: int, sparsity: float, T: int, seed: int | np.random.Generator, n
         counts = rng.binomial(n, p, size=T).astype(np.int64)
         indptr = np.zeros(T + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        row = np.repeat(np.arange(T, dtype=np.int64), counts)
-        idx = rng.integers(0, n, size=int(indptr[-1]), dtype=np.int64)
-        # Redraw duplicate positions within a row until all are distinct (rare
-        # when n(1-S) << n; deterministic for a given generator).
+        nnz = int(indptr[-1])
+        idx = rng.integers(0, n, size=nnz, dtype=np.int64)
+        # Positions drawn with replacement; duplicates within a row are redrawn
+        # from a pool of fresh uniform positions until the row is distinct (by
+        # symmetry the row is then a uniform k-subset). Rare when n(1-S) << n.
+        pool_size = 64 + nnz // 8
         while True:
-            order = np.lexsort((idx, row))
-            idx, row = idx[order], row[order]
-            dup = np.zeros(len(idx), dtype=bool)
-            dup[1:] = (idx[1:] == idx[:-1]) & (row[1:] == row[:-1])
-            if not dup.any():
+            pool = rng.integers(0, n, size=pool_size, dtype=np.int64)
+            out = idx.copy()
+            if _distinct_rows(indptr, out, pool) >= 0:
+                idx = out
                 break
-            idx[dup] = rng.integers(0, n, size=int(dup.sum()), dtype=np.int64)
-        vals = rng.random(len(idx), dtype=np.float32)
+            pool_size *= 4
+        vals = rng.random(nnz, dtype=np.float32)
         data = SparseData(indptr, idx, vals, n)
     if normalize:
         normalize_rows(data)
@@ -112,12 +114,46 @@ def generate(n: int, sparsity: float, T: int, seed: int | np.random.Generator, n
 
 def normalize_rows(data: SparseData) -> None:
     """Rescale every point to unit L2 norm in place; all-zero points stay zero."""
-    lengths = np.diff(data.indptr)
-    rows = np.repeat(np.arange(data.T), lengths)
-    sq = np.bincount(rows, weights=data.values.astype(np.float64) ** 2, minlength=data.T)
-    norm = np.sqrt(sq)
-    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    data.values *= np.repeat(scale, lengths).astype(np.float32)
+    _normalize_rows(data.indptr, data.values)
+
+
+@njit(cache=True)
+def _normalize_rows(indptr, values):
+    for t in range(len(indptr) - 1):
+        sq = 0.0
+        for p in range(indptr[t], indptr[t + 1]):
+            sq += float(values[p]) ** 2
+        if sq > 0.0:
+            scale = 1.0 / np.sqrt(sq)
+            for p in range(indptr[t], indptr[t + 1]):
+                values[p] = values[p] * scale
+
+
+@njit(cache=True)
+def _distinct_rows(indptr, idx, pool):
+    """Sort each row's positions, replacing duplicates from ``pool``; -1 if the pool ran out."""
+    used = 0
+    for t in range(len(indptr) - 1):
+        a, b = indptr[t], indptr[t + 1]
+        while True:
+            for p in range(a + 1, b):  # insertion sort: rows hold ~n(1-S) entries
+                v = idx[p]
+                q = p - 1
+                while q >= a and idx[q] > v:
+                    idx[q + 1] = idx[q]
+                    q -= 1
+                idx[q + 1] = v
+            dup = False
+            for p in range(a + 1, b):
+                if idx[p] == idx[p - 1]:
+                    if used >= len(pool):
+                        return -1
+                    idx[p] = pool[used]
+                    used += 1
+                    dup = True
+            if not dup:
+                break
+    return used
 
 
 def _concat(parts: list[SparseData], n: int) -> SparseData:
