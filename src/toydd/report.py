@@ -49,14 +49,9 @@ from . import plots
 from .config import TrainConfig, parse_T
 from .errors import ToyddError
 from .metrics import REPRESENTED_NORM
-from .storage import CorruptRun, RunResult, load_run, verify_run
+from .storage import CorruptRun, RunResult, load_run, run_row
 
 # --- reading the results store ------------------------------------------------------
-
-# Metric names that are also config fields: the config's value wins in the table
-# (``steps`` asked for), the metric is kept as ``<name>_run`` (steps actually run).
-_SHADOWED = {"steps"}
-
 
 @dataclass
 class Experiment:
@@ -113,16 +108,8 @@ class Store:
         row: dict[str, Any] | None = None
         if run_dir.is_dir():
             try:
-                metrics = verify_run(run_dir)
-                cfg = json.loads((run_dir / "config.json").read_text())
-                version = cfg.pop("toydd_version", None)
-                config = TrainConfig.from_dict(cfg)
-                row = {"key": key, **config.to_dict(), "T": float(config.T), "toydd_version": version}
-                for k, v in metrics.items():
-                    if isinstance(v, (dict, list)) or k == "checksums":
-                        continue
-                    row[f"{k}_run" if k in _SHADOWED else k] = _scalar(v)
-                row["feature_dims_top"] = metrics.get("feature_dims_top")
+                row = run_row(run_dir)
+                row["feature_dims_top"] = json.loads((run_dir / "metrics.json").read_text()).get("feature_dims_top")
             except CorruptRun as e:
                 self.problems.append(str(e))
                 row = None
@@ -177,13 +164,6 @@ def ordered_experiments(store: "Store") -> list[Experiment]:
 def load_store(root: str | os.PathLike) -> Store:
     """Read the sweep directory at ``root`` (see :class:`Store`)."""
     return Store(root)
-
-
-def _scalar(v: Any) -> Any:
-    """JSON scalars back to Python, with storage's 'inf'/'nan' strings back to floats."""
-    if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-        return float(v)
-    return v
 
 
 def _sort_key(col: pd.Series) -> pd.Series:

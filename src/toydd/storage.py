@@ -229,6 +229,29 @@ def load_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool = Tr
     return RunResult(config=config, metrics=metrics, params=params, arrays=arr, history=hist, path=run_dir)
 
 
+def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run as one flat table row: ``key``, every config field, every scalar metric.
+
+    ``T`` is a float (``inf`` for infinite data). A metric whose name is also a
+    config field is suffixed ``_run`` (``steps_run``: steps actually run).
+    Checksums are verified first (raises :class:`CorruptRun` naming the file),
+    so a corrupted run is never silently read.
+    """
+    run_dir = Path(run_dir)
+    metrics = verify_run(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    version = cfg.pop("toydd_version", None)
+    config = TrainConfig.from_dict(cfg)
+    row: dict[str, Any] = {"key": run_dir.name, **config.to_dict(), "T": float(config.T), "toydd_version": version}
+    for name, v in metrics.items():
+        if name == "checksums" or isinstance(v, (dict, list)):
+            continue
+        if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+            v = float(v)  # non-finite floats are stored as strings
+        row[f"{name}_run" if name in row else name] = v
+    return row
+
+
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Parameters from a ``.safetensors`` or ``.npz`` file with ``W``, ``b`` [, ``W_up``]."""
     path = Path(path)

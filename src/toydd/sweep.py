@@ -49,12 +49,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import TrainConfig
 from .errors import ToyddError
 from .experiments import Experiment, get_experiment
-from .storage import CorruptRun, atomic_write_json, save_run, verify_run
+from .storage import CorruptRun, atomic_write_json, run_row, save_run, verify_run
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -745,10 +745,6 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
-
-
 def load_table(out: str | os.PathLike, experiment: str | None = None):
     """One row per complete run: key, experiments, every config field, every scalar metric.
 
@@ -777,24 +773,12 @@ def load_table(out: str | os.PathLike, experiment: str | None = None):
     for key in keys:
         if wanted is not None and key not in wanted:
             continue
-        run_dir = runs_root / key
         try:
-            metrics = verify_run(run_dir)
-            config = TrainConfig.from_dict({k: v for k, v in json.loads((run_dir / "config.json").read_text()).items()
-                                            if k != "toydd_version"})
+            fields = run_row(runs_root / key)
         except (CorruptRun, ToyddError, ValueError) as e:
             print(f"warning: skipping unreadable run: {e}", file=sys.stderr)
             continue
-        row: dict[str, Any] = {"key": key, "experiments": ",".join(sorted(membership.get(key, [])))}
-        cfg = config.to_dict()
-        cfg["T"] = float(config.T)
-        row.update(cfg)
-        for name, v in metrics.items():
-            if name == "checksums" or not _scalar(v):
-                continue
-            if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-                v = float(v)  # storage writes non-finite floats as strings
-            row[f"{name}_run" if name in cfg else name] = v
+        row = {"key": key, "experiments": ",".join(sorted(membership.get(key, []))), **fields}
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["key", "experiments"] + list(TrainConfig().to_dict()))

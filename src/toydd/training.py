@@ -57,7 +57,6 @@ def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
     """
     I, N = P.shape
     f32 = np.float32
-    b1 = f32(beta1)
     b2 = f32(beta2)
     one_m_b1 = f32(1.0 - beta1)
     one_m_b2 = f32(1.0 - beta2)
