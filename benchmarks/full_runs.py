@@ -39,6 +39,7 @@ def one(T: str, steps: int, n: int, m: int, S: float) -> dict:
         "train_loss": mt["train_loss"], "test_loss": mt["test_loss"], "weight_norm": mt["weight_norm"],
         "bias_norm": mt["bias_norm"], "max_feature_dim": mt["max_feature_dim"],
         "represented_features": mt["represented_features"], "regime": mt["regime"],
+        "construction_train_loss": mt.get("construction_train_loss"), "optimization_gap": mt.get("optimization_gap"),
         "median_data_dim_times_T_over_m": (float(np.median(dd)) * float(T) / m) if len(dd) else None,
         "machine": machine(),
     }
