@@ -6,14 +6,14 @@ from toydd import TrainConfig, train
 from toydd import data as D
 from toydd.analysis import memorizing_construction, optimization_gap
 from toydd.metrics import data_dimensionality
-from toydd.training import hidden_vectors
+from toydd.data import hidden_vectors
 
 
 def test_construction_memorizes_sparse_points_as_a_T_gon():
     X = D.training_set(2000, 0.995, 7, 0)  # 10 nonzeros per point in 2,000: nearly orthogonal
     con = memorizing_construction(X, m=2)
     assert con.train_loss < 0.05  # the all-zeros model scores 1.0
-    H = hidden_vectors(con.W, X)
+    H = hidden_vectors(X, con.W)
     np.testing.assert_allclose(data_dimensionality(H), 2 / 7, rtol=1e-3)
 
 

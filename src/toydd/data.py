@@ -75,6 +75,25 @@ class SparseData:
         return SparseData(indptr, cols.astype(np.int64), X[rows, cols].astype(np.float32), X.shape[1])
 
 
+def hidden_vectors(data: SparseData, W: np.ndarray) -> np.ndarray:
+    """``h_i = W x_i`` for every point of ``data`` (T x m), straight from CSR.
+
+    ``W`` may also be a stack of snapshots (S x m x n); the result is then S x T x m.
+    The dense T x n matrix is never built (T can be 10^5 at n = 10^4).
+    """
+    Wa = np.asarray(W, dtype=np.float64)
+    stacked = Wa.ndim == 3
+    Ws = Wa if stacked else Wa[None]
+    rows = np.repeat(np.arange(data.T), np.diff(data.indptr))
+    vals = data.values.astype(np.float64)
+    out = np.empty((Ws.shape[0], data.T, Ws.shape[1]))
+    for s, Wk in enumerate(Ws):
+        contrib = Wk[:, data.indices] * vals  # (m, nnz)
+        for k in range(Wk.shape[0]):
+            out[s, :, k] = np.bincount(rows, weights=contrib[k], minlength=data.T)
+    return out if stacked else out[0]
+
+
 def generate(n: int, sparsity: float, T: int, seed: int | np.random.Generator, normalize: bool = True) -> SparseData:
     """Draw ``T`` sparse points (see module docstring); ``seed`` fixes them."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

@@ -46,7 +46,7 @@ from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullFormatter  # noqa: E402
 
-from .data import SparseData  # noqa: E402
+from .data import hidden_vectors  # noqa: E402,F401  (re-exported: the vector plots use it)
 from .metrics import REPRESENTED_NORM, feature_dimensionality  # noqa: E402
 from .storage import RunResult  # noqa: E402
 
@@ -217,25 +217,6 @@ def aggregate(df: pd.DataFrame, value: str, by: str | Sequence[str] = "T") -> pd
 
 
 # --- hidden vectors ----------------------------------------------------------------
-
-def hidden_vectors(data: SparseData, W: np.ndarray) -> np.ndarray:
-    """``h_i = W x_i`` for every point of ``data`` (T x m), straight from CSR.
-
-    ``W`` may also be a stack of snapshots (S x m x n); the result is then S x T x m.
-    The dense T x n matrix is never built (T can be 10^5 at n = 10^4).
-    """
-    Wa = np.asarray(W, dtype=np.float64)
-    stacked = Wa.ndim == 3
-    Ws = Wa if stacked else Wa[None]
-    rows = np.repeat(np.arange(data.T), np.diff(data.indptr))
-    vals = data.values.astype(np.float64)
-    out = np.empty((Ws.shape[0], data.T, Ws.shape[1]))
-    for s, Wk in enumerate(Ws):
-        contrib = Wk[:, data.indices] * vals  # (m, nnz)
-        for k in range(Wk.shape[0]):
-            out[s, :, k] = np.bincount(rows, weights=contrib[k], minlength=data.T)
-    return out if stacked else out[0]
-
 
 DISPLAY_POINTS_INF = 1000  # fresh points shown for a T = inf model
 

@@ -358,15 +358,6 @@ def evaluate(params: dict[str, np.ndarray], data: data_mod.SparseData, importanc
     return pl[0].copy()
 
 
-def hidden_vectors(W: np.ndarray, data: data_mod.SparseData) -> np.ndarray:
-    """h_i = W x_i for every point (T x m), from sparse x."""
-    X = data
-    rows = np.repeat(np.arange(X.T), np.diff(X.indptr))
-    H = np.zeros((X.T, W.shape[0]), np.float64)
-    np.add.at(H, rows, (X.values[:, None] * W[:, X.indices].T).astype(np.float64))
-    return H.astype(np.float32)
-
-
 def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds) -> RunResult:
     """Best-of-k selection and metrics for config ``ci``."""
     train_set, test = loaded
@@ -393,7 +384,7 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
     arrays: dict[str, np.ndarray] = {"feature_dims": fd.astype(np.float32),
                                      "feature_norms": np.linalg.norm(W, axis=0).astype(np.float32)}
     if train_set is not None:
-        H = hidden_vectors(W, train_set)
+        H = data_mod.hidden_vectors(train_set, W).astype(np.float32)
         dd = M.data_dimensionality(H.astype(np.float64))
         arrays.update(H=H, data_dims=dd.astype(np.float32))
         hn = np.linalg.norm(H, axis=1)
