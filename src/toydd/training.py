@@ -362,14 +362,14 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
     """Best-of-k selection and metrics for config ``ci``."""
     train_set, test = loaded
     mine = [i for i, x in enumerate(inst) if x.cfg_index == ci]
+    # No fixed training set with infinite data: the "training loss" is the loss on
+    # one batch of fresh points (the same batch for every init seed).
+    train_eval = train_set if train_set is not None else \
+        data_mod.OnlineStream(cfg.n, cfg.sparsity, cfg.online_batch, cfg.data_seed + 10**6).next()
     rows = []
     for i in mine:
         p = P.get(i)
-        if cfg.infinite:
-            # No fixed training set: the "training loss" is the loss on fresh points.
-            tr = evaluate(p, data_mod.OnlineStream(cfg.n, cfg.sparsity, cfg.online_batch, cfg.data_seed + 10**6).next(), imp)
-        else:
-            tr = evaluate(p, train_set, imp)
+        tr = evaluate(p, train_eval, imp)
         te = evaluate(p, test, imp)
         tl, _ = M.loss_summary(tr)
         sl, se = M.loss_summary(te)
