@@ -49,6 +49,12 @@ def train(
     warmup: Optional[int] = typer.Option(None, "--warmup", help="warm-up steps (default 5% of steps)"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(1e-2, "--weight-decay"),
+    eps: float = typer.Option(1e-8, "--eps", help="Adam eps"),
+    loss_norm: str = typer.Option("sum", "--loss-norm", help="sum (over features, the paper) | mean (over T*n, torch MSELoss)"),
+    init_scale: float = typer.Option(1.0, "--init-scale", help="multiplies the Xavier std"),
+    bias_init: float = typer.Option(0.0, "--bias-init", help="initial value of every b_i"),
+    warmup_from_zero: bool = typer.Option(False, "--warmup-from-zero", help="warm-up lr*s/W (first step lr 0)"),
+    init_method: str = typer.Option("xavier", "--init-method", help="xavier | construction (the explicit T-gon solution)"),
     data_seed: int = typer.Option(0, "--data-seed"),
     init_seeds: int = typer.Option(1, "--init-seeds", help="best-of-k init seeds"),
     init_seed: int = typer.Option(0, "--init-seed", help="first init seed"),
@@ -81,7 +87,9 @@ def train(
                       weight_decay=weight_decay, data_seed=data_seed, init_seeds=init_seeds,
                       init_seed_base=init_seed, test_size=test_size, importance_decay=importance_decay,
                       tied=not untied, data_path=str(data) if data else None,
-                      init_path=str(init) if init else None, snapshots=snapshots, device=device)
+                      init_path=str(init) if init else None, snapshots=snapshots, device=device, eps=eps,
+                      loss_norm=loss_norm, init_scale=init_scale, bias_init=bias_init,
+                      warmup_from_zero=warmup_from_zero, init_method=init_method)
     if init is not None:  # fail before training, not after
         check_params(load_params(init), m, n, cfg.tied, str(init))
     if out is not None and out.exists() and not out.is_dir():

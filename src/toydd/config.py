@@ -51,6 +51,18 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    # --- recipe variants (issue: which recipe gives the paper's figure?) ---------
+    # The paper's text and toydd's default: the loss is summed over features and
+    # averaged over points. "mean" averages over all T*n elements, as torch's
+    # MSELoss does (one public replication). AdamW is invariant to a constant loss
+    # scale except through eps, so "mean" trains exactly like "sum" with eps * n:
+    # that is how it is implemented (see adam_eps). Reported losses always use
+    # the paper's "sum" convention, so curves of different recipes are comparable.
+    loss_norm: str = "sum"  # sum | mean
+    init_scale: float = 1.0  # multiplies the Xavier-normal std
+    bias_init: float = 0.0  # every b_i starts here
+    warmup_from_zero: bool = False  # warm-up lr*s/W (first step does nothing, torch LambdaLR style) instead of lr*(s+1)/W
+    init_method: str = "xavier"  # xavier | construction (start from the explicit T-gon memorizing solution)
     # --- records ----------------------------------------------------------
     history_every: int | None = None  # training loss every k steps (None: steps // 1000, at least 1)
     snapshots: int = 32  # log-spaced parameter snapshots kept for movies
@@ -67,6 +79,11 @@ class TrainConfig:
     @property
     def warmup_steps(self) -> int:
         return self.warmup if self.warmup is not None else int(round(0.05 * self.steps))
+
+    @property
+    def adam_eps(self) -> float:
+        """The eps AdamW uses on the summed loss: eps * n for a mean-normalized loss (same updates)."""
+        return self.eps * self.n if self.loss_norm == "mean" else self.eps
 
     @property
     def history_stride(self) -> int:
@@ -99,6 +116,18 @@ class TrainConfig:
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
         need(self.eps > 0, f"eps must be positive, got {self.eps}")
+        need(self.loss_norm in ("sum", "mean"), f"loss_norm must be sum or mean, got {self.loss_norm!r}")
+        need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)
+             and math.isfinite(self.init_scale) and self.init_scale >= 0,
+             f"init_scale must be a finite number >= 0, got {self.init_scale!r}")
+        need(isinstance(self.bias_init, (int, float)) and not isinstance(self.bias_init, bool)
+             and math.isfinite(self.bias_init), f"bias_init must be a finite number, got {self.bias_init!r}")
+        need(isinstance(self.warmup_from_zero, bool), f"warmup_from_zero must be true or false, got {self.warmup_from_zero!r}")
+        need(self.init_method in ("xavier", "construction"),
+             f"init_method must be xavier or construction, got {self.init_method!r}")
+        if self.init_method == "construction":
+            need(not math.isinf(self.T) and self.tied and self.m >= 2 and self.init_path is None,
+                 "init_method construction needs a finite T, tied weights, m >= 2 and no init_path")
         need(self.importance_decay > 0, f"importance decay must be positive, got {self.importance_decay}")
         need(self.history_every is None or (isinstance(self.history_every, int) and self.history_every > 0),
              f"history_every must be a positive integer, got {self.history_every}")
@@ -140,6 +169,9 @@ class TrainConfig:
         """A short stable hash of the full config: the run's name in a results store."""
         d = self.to_dict()
         d.pop("device", None)  # the same run on another device is the same run
+        for name, default in KEY_OPTIONAL_DEFAULTS.items():
+            if d.get(name) == default:
+                d.pop(name)  # fields added later: at their default, a run keeps the key it always had
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -149,6 +181,13 @@ class TrainConfig:
         for k in ("data_seed", "init_seed_base", "weight_decay", "init_path"):
             d.pop(k)
         return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+# Fields added after the first results stores were written. At these values they
+# are left out of key(), so directories trained before they existed stay valid.
+KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "loss_norm": "sum", "init_scale": 1.0, "bias_init": 0.0, "warmup_from_zero": False, "init_method": "xavier",
+}
 
 
 def parse_T(value: Any) -> float:

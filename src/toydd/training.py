@@ -36,10 +36,15 @@ ProgressFn = Callable[[int], None]
 # --- schedule and optimizer ------------------------------------------------------
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up, then half-cosine to 0."""
+    """Learning rate for 0-based ``step``: linear warm-up, then half-cosine to 0.
+
+    The warm-up is ``lr * (s + 1) / W`` (the first step already moves), or
+    ``lr * s / W`` with ``warmup_from_zero`` (torch ``LambdaLR(lambda s: s / W)``
+    style: the first update has lr 0).
+    """
     w = cfg.warmup_steps
     if step < w:
-        return cfg.lr * (step + 1) / w
+        return cfg.lr * (step if cfg.warmup_from_zero else step + 1) / w
     rest = cfg.steps - w
     p = (step - w) / rest if rest > 0 else 1.0
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
@@ -85,14 +90,16 @@ def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
 
 # --- parameters ------------------------------------------------------------------
 
-def xavier_normal(m: int, n: int, seed: int, tied: bool) -> dict[str, np.ndarray]:
-    """Xavier-normal init of ONE model: std = sqrt(2 / (n + m)) whatever the batch size.
+def xavier_normal(m: int, n: int, seed: int, tied: bool, scale: float = 1.0,
+                  bias: float = 0.0) -> dict[str, np.ndarray]:
+    """Xavier-normal init of ONE model: std = scale * sqrt(2 / (n + m)) whatever the batch size.
 
     Untied models draw W_up (n x m, same fan-in/out, same std) from the same stream.
+    ``b`` starts at the constant ``bias`` (the paper: 0).
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A17]))
-    std = math.sqrt(2.0 / (n + m))
-    p = {"W": (rng.standard_normal((m, n)) * std).astype(np.float32), "b": np.zeros(n, np.float32)}
+    std = scale * math.sqrt(2.0 / (n + m))
+    p = {"W": (rng.standard_normal((m, n)) * std).astype(np.float32), "b": np.full(n, bias, np.float32)}
     if not tied:
         p["W_up"] = (rng.standard_normal((n, m)) * std).astype(np.float32)
     return p
@@ -117,6 +124,20 @@ def check_params(p: dict[str, np.ndarray], m: int, n: int, tied: bool, source: s
         if not np.all(np.isfinite(v)):
             raise ToyddError(f"{source}: {k} holds NaN or inf")
     return out
+
+
+def _initial_params(c: TrainConfig, init_seed: int, train_set) -> dict[str, np.ndarray]:
+    """One instance's starting point: a file, the memorizing construction, or Xavier-normal."""
+    if c.init_path:
+        return check_params(load_params(c.init_path), c.m, c.n, c.tied, c.init_path)
+    if c.init_method == "construction":
+        from .analysis import memorizing_construction
+
+        # Every init seed of this config starts at the same point: the explicit
+        # T-gon solution for its training set. Does the paper's recipe keep it?
+        con = memorizing_construction(train_set, c.m)
+        return {"W": con.W.copy(), "b": con.b.copy()}
+    return xavier_normal(c.m, c.n, init_seed, c.tied, c.init_scale, c.bias_init)
 
 
 @dataclass
@@ -220,7 +241,7 @@ class _NumbaBackend:
     def adamw(self, live: np.ndarray, lr: float, step: int) -> None:
         c = self.cfg
         use_threads(self.P.flat.size)
-        _adamw(self.P.flat, self.G.flat, self.Mo, self.V, live, self.wd, lr, c.beta1, c.beta2, c.eps, step)
+        _adamw(self.P.flat, self.G.flat, self.Mo, self.V, live, self.wd, lr, c.beta1, c.beta2, c.adam_eps, step)
 
     def keep_good(self, live: np.ndarray) -> None:
         self.last_good[live] = self.P.flat[live]
@@ -261,11 +282,7 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     P = ParamBatch(I, m, n, tied)
     for i, ins in enumerate(inst):
         c = configs[ins.cfg_index]
-        if c.init_path:
-            p = check_params(load_params(c.init_path), m, n, tied, c.init_path)
-        else:
-            p = xavier_normal(m, n, ins.init_seed, tied)
-        P.set(i, p)
+        P.set(i, _initial_params(c, ins.init_seed, train_sets[ins.cfg_index]))
     imp = (c0.importance_decay ** np.arange(n)).astype(np.float32)
     wd = np.array([configs[x.cfg_index].weight_decay for x in inst], np.float64)
     if engine not in ("auto", "numba", "torch"):

@@ -55,7 +55,7 @@ class TorchBackend:
         bc2s = (1.0 - c.beta2 ** step) ** 0.5
         Mo = torch.lerp(self.Mo, self.G, 1.0 - c.beta1)
         V = self.V * c.beta2 + (1.0 - c.beta2) * self.G * self.G
-        P = self.flat * (1.0 - lr * self.wd)[:, None] - (lr / bc1) * Mo / (V.sqrt() / bc2s + c.eps)
+        P = self.flat * (1.0 - lr * self.wd)[:, None] - (lr / bc1) * Mo / (V.sqrt() / bc2s + c.adam_eps)
         self.Mo = torch.where(mask, Mo, self.Mo)
         self.V = torch.where(mask, V, self.V)
         self.flat = torch.where(mask, P, self.flat)

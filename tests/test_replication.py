@@ -1,0 +1,164 @@
+"""The replication-gap recipe knobs: loss normalization, init scale, bias init, warm-up start,
+warm starts from the memorizing construction, and the replication-gap experiment."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from toydd import TrainConfig
+from toydd import data as D
+from toydd.analysis import memorizing_construction
+from toydd.cli import main as cli_main
+from toydd.errors import ToyddError
+from toydd.experiments import gap_recipes, named_experiment
+from toydd.training import lr_at, train, xavier_normal
+
+
+def _torch_loop(cfg: TrainConfig, init: dict, reduction: str, eps: float) -> dict:
+    """Dense X, autograd, torch AdamW; the loss is torch's MSELoss ("mean") or the paper's sum over features."""
+    X = torch.tensor(D.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed).to_dense())
+    W = torch.nn.Parameter(torch.tensor(init["W"]))
+    b = torch.nn.Parameter(torch.tensor(init["b"]))
+    opt = torch.optim.AdamW([W, b], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=eps, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+    for _ in range(cfg.steps):
+        out = torch.relu(X @ W.T @ W + b)
+        loss = torch.nn.functional.mse_loss(out, X) if reduction == "mean" else ((X - out) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return {"W": W.detach().numpy(), "b": b.detach().numpy()}
+
+
+# eps large enough against the mean-normalized gradients (~1e-4 / n) that it changes the updates:
+# otherwise "mean" and "sum" would train alike and the test could not tell them apart.
+CFG = TrainConfig(n=200, m=2, T=12, sparsity=0.97, steps=40, warmup=4, lr=1e-2, eps=1e-6, test_size=100, snapshots=0)
+
+
+def _init(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(3)
+    init = {"W": (rng.standard_normal((2, 200)) * 0.3).astype(np.float32),
+            "b": (rng.standard_normal(200) * 0.05).astype(np.float32)}
+    f = tmp_path / "init.safetensors"
+    save_file(init, str(f))
+    return init, str(f)
+
+
+def test_mean_loss_norm_trains_like_torch_mseloss_step_for_step(tmp_path):
+    init, f = _init(tmp_path)
+    ours = train(CFG.replace(init_path=f, loss_norm="mean"))
+    ref = _torch_loop(CFG, init, "mean", CFG.eps)
+    np.testing.assert_allclose(ours.params["W"], ref["W"], atol=2e-4)
+    np.testing.assert_allclose(ours.params["b"], ref["b"], atol=2e-4)
+    # ... and it is a different recipe from the paper's summed loss with the same eps
+    summed = _torch_loop(CFG, init, "sum", CFG.eps)
+    assert np.abs(summed["W"] - ref["W"]).max() > 20 * 2e-4
+
+
+def test_mean_loss_norm_is_sum_with_eps_times_n(tmp_path):
+    _, f = _init(tmp_path)
+    mean = train(CFG.replace(init_path=f, loss_norm="mean"))
+    scaled = train(CFG.replace(init_path=f, eps=CFG.eps * CFG.n))
+    assert CFG.replace(loss_norm="mean").adam_eps == pytest.approx(CFG.eps * CFG.n)
+    np.testing.assert_array_equal(mean.params["W"], scaled.params["W"])
+    np.testing.assert_array_equal(mean.params["b"], scaled.params["b"])
+    # losses are reported in the paper's convention whatever the normalization
+    assert mean.metrics["train_loss"] == scaled.metrics["train_loss"]
+
+
+def test_new_fields_at_defaults_keep_the_previous_releases_keys():
+    # Keys computed by toydd 0.1.0 before these fields existed (git 70f4ad6): results
+    # stores written then must still find their runs.
+    assert TrainConfig().key() == "f31710941b5c0795"
+    assert TrainConfig(n=1000, T=math.inf, sparsity=0.99, steps=3000, eps=1e-4).key() == "f8909b9f68a47735"
+    base = TrainConfig()
+    changed = [base.replace(loss_norm="mean"), base.replace(init_scale=0.5), base.replace(bias_init=0.1),
+               base.replace(warmup_from_zero=True), base.replace(init_method="construction")]
+    keys = {c.key() for c in changed} | {base.key()}
+    assert len(keys) == len(changed) + 1
+    for c in changed:
+        assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_init_scale_and_bias_init():
+    p = xavier_normal(2, 10_000, 0, tied=True, scale=0.1, bias=-0.25)
+    assert abs(p["W"].std() - 0.1 * math.sqrt(2 / 10_002)) < 3e-5
+    assert np.all(p["b"] == np.float32(-0.25))
+    run = train(TrainConfig(n=300, m=2, T=20, sparsity=0.98, steps=1, init_scale=0.1, bias_init=-0.25, test_size=100))
+    np.testing.assert_array_equal(run.history["snapshot_W"][0], xavier_normal(2, 300, 0, tied=True, scale=0.1)["W"])
+    assert np.all(run.history["snapshot_b"][0] == np.float32(-0.25))
+
+
+def test_warmup_from_zero_starts_at_zero_lr():
+    c = TrainConfig(steps=1000, warmup=10, lr=1e-2, warmup_from_zero=True)
+    assert lr_at(0, c) == 0.0
+    assert lr_at(5, c) == pytest.approx(5e-3)
+    assert lr_at(10, c) == pytest.approx(1e-2)  # the cosine starts at its peak either way
+    assert lr_at(0, c.replace(warmup_from_zero=False)) == pytest.approx(1e-3)
+    # the first update does nothing: parameters after one step equal the init
+    one = train(TrainConfig(n=200, m=2, T=10, sparsity=0.95, steps=1, warmup=1, warmup_from_zero=True, test_size=50))
+    np.testing.assert_array_equal(one.params["W"], xavier_normal(2, 200, 0, tied=True)["W"])
+
+
+def test_construction_warm_start_starts_at_the_construction():
+    cfg = TrainConfig(n=2_000, m=2, T=8, sparsity=0.995, steps=50, lr=1e-5, test_size=200,
+                      init_method="construction", history_every=1)
+    con = memorizing_construction(D.training_set(cfg.n, cfg.sparsity, 8, cfg.data_seed), 2)
+    run = train(cfg)
+    np.testing.assert_array_equal(run.history["snapshot_W"][0], con.W)
+    np.testing.assert_array_equal(run.history["snapshot_b"][0], con.b)
+    # the loss at step 0 is the construction's, and a tiny lr keeps it memorizing there
+    assert run.history["train_loss"][0, 0] == pytest.approx(con.train_loss, rel=1e-4, abs=1e-6)
+    assert run.metrics["train_loss"] <= con.train_loss + 1e-3
+    assert run.metrics["regime"] == "memorizing"
+
+
+@pytest.mark.parametrize("bad", [dict(loss_norm="median"), dict(init_scale=-1.0), dict(init_scale=math.nan),
+                                 dict(bias_init=math.inf), dict(init_method="zeros"),
+                                 dict(init_method="construction", T=math.inf),
+                                 dict(init_method="construction", m=1), dict(warmup_from_zero="yes")])
+def test_bad_recipe_fields_are_rejected(bad):
+    with pytest.raises(ToyddError):
+        TrainConfig(**bad)
+
+
+def test_cli_recipe_flags(capsys):
+    cli_main(["train", "--n", "100", "--m", "2", "--T", "6", "--sparsity", "0.9", "--steps", "20", "--test-size",
+              "50", "--loss-norm", "mean", "--eps", "1e-6", "--init-scale", "0.5", "--bias-init", "0.01",
+              "--warmup-from-zero", "--init-method", "construction", "--json"])
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert (cfg["loss_norm"], cfg["eps"], cfg["init_scale"], cfg["bias_init"], cfg["warmup_from_zero"],
+            cfg["init_method"]) == ("mean", 1e-6, 0.5, 0.01, True, "construction")
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--n", "100", "--T", "6", "--steps", "5", "--loss-norm", "median"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: loss_norm must be sum or mean")
+
+
+def test_replication_gap_experiment_grid():
+    for preset in ("smoke", "quick", "paper"):
+        e = named_experiment("replication-gap", preset)
+        n = e.configs[0].n
+        recipes = gap_recipes(n)
+        assert e.params["recipes"] == recipes and recipes["mean"] == pytest.approx(1e-8 * n)
+        cold = [c for c in e.configs if c.init_method == "xavier"]
+        warm = [c for c in e.configs if c.init_method == "construction"]
+        # a full grid: recipe x lr x steps x T x seeds, every cell present once
+        cells = {(c.eps, c.lr, c.steps, c.T, c.data_seed) for c in cold}
+        assert len(cells) == len(cold) == (2 * len(e.params["lrs"]) * len(e.params["steps"]) * len(e.params["T"])
+                                           * e.params["data_seeds"])
+        assert all(c.m == 2 and c.init_seeds == 1 and c.loss_norm == "sum" for c in e.configs)
+        # warm starts: the paper's lr and longest schedule, both recipes, T up to the cap
+        assert warm and all(c.lr == 1e-3 and c.steps == max(e.params["steps"]) and c.T <= e.params["warm_max_T"]
+                            for c in warm)
+        assert {c.eps for c in warm} == set(recipes.values())
+    paper = named_experiment("replication-gap", "paper")
+    assert paper.configs[0].n == 10_000 and paper.params["recipes"]["mean"] == 1e-4
