@@ -162,3 +162,96 @@ def test_replication_gap_experiment_grid():
         assert {c.eps for c in warm} == set(recipes.values())
     paper = named_experiment("replication-gap", "paper")
     assert paper.configs[0].n == 10_000 and paper.params["recipes"]["mean"] == 1e-4
+
+
+# --- the verdict, on hand-built tables ---------------------------------------------------
+
+def _row(T, eps, test_loss, weight_norm, regime, train_loss=0.5, lr=1e-3, steps=100, seed=0, init="xavier",
+         construction=0.3, n=1000):
+    return dict(T=float(T), n=n, eps=eps, loss_norm="sum", lr=lr, steps=steps, data_seed=seed, init_method=init,
+                test_loss=test_loss, weight_norm=weight_norm, regime=regime, train_loss=train_loss,
+                construction_train_loss=construction)
+
+
+def test_shape_of_a_papers_curve_and_a_jermyns_curve():
+    import pandas as pd
+
+    from toydd import replication as R
+
+    Ts = [10, 30, 100, 300, 1000, 3000, 10000, 30000]
+    # paper-like: small bump, stops memorizing at 1,000, generalizes from 3,000, norms peak at 30
+    paper = [_row(T, 1e-5, l, w, g) for T, l, w, g in zip(
+        Ts, [1.0, 1.0, 1.0, 1.0, 1.01, 1.0, 0.99, 0.99], [3, 9, 7, 5, 4, 2.4, 2.3, 2.3],
+        ["memorizing"] * 4 + ["transition"] + ["generalizing"] * 3)]
+    # Jermyn-like: huge losses, stops memorizing at 100, generalizes from 30,000, norms peak at 1,000
+    jermyn = [_row(T, 1e-8, l, w, g) for T, l, w, g in zip(
+        Ts, [1.0, 1.0, 3.0, 50, 900, 4000, 20, 0.99], [3, 9, 40, 90, 150, 100, 30, 2.4],
+        ["memorizing"] * 2 + ["transition"] * 5 + ["generalizing"])]
+    t = pd.DataFrame(paper + jermyn)
+    s = R.shape_table(t).set_index("adam_eps")
+    p, j = s.loc[1e-5], s.loc[1e-8]
+    assert (p["peak_test_loss"], p["peak_test_loss_T"], p["middle_onset_T"], p["generalizing_onset_T"],
+            p["norm_peak_T"], p["plateau_weight_norm"]) == (1.01, 1000, 1000, 3000, 30, 2.3)
+    assert (j["peak_test_loss"], j["middle_onset_T"], j["generalizing_onset_T"], j["norm_peak_T"]) == \
+        (4000, 100, 30000, 1000)
+    assert (p["paper_votes"], p["jermyn_votes"], p["closest"]) == (4, 0, "paper")
+    assert (j["paper_votes"], j["jermyn_votes"], j["closest"]) == (0, 4, "Jermyn")
+    assert p["recipe"].startswith("mean (torch MSELoss)") and j["recipe"].startswith("sum (paper text)")
+    v = R.verdict(t)
+    assert any(line.startswith("Verdict: the recipe closest to the paper's figure is mean") for line in v)
+
+
+def test_onsets_beyond_the_grid_vote_only_when_the_grid_is_long_enough():
+    from toydd import replication as R
+
+    rising = {"peak_test_loss": 2.0, "middle_onset_T": None, "generalizing_onset_T": None, "norm_peak_T": 300,
+              "largest_T": 300}
+    # grid to 300: the onset beyond it says nothing (< 10,000); norms still rising past 173 ~ sqrt(30*1000)
+    assert R.shape_votes(rising) == {"paper": 1, "Jermyn": 1}
+    assert R.shape_votes({**rising, "largest_T": 20_000, "norm_peak_T": 30}) == {"paper": 2, "Jermyn": 1}
+
+
+def test_optimum_table_and_memorization_boundary():
+    import pandas as pd
+
+    from toydd import replication as R
+
+    rows = []
+    for T, cold, warm, warm_regime, con in [(10, (0.2, 0.25), 0.1, "memorizing", 0.05),
+                                            (100, (0.6, 0.5), 0.3, "memorizing", 0.55),
+                                            (1000, (0.9, 0.95), 0.97, "transition", 0.95)]:
+        for lr, loss in zip((1e-3, 1e-2), cold):
+            rows.append(_row(T, 1e-8, 1.0, 5.0, "memorizing", train_loss=loss, lr=lr, construction=con))
+        rows.append(_row(T, 1e-8, 1.0, 5.0, warm_regime, train_loss=warm, init="construction", construction=con))
+    o = R.optimum_table(pd.DataFrame(rows)).set_index("T")
+    assert list(o["best_cold_train_loss"]) == [0.2, 0.5, 0.9]
+    assert list(o["best_cold_lr"]) == [1e-3, 1e-2, 1e-3]
+    assert list(o["construction_wins"]) == [True, False, False]
+    assert list(o["warm_stays_memorizing"]) == [True, True, False]
+    assert list(o["warm_beats_cold"]) == [True, True, False]
+    recipe = o["recipe"].iloc[0]
+    # T = 100: the construction itself loses, but trained from it the model stays memorizing below every cold start
+    assert R.memorization_boundary(o.reset_index(), recipe) == 100
+
+
+def test_replication_gap_smoke_sweep_report_and_verdict(tmp_path):
+    import toydd
+    from toydd import replication as R
+    from toydd.report import build_report
+
+    out = tmp_path / "gap"
+    toydd.run_sweep("replication-gap", out, preset="smoke")
+    t = toydd.load_table(out)
+    assert len(t) == len(named_experiment("replication-gap", "smoke").configs)
+    assert set(t["init_method"]) == {"xavier", "construction"}
+    build_report(out)
+    page = (out / "report" / "index.html").read_text()
+    assert (out / "report" / "replication-gap-recipes.png").stat().st_size > 10_000
+    assert "which recipe gives the paper" in page and "Verdict:" in page
+    # the caption's numbers are the table's
+    shapes = R.shape_table(t)
+    for _, s in shapes.iterrows():
+        paper_runs = R.paper_recipe_runs(R.with_recipe(t))
+        peak = paper_runs[paper_runs["recipe"] == s["recipe"]].groupby("T")["test_loss"].mean().max()
+        assert s["peak_test_loss"] == pytest.approx(peak)
+        assert f"peak test loss {peak:.4g}" in page

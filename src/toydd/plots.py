@@ -875,3 +875,78 @@ __all__ = [
     "fig_vector_plots", "fig_weight_decay", "fmt_T", "hidden_vectors", "movie", "save_figure", "save_movie",
     "snapshot_geometry", "sort_T", "training_curve", "REPRESENTED_NORM",
 ]
+
+
+# --- the replication gap -------------------------------------------------------------
+
+REGIME_COLORS = {"memorizing": "#d62728", "transition": "#9467bd", "generalizing": "#1f77b4"}
+
+
+@_styled
+def fig_replication_gap(table: pd.DataFrame) -> Figure:
+    """Which recipe gives the paper's figure, and is the middle regime an optimization failure?
+
+    (a) test loss and (b) ||W||_F against T per recipe at the paper's lr and schedule; (c) the
+    optimization gap: best cold-start training loss over the lr x steps grid minus the explicit
+    memorizing construction's, and the same for training started from the construction; (d) the
+    regime of the best-lr cold start at each (recipe, T), with that lr written in.
+    """
+    from . import replication as R
+
+    t = R.with_recipe(table)
+    t = t[np.isfinite(t["T"])]
+    fig = new_figure(11.0, 7.4)
+    (ax_loss, ax_norm), (ax_gap, ax_map) = fig.subplots(2, 2)
+    tax = TAxis.of(t["T"])
+    recipes = sorted(t["recipe"].unique())
+    colors = dict(zip(recipes, ["#333333", "#e6550d", "#3182bd", "#31a354", "#756bb1"]))
+    paper = R.paper_recipe_runs(t)
+    for r in recipes:
+        d = paper[paper["recipe"] == r]
+        plot_vs_T(ax_loss, d, "test_loss", tax, colors[r], r)
+        plot_vs_T(ax_norm, d, "weight_norm", tax, colors[r], r)
+    _baseline(ax_loss)
+    ax_loss.axhline(R.PAPER_SHAPE["peak_test_loss"], color="#2ca02c", ls=":", lw=1.0, label="paper's bump (~1.01)")
+    _loss_yscale(ax_loss, np.concatenate([paper["test_loss"].to_numpy(float), [1.0]]))
+    ax_loss.set_ylabel("test loss")
+    ax_loss.set_title("(a) test loss, paper's lr and schedule", loc="left")
+    ax_loss.legend(loc="best", fontsize=7)
+    ax_norm.axhline(R.PAPER_SHAPE["plateau_weight_norm"], color="#2ca02c", ls=":", lw=1.0, label="sqrt(5) (paper's plateau)")
+    ax_norm.set_yscale("log")
+    ax_norm.set_ylabel("||W||_F")
+    ax_norm.set_title("(b) weight norm, paper's lr and schedule", loc="left")
+    ax_norm.legend(loc="best", fontsize=7)
+
+    opt = R.optimum_table(t)
+    for r in recipes:
+        o = opt[opt["recipe"] == r].sort_values("T") if len(opt) else opt
+        if o.empty:
+            continue
+        ax_gap.plot(tax.pos(o["T"]), o["best_cold_train_loss"] - o["construction_train_loss"], "o-",
+                    color=colors[r], ms=3.5, label=f"{r}: best cold start")
+        if "warm_train_loss" in o and o["warm_train_loss"].notna().any():
+            w = o.dropna(subset=["warm_train_loss"])
+            ax_gap.plot(tax.pos(w["T"]), w["warm_train_loss"] - w["construction_train_loss"], "s--",
+                        color=colors[r], ms=3.5, mfc="white", label=f"{r}: from the construction")
+    ax_gap.axhline(0.0, color=BASELINE_COLOR, lw=1.0)
+    ax_gap.set_ylabel("train loss − construction's")
+    ax_gap.set_title("(c) optimization gap (> 0: the T-gon memorizes better)", loc="left")
+    ax_gap.legend(loc="best", fontsize=6.5)
+
+    for k, r in enumerate(recipes):
+        o = opt[opt["recipe"] == r] if len(opt) else opt
+        for _, row in o.iterrows():
+            ax_map.scatter(tax.pos(row["T"]), k, s=160, marker="s",
+                           color=REGIME_COLORS.get(row["best_cold_regime"], "#999999"), zorder=3)
+            ax_map.annotate(f"{row['best_cold_lr']:.0e}".replace("e-0", "e-"), (float(tax.pos(row["T"])), k),
+                            textcoords="offset points", xytext=(0, 9), ha="center", fontsize=6.5)
+    ax_map.set_yticks(range(len(recipes)))
+    ax_map.set_yticklabels([r.split(" = ")[0] for r in recipes], fontsize=7)
+    ax_map.set_ylim(-0.6, len(recipes) - 0.4)
+    for name, c in REGIME_COLORS.items():
+        ax_map.scatter([], [], s=40, marker="s", color=c, label=name)
+    ax_map.legend(loc="lower right", fontsize=7, ncol=3)
+    ax_map.set_title("(d) regime of the best cold start (its lr above)", loc="left")
+    for ax in (ax_loss, ax_norm, ax_gap, ax_map):
+        tax.decorate(ax)
+    return fig
