@@ -50,6 +50,9 @@ SHAPE_LABELS = {
     "norm_peak_T": "||W|| peaks at T",
     "plateau_weight_norm": "||W|| at the largest T",
 }
+# A warm start from the construction "stays" if it ends at most this far above the construction's training loss.
+STAY_TOL = 0.02
+
 _DEFAULTS = {"loss_norm": "sum", "init_method": "xavier", "eps": 1e-8}
 
 
@@ -173,6 +176,12 @@ def optimum_table(table: pd.DataFrame) -> pd.DataFrame:
     start (so training failed to find a better memorizing minimum). ``warm_stays_memorizing``:
     trained from that construction with the paper's lr and schedule, the model is still memorizing
     at the end (a stable memorizing minimum of the regularized training).
+
+    "Still memorizing" is judged by the training loss, not by the regime label: the warm start
+    stays if it ends no more than ``STAY_TOL`` above the construction's training loss (it did not
+    climb out of the memorizing basin). The label is unfit here: in the construction all of a
+    point's private features point along its h_t, so the largest D_f can exceed m/T and
+    :func:`toydd.metrics.regime` calls the construction itself "generalizing".
     """
     t = with_recipe(table)
     t = t[np.isfinite(t["T"])]
@@ -198,7 +207,8 @@ def optimum_table(table: pd.DataFrame) -> pd.DataFrame:
             row.update({"warm_train_loss": float(warm["train_loss"].mean()),
                         "warm_test_loss": float(warm["test_loss"].mean()),
                         "warm_regime": _majority(warm["regime"]),
-                        "warm_stays_memorizing": _majority(warm["regime"]) == "memorizing",
+                        "warm_stays_memorizing": bool((warm["train_loss"] <= warm["construction_train_loss"]
+                                                       + STAY_TOL).mean() > 0.5),
                         "warm_beats_cold": float(warm["train_loss"].mean()) < row["best_cold_train_loss"]})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -208,13 +218,26 @@ def _majority(s: pd.Series) -> str:
     return str(s.value_counts().idxmax()) if len(s) else ""
 
 
+def lowest_is_memorizing(r: pd.Series) -> bool:
+    """Is the lowest training loss found at this (recipe, T) a memorizing solution's?
+
+    Yes if the construction beats every cold start, or a warm start stays in the construction's
+    basin below every cold start, or the best cold start is itself memorizing.
+    """
+    warm = bool(r.get("warm_beats_cold", False) is True and r.get("warm_stays_memorizing", False) is True)
+    return bool(r["construction_wins"]) or warm or r["best_cold_regime"] == "memorizing"
+
+
 def memorization_boundary(opt: pd.DataFrame, recipe: str) -> float | None:
-    """The largest T up to which a memorizing solution has the lowest training loss found (every T below too)."""
+    """The largest T up to which (at every T of the grid) the lowest training loss found is a memorizing solution's.
+
+    A lower bound on where memorization stops being the training optimum: the construction is one
+    memorizing solution, not the best one.
+    """
     o = opt[opt["recipe"] == recipe].sort_values("T")
     best = None
     for _, r in o.iterrows():
-        wins = bool(r["construction_wins"]) or bool(r.get("warm_beats_cold", False) and r.get("warm_stays_memorizing", False))
-        if not wins:
+        if not lowest_is_memorizing(r):
             break
         best = r["T"]
     return best
@@ -265,7 +288,8 @@ def verdict(table: pd.DataFrame) -> list[str]:
         s = f"{recipe}: " + "; ".join(parts)
         if len(warm):
             stay = warm[warm["warm_stays_memorizing"].astype(bool)]
-            s += (f". Started from the construction with the paper's recipe, models stay memorizing at "
+            s += (f". Started from the construction with the paper's recipe, models stay in its memorizing basin "
+                  f"(end within {STAY_TOL} of its training loss) at "
                   f"{len(stay)} of {len(warm)} T values (T = {', '.join(_fT(x) for x in stay['T'])})"
                   if len(stay) else ". Started from the construction, no model stays memorizing")
             better = warm[warm["warm_beats_cold"].astype(bool)]
