@@ -169,7 +169,7 @@ PRESETS: dict[str, Preset] = {
         repeated_seeds=1,
         gap_T_grid=(10, 30, 100, 300, 1_000, 2_000, 5_000),
         gap_lrs=(1e-3, 3e-3, 1e-2),
-        gap_steps=(1_500, 6_000),
+        gap_steps=(1_500, 6_000),  # 188 jobs in 3.5 min on a busy 2-core machine (BENCHMARKS.md)
         gap_seeds=2,
         gap_warm_max_T=1_000,
     ),
