@@ -60,11 +60,12 @@ def train(
     snapshots: int = typer.Option(32, "--snapshots", help="log-spaced parameter snapshots to keep"),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the run directory here"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the toydd run already at --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train one model (best of --init-seeds) and report its metrics."""
     from . import data as data_mod
-    from .storage import load_params, save_run, to_jsonable
+    from .storage import check_run_target, load_params, save_run, to_jsonable
     from .training import check_params, train as train_fn
 
     if data is not None:
@@ -84,8 +85,8 @@ def train(
                       init_path=str(init) if init else None, snapshots=snapshots, device=device)
     if init is not None:  # fail before training, not after
         check_params(load_params(init), m, n, cfg.tied, str(init))
-    if out is not None and out.exists() and not out.is_dir():
-        raise ToyddError(f"--out {out} exists and is not a directory")
+    if out is not None:  # before training: not writable, not ours to replace, ...
+        check_run_target(out, overwrite)
     prog, advance = _progress(cfg.steps * 1, f"training n={n} m={m} T={Tv}")
     with prog:
         result = train_fn(cfg, progress=advance)
