@@ -218,8 +218,11 @@ def reproduce(
     from . import report as report_mod
     from . import sweep as sweep_mod
 
+    plan = experiments.reproduce_plan(preset)
+    sweep_mod.check_sweep_target(out)  # before hours of sweeps: --out writable, ours,
+    report_mod.check_report_dir(out)  # and a report/ there that the report may replace
     failed = 0
-    for name in experiments.reproduce_plan(preset):
+    for name in plan:
         typer.echo(f"== {name} ({preset})", err=True)
         summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
         typer.echo(str(summary), err=True)
