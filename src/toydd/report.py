@@ -83,6 +83,10 @@ class Store:
         if not self.root.is_dir():
             raise ToyddError(f"no sweep directory at {self.root}")
         exp_dir = self.root / "experiments"
+        for sub in (exp_dir, self.root / "runs"):
+            if os.path.lexists(sub) and not sub.is_dir():
+                raise ToyddError(f"{sub} is not a directory, so {self.root} is not a usable results directory; "
+                                 f"move {sub} away and run again")
         manifests = sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []
         if not manifests:
             raise ToyddError(f"{self.root} holds no experiments (expected {exp_dir}/<name>.json)")
