@@ -136,8 +136,9 @@ class Store:
             fpath = self.root / "failed" / f"{key}.json"
             if fpath.is_file():
                 try:
-                    failed.append(json.loads(fpath.read_text()))
-                except ValueError:
+                    record = json.loads(fpath.read_text())
+                    failed.append(record if isinstance(record, dict) else {"key": key, "error": f"{fpath} unreadable"})
+                except (ValueError, OSError):
                     failed.append({"key": key, "error": f"{fpath} unreadable"})
         table = pd.DataFrame(rows)
         if not table.empty:

@@ -194,8 +194,10 @@ class Store:
         for p in sorted((self.root / "experiments").glob("*.json")):
             try:
                 m = json.loads(p.read_text())
-                out[m["name"]] = m
-            except (OSError, ValueError, KeyError, TypeError):
+                if not isinstance(m.get("keys", []), list) or not all(isinstance(k, str) for k in m.get("keys", [])):
+                    raise TypeError("keys is not a list of run keys")
+                out[str(m["name"])] = m
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 print(f"warning: {p}: unreadable experiment manifest, ignored", file=sys.stderr)
         return out
 
