@@ -733,7 +733,7 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
         pending.append(config)
     for config in pending:  # a lock that cannot be taken stops the sweep now, not after hours
         lock = store.lock_path(config.key())
-        if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
+        if os.path.lexists(lock) and not lock.is_file():
             if lock.is_dir() and not lock.is_symlink():
                 try:
                     os.rmdir(lock)  # an empty directory holds nothing: repaired
