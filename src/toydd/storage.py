@@ -351,6 +351,8 @@ def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
     if not run_dir.is_dir():
+        if os.path.lexists(run_dir):
+            raise CorruptRun(f"{run_dir}: not a run directory (a file or a broken link)")
         raise CorruptRun(f"run directory not found: {run_dir}")
     try:
         metrics = json.loads(mpath.read_text())
