@@ -239,7 +239,9 @@ def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """
     out = Path(os.path.abspath(out))
     if os.path.lexists(out):
-        if out.is_symlink() or not out.is_dir():
+        if out.is_symlink():
+            raise ToyddError(f"--out {out} is a symbolic link; name the directory itself ({os.path.realpath(out)})")
+        if not out.is_dir():
             raise ToyddError(f"--out {out} exists and is not a directory")
         cwd = Path(os.getcwd())
         if out == cwd or out in cwd.parents:
