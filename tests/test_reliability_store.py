@@ -349,9 +349,10 @@ def test_row19_process_workers_die_with_a_killed_parent(tmp_path):
     f = tmp_path / "long.toml"
     f.write_text(TINY.format(steps=200_000))  # minutes of work: the kill lands mid-job
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "toydd", "sweep", str(f), "--out", str(out),
-                             "--executor", "process", "--jobs", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The sweep as `toydd sweep` runs it, without the CLI's imports (seconds on a busy machine).
+    code = (f"from toydd.sweep import run_sweep; run_sweep({str(f)!r}, {str(out)!r}, executor='process', jobs=2, "
+            "progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         # Both workers are up (initializer done) once they hold locks on two jobs.
