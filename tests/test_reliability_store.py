@@ -453,3 +453,18 @@ def test_store_write_errors_name_the_file(tmp_path, monkeypatch):
     with pytest.raises(storage.StoreWriteError, match=f"cannot write {target}"):
         storage.atomic_write_json(target, {"a": 1})
     assert target.is_dir() and list(target.parent.iterdir()) == [target]
+
+
+def test_a_lock_symlinked_to_a_user_file_is_never_truncated(capsys, store, tmp_path, trainings):
+    f, out, keys = store
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not truncate")
+    shutil.rmtree(out / "runs" / keys[0])
+    lock = out / "locks" / f"{keys[0]}.lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(precious)
+    code, _, err = toydd(capsys, "sweep", f, "--out", out)
+    assert_one_error(code, err, str(lock), "not a lock file")
+    with pytest.raises(sweep_mod.ToyddError, match="symbolic link"):
+        sweep_mod.JobLock(lock).acquire(blocking=False)
+    assert precious.read_text() == "do not truncate" and trainings == []

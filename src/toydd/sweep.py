@@ -210,18 +210,23 @@ class JobLock:
         self.fd: int | None = None
 
     def acquire(self, blocking: bool) -> bool:
+        # O_NOFOLLOW: the holder line below truncates the file, so never through a symlink to someone's file.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, flags, 0o644)
         except IsADirectoryError:
             # Not a lock anyone can hold (locks are files): an empty directory is
             # repaired, anything else is someone's and reported.
             try:
                 os.rmdir(self.path)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, flags, 0o644)
             except OSError:
                 raise ToyddError(f"{self.path} is a directory, not a lock file: the job cannot be locked; "
                                  "move it away and run again") from None
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: the job cannot be locked; "
+                                 "move it away and run again") from None
             raise write_error(e, self.path, "cannot create the lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -600,6 +605,9 @@ def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar,
                 try:
                     res = [JobOutcome(**d) for d in ray.get(ref)]
                 except Exception as e:
+                    cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError wraps the task's exception
+                    if isinstance(cause, ToyddError):
+                        raise ToyddError(str(cause)) from None  # a store problem (disk full): the same for every job
                     msg = f"ray task failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}"
                     res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
                 bar.advance(sum(job_cost(c) for c in batches[i]))
@@ -733,7 +741,7 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
         pending.append(config)
     for config in pending:  # a lock that cannot be taken stops the sweep now, not after hours
         lock = store.lock_path(config.key())
-        if os.path.lexists(lock) and not lock.is_file():
+        if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
             if lock.is_dir() and not lock.is_symlink():
                 try:
                     os.rmdir(lock)  # an empty directory holds nothing: repaired
