@@ -468,3 +468,19 @@ def test_a_lock_symlinked_to_a_user_file_is_never_truncated(capsys, store, tmp_p
     with pytest.raises(sweep_mod.ToyddError, match="symbolic link"):
         sweep_mod.JobLock(lock).acquire(blocking=False)
     assert precious.read_text() == "do not truncate" and trainings == []
+
+
+def test_report_on_a_full_disk_is_one_error_line(capsys, store, monkeypatch):
+    from toydd import report as report_mod
+
+    f, out, keys = store
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report_mod, "render_html", full)
+    code, _, err = toydd(capsys, "report", out, "--movies", "0", "--dpi", "40")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and sum(ln.startswith("error:") for ln in err.splitlines()) == 1
+    assert line.startswith(f"error: cannot write {out / 'report'}: No space left on device (the disk mounted at")
+    assert not [p for p in out.iterdir() if p.name.startswith(".report")]  # the half-built report is gone
