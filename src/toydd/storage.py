@@ -11,8 +11,11 @@ A run directory holds
 Writes are atomic at the level of the whole directory: everything is written
 to a temporary sibling directory, fsynced, then renamed into place, so a reader
 (or a sweep killed with SIGKILL) sees either the complete run or none of it.
-``metrics.json`` is written last and carries checksums, so a truncated or
-corrupted file is detected by :func:`load_run` and reported by name.
+``metrics.json`` is written last and carries checksums (of every other file,
+and of its own canonical JSON under ``checksums["metrics.json"]``), so a
+truncated, corrupted or edited file is detected by :func:`load_run` and
+reported by name. Nothing toydd did not write is ever deleted: see
+:func:`save_run` and :func:`check_run_target`.
 """
 
 from __future__ import annotations
@@ -146,9 +149,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data)
-        if path.is_dir():  # os.replace would replace an empty directory: never ours to remove
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # onto a directory: EISDIR, never a replaced directory
     except BaseException as e:
         try:
             os.unlink(tmp)
