@@ -66,11 +66,12 @@ def train(
     snapshots: int = typer.Option(32, "--snapshots", help="log-spaced parameter snapshots to keep"),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the run directory here"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the toydd run already at --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Train one model (best of --init-seeds) and report its metrics."""
     from . import data as data_mod
-    from .storage import load_params, save_run, to_jsonable
+    from .storage import check_run_target, load_params, save_run, to_jsonable
     from .training import check_params, train as train_fn
 
     if data is not None:
@@ -92,8 +93,8 @@ def train(
                       warmup_from_zero=warmup_from_zero, init_method=init_method)
     if init is not None:  # fail before training, not after
         check_params(load_params(init), m, n, cfg.tied, str(init))
-    if out is not None and out.exists() and not out.is_dir():
-        raise ToyddError(f"--out {out} exists and is not a directory")
+    if out is not None:  # before training: not writable, not ours to replace, ...
+        check_run_target(out, overwrite)
     prog, advance = _progress(cfg.steps * 1, f"training n={n} m={m} T={Tv}")
     with prog:
         result = train_fn(cfg, progress=advance)
@@ -225,8 +226,11 @@ def reproduce(
     from . import report as report_mod
     from . import sweep as sweep_mod
 
+    plan = experiments.reproduce_plan(preset)
+    sweep_mod.check_sweep_target(out)  # before hours of sweeps: --out writable, ours,
+    report_mod.check_report_dir(out)  # and a report/ there that the report may replace
     failed = 0
-    for name in experiments.reproduce_plan(preset):
+    for name in plan:
         typer.echo(f"== {name} ({preset})", err=True)
         summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
         typer.echo(str(summary), err=True)

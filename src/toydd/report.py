@@ -49,7 +49,7 @@ from . import plots
 from .config import TrainConfig, parse_T
 from .errors import ToyddError
 from .metrics import REPRESENTED_NORM
-from .storage import CorruptRun, RunResult, load_run, run_row
+from .storage import CorruptRun, RunResult, load_run, run_row, write_error
 
 # --- reading the results store ------------------------------------------------------
 
@@ -83,6 +83,10 @@ class Store:
         if not self.root.is_dir():
             raise ToyddError(f"no sweep directory at {self.root}")
         exp_dir = self.root / "experiments"
+        for sub in (exp_dir, self.root / "runs"):
+            if os.path.lexists(sub) and not sub.is_dir():
+                raise ToyddError(f"{sub} is not a directory, so {self.root} is not a usable results directory; "
+                                 f"move {sub} away and run again")
         manifests = sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []
         if not manifests:
             raise ToyddError(f"{self.root} holds no experiments (expected {exp_dir}/<name>.json)")
@@ -113,7 +117,7 @@ class Store:
             except CorruptRun as e:
                 self.problems.append(str(e))
                 row = None
-            except (ValueError, ToyddError, OSError) as e:
+            except (ValueError, ToyddError, OSError, TypeError) as e:
                 self.problems.append(f"{run_dir}/config.json: {e}")
                 row = None
         self._rows[key] = row
@@ -132,8 +136,9 @@ class Store:
             fpath = self.root / "failed" / f"{key}.json"
             if fpath.is_file():
                 try:
-                    failed.append(json.loads(fpath.read_text()))
-                except ValueError:
+                    record = json.loads(fpath.read_text())
+                    failed.append(record if isinstance(record, dict) else {"key": key, "error": f"{fpath} unreadable"})
+                except (ValueError, OSError):
                     failed.append({"key": key, "error": f"{fpath} unreadable"})
         table = pd.DataFrame(rows)
         if not table.empty:
@@ -1220,8 +1225,14 @@ def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = load_store(root)
     root = store.root
+    check_report_dir(root)  # before drawing anything
+    for problem in store.problems:  # corrupt runs, unreadable manifests: each named, and left out
+        log(f"warning: {problem}")
     tmp = root / f".report.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise write_error(e, root / "report") from None
     try:
         b = _Builder(store, tmp, movies, log, dpi)
         with warnings.catch_warnings():
@@ -1233,15 +1244,45 @@ def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], 
         for p in tmp.iterdir():
             os.chmod(p, 0o644)
         _swap_into_place(tmp, root / "report")
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # disk full while writing index.html, ...
+            raise write_error(e, root / "report") from None
         raise
     return root / "report" / "index.html"
+
+
+REPORT_SUFFIXES = (".html", ".png", ".gif")
+
+
+def check_report_dir(root: str | os.PathLike) -> None:
+    """A ToyddError if ``root/report`` exists and is not a report toydd wrote (it would be replaced).
+
+    A toydd report holds only regular ``.html``/``.png``/``.gif`` files; anything
+    else there (a subdirectory, notes, a file instead of the folder) is someone's
+    and is never deleted.
+    """
+    final = Path(root) / "report"
+    if not os.path.lexists(final):
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise ToyddError(f"{final} exists and is not a directory toydd wrote; move it away to write the report")
+    try:
+        with os.scandir(final) as it:
+            foreign = sorted(e.name for e in it
+                             if not (e.is_file(follow_symlinks=False) and e.name.endswith(REPORT_SUFFIXES)))
+    except OSError as e:
+        raise ToyddError(f"{final}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ToyddError(f"{final} holds files toydd did not write ({shown}); the report replaces that "
+                         "directory: move them away (or the directory) and run again")
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` to ``final``; an existing report is moved aside first and removed after."""
     os.chmod(tmp, 0o755)
+    check_report_dir(final.parent)  # again: someone may have put files there while we drew
     if final.exists():
         old = final.with_name(f".report.old-{uuid.uuid4().hex[:8]}")
         os.rename(final, old)

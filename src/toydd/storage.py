@@ -11,17 +11,22 @@ A run directory holds
 Writes are atomic at the level of the whole directory: everything is written
 to a temporary sibling directory, fsynced, then renamed into place, so a reader
 (or a sweep killed with SIGKILL) sees either the complete run or none of it.
-``metrics.json`` is written last and carries checksums, so a truncated or
-corrupted file is detected by :func:`load_run` and reported by name.
+``metrics.json`` is written last and carries checksums (of every other file,
+and of its own canonical JSON under ``checksums["metrics.json"]``), so a
+truncated, corrupted or edited file is detected by :func:`load_run` and
+reported by name. Nothing toydd did not write is ever deleted: see
+:func:`save_run` and :func:`check_run_target`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save as save_tensors
 
 from .config import TrainConfig
 from .errors import ToyddError
@@ -39,6 +44,36 @@ RUN_FILES = ("config.json", "params.safetensors", "arrays.safetensors", "history
 
 class CorruptRun(ToyddError):
     """A run directory whose files are missing, truncated or fail their checksum."""
+
+
+class StoreWriteError(ToyddError):
+    """A file toydd had to write could not be written (disk full, read-only, permissions): names the path."""
+
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
+
+
+# Errors that no retry in the same place can fix: the whole filesystem is affected.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _mount_point(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def write_error(e: OSError, path: str | os.PathLike, what: str = "cannot write") -> StoreWriteError:
+    """An OSError while writing ``path`` as one readable line naming the file (and the disk, if full)."""
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    msg = f"{what} {path}: {reason}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg += f" (the disk mounted at {_mount_point(Path(path))} is full; free space and run the command again)"
+    elif e.errno == errno.EROFS:
+        msg += f" (the filesystem mounted at {_mount_point(Path(path))} is read-only)"
+    return StoreWriteError(msg, e.errno)
 
 
 @dataclass
@@ -92,22 +127,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(f, data: bytes) -> None:
+    """Write ``data`` to the open binary file ``f`` and flush it to disk. Every byte toydd stores goes through here."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and a rename."""
+    """Write ``data`` to ``path`` via a temp file in the same directory and a rename.
+
+    An OSError (disk full, read-only filesystem, a directory in the way) becomes
+    a :class:`StoreWriteError` naming ``path``; the temp file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+            _write_all(f, data)
+        os.replace(tmp, path)  # onto a directory: EISDIR, never a replaced directory
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(e, path) from None
         raise
     _fsync_dir(path.parent)
 
@@ -145,41 +194,140 @@ def _arrays(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # --- run directories -----------------------------------------------------------
 
+def run_dir_foreign_entries(path: str | os.PathLike) -> list[str]:
+    """Entries of directory ``path`` that a run directory never holds (anything but regular run files).
+
+    Empty for a run directory written by :func:`save_run` (complete, truncated or
+    corrupted) and for an empty directory: those are toydd's to replace. Anything
+    else in it is someone else's and is never deleted.
+    """
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            if e.name not in RUN_FILES or not e.is_file(follow_symlinks=False):
+                out.append(e.name)
+    return sorted(out)
+
+
+def probe_writable(path: str | os.PathLike, what: str = "--out", start: str | os.PathLike | None = None) -> None:
+    """Fail early (a ToyddError naming the path) if nothing can be created at ``path``.
+
+    Creates and removes an empty temp directory in the nearest existing ancestor
+    of ``path`` (or of ``start``), so that /proc, a read-only mount or a missing
+    permission is reported before hours of training rather than after.
+    """
+    path = Path(os.path.abspath(path))
+    anc = Path(os.path.abspath(start)) if start is not None else path
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ToyddError(f"{what} {path}: {anc} is not a directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=".toydd-probe-", dir=anc)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise ToyddError(f"{what} {path} is not writable: cannot create anything in {anc}: {reason}") from None
+    os.rmdir(probe)
+
+
+def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check that ``train --out`` may write a run directory at ``out``; returns it as an absolute path.
+
+    Accepted: a new path, an empty directory, or (with ``overwrite``) an
+    existing toydd run directory. Refused with a ToyddError: a file, a directory
+    holding anything else, the current directory or one of its ancestors, a
+    mount point, and a place where nothing can be created. Nothing is created.
+    """
+    out = Path(os.path.abspath(out))
+    if os.path.lexists(out):
+        if out.is_symlink():
+            raise ToyddError(f"--out {out} is a symbolic link; name the directory itself ({os.path.realpath(out)})")
+        if not out.is_dir():
+            raise ToyddError(f"--out {out} exists and is not a directory")
+        cwd = Path(os.getcwd())
+        if out == cwd or out in cwd.parents:
+            raise ToyddError(f"--out {out} is the current directory or contains it; name a new directory for the run")
+        if os.path.ismount(out):
+            raise ToyddError(f"--out {out} is a mount point; name a new directory inside it for the run")
+        try:
+            foreign = run_dir_foreign_entries(out)
+            empty = not os.listdir(out)
+        except OSError as e:
+            raise ToyddError(f"--out {out}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ToyddError(f"--out {out} is not empty and not a toydd run directory (it holds {shown}); "
+                             "refusing to replace it: name a new or empty directory")
+        if not empty and not overwrite:
+            raise ToyddError(f"--out {out} already holds a toydd run; pass --overwrite to replace it")
+    probe_writable(out, start=out.parent)  # save_run writes a temp sibling, then renames it
+    return out
+
+
+def _metrics_digest(metrics: dict[str, Any]) -> str:
+    """sha256 of metrics.json's content (canonical JSON) without its own checksum."""
+    m = dict(metrics)
+    sums = dict(m.get("checksums") or {})
+    sums.pop("metrics.json", None)
+    m["checksums"] = sums
+    blob = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def save_run(run_dir: str | os.PathLike, result: RunResult) -> Path:
     """Write ``result`` as a complete run directory at ``run_dir``, atomically.
 
-    An existing directory at ``run_dir`` (an older or corrupted run) is replaced.
+    An existing run directory at ``run_dir`` (an older or corrupted run, see
+    :func:`run_dir_foreign_entries`) is replaced. Anything else there (files
+    toydd never writes) is not deleted: it is moved aside to
+    ``.<name>.kept-<id>`` beside it, with a warning naming it. An OSError (disk
+    full, ...) becomes a :class:`StoreWriteError` naming ``run_dir``; nothing
+    half-written is left behind.
     """
     from . import __version__
 
     run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise write_error(e, run_dir) from None
     try:
         cfg = dict(result.config.to_dict(), toydd_version=__version__)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        save_file(_arrays(result.params), str(tmp / "params.safetensors"))
-        save_file(_arrays(result.arrays), str(tmp / "arrays.safetensors"))
-        save_file(_arrays(result.history), str(tmp / "history.safetensors"))
+        blobs = {"config.json": (json.dumps(cfg, indent=2) + "\n").encode(),
+                 "params.safetensors": save_tensors(_arrays(result.params)),
+                 "arrays.safetensors": save_tensors(_arrays(result.arrays)),
+                 "history.safetensors": save_tensors(_arrays(result.history))}
+        for f, data in blobs.items():
+            with open(tmp / f, "xb") as fh:
+                _write_all(fh, data)
         metrics = dict(result.metrics)
         metrics["checksums"] = {f: _sha256(tmp / f) for f in RUN_FILES if f != "metrics.json"}
-        (tmp / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n")
-        for f in RUN_FILES:
-            with open(tmp / f, "rb") as fh:
-                os.fsync(fh.fileno())
+        metrics = json.loads(json.dumps(to_jsonable(metrics), allow_nan=False))
+        # metrics.json covers itself too: a sha256 of its canonical JSON without this field.
+        metrics["checksums"]["metrics.json"] = _metrics_digest(metrics)
+        with open(tmp / "metrics.json", "xb") as fh:
+            _write_all(fh, (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
         _fsync_dir(tmp)
-        if run_dir.exists():
+        if os.path.lexists(run_dir):
             # Move the old one aside first: rename onto a non-empty directory fails.
-            trash = run_dir.parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(run_dir, trash)
+            ours = run_dir.is_dir() and not run_dir.is_symlink() and not run_dir_foreign_entries(run_dir)
+            aside = run_dir.parent / f".{run_dir.name}.{'old' if ours else 'kept'}-{uuid.uuid4().hex[:8]}"
+            os.rename(run_dir, aside)
             os.rename(tmp, run_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            if ours:
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                print(f"warning: {run_dir} held files toydd does not write; they are kept in {aside}",
+                      file=sys.stderr)
         else:
             os.rename(tmp, run_dir)
         _fsync_dir(run_dir.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise write_error(e, run_dir) from None
         raise
     result.path = run_dir
     return run_dir
@@ -195,33 +343,62 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 
 
 def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Check every file of a run directory; returns its metrics or raises CorruptRun naming the bad file."""
+    """Check every file of a run directory; returns its metrics or raises CorruptRun naming the bad file.
+
+    ``metrics.json`` holds the sha256 of every other file and (runs written by
+    toydd >= this check) of its own canonical JSON under ``checksums["metrics.json"]``;
+    older runs without it still verify. Whatever is on disk (a directory where a
+    file belongs, unreadable files, JSON of the wrong shape) is a CorruptRun, never
+    another exception.
+    """
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
     if not run_dir.is_dir():
+        if os.path.lexists(run_dir):
+            raise CorruptRun(f"{run_dir}: not a run directory (a file or a broken link)")
         raise CorruptRun(f"run directory not found: {run_dir}")
     try:
         metrics = json.loads(mpath.read_text())
-        sums = metrics["checksums"]
     except FileNotFoundError:
         raise CorruptRun(f"{mpath}: missing") from None
-    except (ValueError, KeyError, TypeError):
+    except OSError as e:
+        raise CorruptRun(f"{mpath}: unreadable ({os.strerror(e.errno) if e.errno else e})") from None
+    except ValueError:
         raise CorruptRun(f"{mpath}: truncated or corrupted") from None
+    sums = metrics.get("checksums") if isinstance(metrics, dict) else None
+    if not isinstance(sums, dict):
+        raise CorruptRun(f"{mpath}: truncated or corrupted (no checksums)")
+    if "metrics.json" in sums and sums["metrics.json"] != _metrics_digest(metrics):
+        raise CorruptRun(f"{mpath}: edited or corrupted (checksum mismatch)")
     for f in RUN_FILES[:-1]:
         p = run_dir / f
         if not p.is_file():
             raise CorruptRun(f"{p}: missing")
-        if _sha256(p) != sums.get(f):
+        try:
+            digest = _sha256(p)
+        except OSError as e:
+            raise CorruptRun(f"{p}: unreadable ({os.strerror(e.errno) if e.errno else e})") from None
+        if digest != sums.get(f):
             raise CorruptRun(f"{p}: truncated or corrupted (checksum mismatch)")
     return metrics
+
+
+def _read_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
+    """config.json of a verified run, without its toydd_version (returned beside it)."""
+    path = run_dir / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+        version = cfg.pop("toydd_version", None)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise CorruptRun(f"{path}: unreadable ({type(e).__name__})") from None
+    return cfg, version
 
 
 def load_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool = True) -> RunResult:
     """Read a run directory, verifying checksums (raises CorruptRun naming the bad file)."""
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    cfg.pop("toydd_version", None)
+    cfg, _ = _read_config(run_dir)
     config = TrainConfig.from_dict(cfg)
     params = load_file(str(run_dir / "params.safetensors"))
     arr = load_file(str(run_dir / "arrays.safetensors")) if arrays else {}
@@ -239,8 +416,7 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    version = cfg.pop("toydd_version", None)
+    cfg, version = _read_config(run_dir)
     config = TrainConfig.from_dict(cfg)
     row: dict[str, Any] = {"key": run_dir.name, **config.to_dict(), "T": float(config.T), "toydd_version": version}
     for name, v in metrics.items():

@@ -54,7 +54,8 @@ from typing import Any, Callable, Sequence
 from .config import TrainConfig
 from .errors import ToyddError
 from .experiments import Experiment, get_experiment
-from .storage import CorruptRun, atomic_write_json, run_row, save_run, verify_run
+from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, probe_writable,
+                      run_dir_foreign_entries, run_row, save_run, verify_run, write_error)
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -122,9 +123,23 @@ class Store:
     def manifest_path(self, name: str) -> Path:
         return self.root / "experiments" / f"{name}.json"
 
+    SUBDIRS = ("experiments", "runs", "failed", "locks")
+
     def create(self) -> None:
-        for sub in ("experiments", "runs", "failed", "locks"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.check_layout()
+        for sub in self.SUBDIRS:
+            try:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise write_error(e, self.root / sub, "cannot create") from None
+
+    def check_layout(self) -> None:
+        """A ToyddError naming the path if one of the store's folders is something else (a file, a dangling link)."""
+        for sub in self.SUBDIRS:
+            p = self.root / sub
+            if os.path.lexists(p) and not p.is_dir():
+                raise ToyddError(f"{p} is not a directory, so {self.root} is not a usable results directory; "
+                                 f"move {p} away and run again")
 
     def is_sweep_dir(self) -> bool:
         return (self.root / "experiments").is_dir() or (self.root / "runs").is_dir()
@@ -141,7 +156,7 @@ class Store:
         path = self.lock_path(key)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        except OSError:  # missing, or not something anyone can lock
             return False
         try:
             # A shared lock conflicts only with the trainer's exclusive one, so
@@ -160,10 +175,17 @@ class Store:
         """Remove temp/old directories a killed ``save_run`` of this job left behind.
 
         Only called while holding the job's lock: every writer of ``runs/<key>``
-        holds it, so any such leftover belongs to a writer that is dead.
+        holds it, so any such leftover belongs to a writer that is dead. Only
+        directories holding nothing but run files are removed (never a
+        ``.kept-`` directory, nor anything else someone put there).
         """
         for p in (self.root / "runs").glob(f".{key}.*"):
-            if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
+            if p.is_dir() and not p.is_symlink() and (".tmp-" in p.name or ".old-" in p.name):
+                try:
+                    if run_dir_foreign_entries(p):
+                        continue
+                except OSError:
+                    continue
                 shutil.rmtree(p, ignore_errors=True)
 
     def manifests(self) -> dict[str, dict[str, Any]]:
@@ -172,8 +194,10 @@ class Store:
         for p in sorted((self.root / "experiments").glob("*.json")):
             try:
                 m = json.loads(p.read_text())
-                out[m["name"]] = m
-            except (OSError, ValueError, KeyError, TypeError):
+                if not isinstance(m.get("keys", []), list) or not all(isinstance(k, str) for k in m.get("keys", [])):
+                    raise TypeError("keys is not a list of run keys")
+                out[str(m["name"])] = m
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 print(f"warning: {p}: unreadable experiment manifest, ignored", file=sys.stderr)
         return out
 
@@ -186,7 +210,24 @@ class JobLock:
         self.fd: int | None = None
 
     def acquire(self, blocking: bool) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: the holder line below truncates the file, so never through a symlink to someone's file.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except IsADirectoryError:
+            # Not a lock anyone can hold (locks are files): an empty directory is
+            # repaired, anything else is someone's and reported.
+            try:
+                os.rmdir(self.path)
+                fd = os.open(self.path, flags, 0o644)
+            except OSError:
+                raise ToyddError(f"{self.path} is a directory, not a lock file: the job cannot be locked; "
+                                 "move it away and run again") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: the job cannot be locked; "
+                                 "move it away and run again") from None
+            raise write_error(e, self.path, "cannot create the lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as e:
@@ -238,6 +279,8 @@ def _clear_failure(store: Store, key: str) -> None:
         store.failed_path(key).unlink()
     except FileNotFoundError:
         pass
+    except OSError:  # a directory someone put there: not ours to remove
+        pass
 
 
 def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable[[int], None] | None) -> list[JobOutcome]:
@@ -261,6 +304,13 @@ def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable
         key = config.key()
         try:
             save_run(store.run_dir(key), result)
+        except StoreWriteError as e:
+            if e.errno in DISK_ERRNOS:
+                raise  # the disk is full or read-only: every other job would fail the same way
+            msg = f"saving the run failed: {e}"
+            _record_failure(store, config, "exception", msg, tb=traceback.format_exc())
+            outcomes.append(JobOutcome(key, "failed", msg))
+            continue
         except Exception as e:
             msg = f"saving the run failed: {type(e).__name__}: {e}"
             _record_failure(store, config, "exception", msg, tb=traceback.format_exc())
@@ -390,8 +440,42 @@ def _run_local(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Ba
 _QUEUE = None
 
 
-def _worker_init(queue, threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the sweep that started it dies, however it dies (even ``kill -9``).
+
+    Linux: the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``).
+    Everywhere: a daemon thread polls ``os.getppid()`` and exits once the parent
+    is gone (re-parented). A worker killed mid-job leaves no half-written run
+    (``save_run`` is atomic) and its lock dies with it, so the next sweep resumes.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except Exception:  # pragma: no cover - the watchdog still covers it
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watchdog, name="toydd-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(queue, threads: int, parent_pid: int | None = None) -> None:
     global _QUEUE
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     _QUEUE = queue
     # Share the cores between the workers instead of each one spawning a
     # thread per core (2 workers x 2 threads on 2 cores is slower than 2 x 1).
@@ -444,7 +528,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
             bar.advance(progress[i].steps(k))
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(q, threads)) as pool:
+                             initargs=(q, threads, os.getpid())) as pool:
         futures = {pool.submit(_worker_run_batch, str(out), b, wait, i): i for i, b in enumerate(batches)}
         remaining = set(futures)
         try:
@@ -463,6 +547,8 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
                         raise ToyddError(f"a sweep worker process died while training a batch of {len(batches[i])} "
                                          f"job(s) (T={batches[i][0].T}, m={batches[i][0].m}); finished runs are kept, "
                                          "run the sweep again to resume (the local executor shows the error)") from None
+                    except ToyddError:
+                        raise  # a store problem (disk full, a damaged lock): the same for every job
                     except Exception as e:
                         msg = f"worker process failed: {type(e).__name__}: {e}"
                         res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
@@ -519,6 +605,9 @@ def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar,
                 try:
                     res = [JobOutcome(**d) for d in ray.get(ref)]
                 except Exception as e:
+                    cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError wraps the task's exception
+                    if isinstance(cause, ToyddError):
+                        raise ToyddError(str(cause)) from None  # a store problem (disk full): the same for every job
                     msg = f"ray task failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}"
                     res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
                 bar.advance(sum(job_cost(c) for c in batches[i]))
@@ -576,6 +665,29 @@ class SweepSummary:
         return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
 
+def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
+    """Before any training: ``out`` must be new, empty or a results directory, and writable.
+
+    A directory with other content is refused (a sweep would mix its runs/,
+    report/, ... with someone else's files); so is a file, or a damaged store
+    (``runs/`` a file, ...). Raises ToyddError naming the path.
+    """
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise ToyddError(f"{what} {out} exists and is not a directory")
+    if out.is_dir():
+        store = Store(out)
+        store.check_layout()
+        try:
+            empty = not os.listdir(out)
+        except OSError as e:
+            raise ToyddError(f"{what} {out}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+        if not empty and not store.is_sweep_dir():
+            raise ToyddError(f"{what} {out} is not empty and not a toydd results directory (no experiments/ "
+                             "or runs/ in it); name a new or empty directory")
+    probe_writable(out, what)
+
+
 def write_manifest(out: str | os.PathLike, experiment: Experiment) -> Path:
     store = Store(out)
     store.create()
@@ -608,8 +720,7 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
             raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
     exp = get_experiment(str(name_or_file), preset)
     out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise ToyddError(f"--out {out} exists and is not a directory")
+    check_sweep_target(out)
     t0 = time.monotonic()
     store = Store(out)
     write_manifest(out, exp)
@@ -628,6 +739,17 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
                 print(f"warning: corrupt run, training it again: {e}", file=sys.stderr)
                 summary.corrupt.append(key)
         pending.append(config)
+    for config in pending:  # a lock that cannot be taken stops the sweep now, not after hours
+        lock = store.lock_path(config.key())
+        if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
+            if lock.is_dir() and not lock.is_symlink():
+                try:
+                    os.rmdir(lock)  # an empty directory holds nothing: repaired
+                    continue
+                except OSError:
+                    pass
+            raise ToyddError(f"{lock} is not a lock file (a directory or something else), so job "
+                             f"{config.key()} cannot be locked; move it away and run again")
 
     bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
                sum(job_cost(c) for c in pending), len(pending))
@@ -664,6 +786,7 @@ def _require_store(out: str | os.PathLike) -> Store:
     store = Store(out)
     if not store.root.is_dir():
         raise ToyddError(f"sweep directory not found: {store.root}")
+    store.check_layout()
     if not store.is_sweep_dir():
         raise ToyddError(f"not a sweep directory (no experiments/ or runs/): {store.root}")
     return store
@@ -674,7 +797,7 @@ def _job_state(store: Store, key: str) -> str:
         return "done"
     if store.is_running(key):
         return "running"
-    if store.failed_path(key).exists():
+    if store.failed_path(key).is_file():
         return "failed"
     return "pending"
 
@@ -718,16 +841,26 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
             counts[state(key)] += 1
         per_exp[name] = {"preset": m.get("preset"), "description": m.get("description", ""),
                          "total": len(m.get("keys", [])), **counts}
-    # Runs on disk that no manifest names (e.g. an experiment file edited since) still count.
+    # Complete runs on disk that no manifest names (e.g. an experiment file edited
+    # since) still count; any other directory there is not a job of this store
+    # (no sweep would ever train it): listed as ignored, not counted as pending.
     runs_root = store.root / "runs"
     extra = [p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_root.is_dir() else []
-    for key in extra:
+    ignored: list[str] = []
+    for key in sorted(extra):
+        if key in states:
+            continue
+        try:
+            verify_run(store.run_dir(key))
+        except CorruptRun as e:
+            ignored.append(f"{store.run_dir(key)} (in no experiment and not a complete run: {e})")
+            continue
         state(key)
     totals = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for s in states.values():
         totals[s] += 1
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
-            "corrupt": sorted(corrupt), "experiments": per_exp}
+            "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -742,6 +875,8 @@ def format_status(st: dict[str, Any]) -> str:
                      f"{e['running']:>7} {e['failed']:>6} {e['pending']:>7}")
     for c in st["corrupt"]:
         lines.append(f"  corrupt: {c}")
+    for c in st.get("ignored", []):
+        lines.append(f"  ignored: {c}")
     return "\n".join(lines)
 
 
@@ -775,8 +910,12 @@ def load_table(out: str | os.PathLike, experiment: str | None = None):
             continue
         try:
             fields = run_row(runs_root / key)
-        except (CorruptRun, ToyddError, ValueError) as e:
-            print(f"warning: skipping unreadable run: {e}", file=sys.stderr)
+        except (CorruptRun, ToyddError, ValueError, TypeError, OSError) as e:
+            if key in membership:
+                print(f"warning: skipping unreadable run: {e}", file=sys.stderr)
+            else:  # the wording of `status`: the same directory, the same verdict
+                print(f"warning: ignored: {runs_root / key} (in no experiment and not a complete run: {e})",
+                      file=sys.stderr)
             continue
         row = {"key": key, "experiments": ",".join(sorted(membership.get(key, []))), **fields}
         rows.append(row)
