@@ -204,12 +204,17 @@ def optimum_table(table: pd.DataFrame) -> pd.DataFrame:
         }
         row["construction_wins"] = row["construction_train_loss"] < row["best_cold_train_loss"]
         if not warm.empty:
+            # compared seed by seed: each training set has its own construction and its own best cold start
+            best_by_seed = per_seed.set_index("data_seed")["train_loss"]
+            w = warm[warm["data_seed"].isin(best_by_seed.index)]
+            beats = (w["train_loss"].to_numpy() < best_by_seed.loc[w["data_seed"]].to_numpy())
             row.update({"warm_train_loss": float(warm["train_loss"].mean()),
                         "warm_test_loss": float(warm["test_loss"].mean()),
                         "warm_regime": _majority(warm["regime"]),
                         "warm_stays_memorizing": bool((warm["train_loss"] <= warm["construction_train_loss"]
                                                        + STAY_TOL).mean() > 0.5),
-                        "warm_beats_cold": float(warm["train_loss"].mean()) < row["best_cold_train_loss"]})
+                        "warm_beats_cold": bool(len(w) and beats.mean() > 0.5),
+                        "warm_seeds": int(len(warm))})
         rows.append(row)
     return pd.DataFrame(rows)
 
