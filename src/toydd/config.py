@@ -81,6 +81,10 @@ class TrainConfig:
             if not cond:
                 raise ToyddError(msg)
 
+        # Types first, from the annotations: a YAML string, a bool where an int
+        # belongs, a None where a value is needed is named, never compared.
+        for f in dataclasses.fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         for name in ("n", "m", "steps", "test_size", "online_batch", "init_seeds"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
@@ -88,6 +92,7 @@ class TrainConfig:
         need(isinstance(self.T, (int, float)) and not isinstance(self.T, bool), f"T must be a number or inf, got {self.T!r}")
         if not math.isinf(self.T):
             need(self.T == int(self.T) and self.T > 0, f"T must be a positive integer or inf, got {self.T}")
+            need(self.T <= MAX_T, f"T must be at most {MAX_T:.0e} points (or inf for infinite data), got {self.T:.3g}")
         else:
             need(self.T > 0, "T must be a positive integer or inf, got -inf")
         need(isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0,
@@ -98,8 +103,12 @@ class TrainConfig:
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
-        need(self.eps > 0, f"eps must be positive, got {self.eps}")
-        need(self.importance_decay > 0, f"importance decay must be positive, got {self.importance_decay}")
+        need(math.isfinite(self.eps) and self.eps > 0, f"eps must be positive and finite, got {self.eps}")
+        need(math.isfinite(self.importance_decay) and self.importance_decay > 0,
+             f"importance decay must be positive and finite, got {self.importance_decay}")
+        # I_i = decay**i must stay a float32 number: beyond ~3.4e38 every loss is inf.
+        need(self.importance_decay <= 1 or (self.n - 1) * math.log10(self.importance_decay) <= 38,
+             f"importance decay {self.importance_decay} makes I_(n-1) = decay**{self.n - 1} overflow float32 (max 3.4e38)")
         need(self.history_every is None or (isinstance(self.history_every, int) and self.history_every > 0),
              f"history_every must be a positive integer, got {self.history_every}")
         need(isinstance(self.snapshots, int) and self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
@@ -151,16 +160,48 @@ class TrainConfig:
         return tuple(sorted((k, str(v)) for k, v in d.items()))
 
 
+MAX_T = 10**15  # beyond any machine's memory, and exact in a float
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def _check_type(name: str, hint: Any, value: Any) -> None:
+    """ToyddError naming the field if ``value`` does not fit its annotation (int, float, bool, str, X | None).
+
+    Annotations this does not know are not checked. Integers must fit in 64 bits.
+    """
+    parts = [p.strip() for p in (hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))).split("|")]
+    kinds = [p for p in parts if p != "None"]
+    if not kinds or any(k not in _TYPE_CHECKS for k in kinds):
+        return
+    if value is None and "None" in parts:
+        return
+    if not any(_TYPE_CHECKS[k](value) for k in kinds):
+        expected = " or ".join(_TYPE_WORDS[k] for k in kinds) + (" (or unset)" if "None" in parts else "")
+        raise ToyddError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise ToyddError(f"{name} is too large: {value}")
+
+
 def parse_T(value: Any) -> float:
     """Accept 1000, "1000", "1e3", "inf" (any case) or math.inf."""
     if isinstance(value, str):
         s = value.strip().lower()
-        if s in ("inf", "infinity", "infinite"):
+        if s.lstrip("+") in ("inf", "infinity", "infinite"):
             return INF
         try:
             value = float(s)
         except ValueError:
             raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}") from None
+        if math.isinf(value):  # "1e400": a number too large for a float, not a request for infinite data
+            raise ToyddError(f"T must be a positive integer or 'inf', got {s!r} (too large; write 'inf' for infinite data)")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}")
     if math.isinf(value) and value > 0:
