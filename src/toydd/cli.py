@@ -221,8 +221,8 @@ def table(out: Path = typer.Argument(..., help="results directory")) -> None:
 
 @app.command()
 def report(out: Path = typer.Argument(..., help="results directory"),
-           movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep; 0 for none"),
-           dpi: int = typer.Option(150, "--dpi", help="PNG resolution")) -> None:
+           movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep; 0 for none"),
+           dpi: int = typer.Option(150, "--dpi", min=1, max=1200, help="PNG resolution")) -> None:
     """Write OUT/report/index.html (self-contained) and one PNG per figure."""
     from . import report as report_mod
 
@@ -238,7 +238,7 @@ def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="results directory"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
     jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
-    movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep in the report"),
+    movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep in the report"),
 ) -> None:
     """Run every sweep of a preset (resuming if partly done), then the report."""
     from . import experiments

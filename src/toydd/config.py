@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,8 +187,12 @@ def _check_type(name: str, hint: Any, value: Any) -> None:
     if not any(_TYPE_CHECKS[k](value) for k in kinds):
         expected = " or ".join(_TYPE_WORDS[k] for k in kinds) + (" (or unset)" if "None" in parts else "")
         raise ToyddError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
-    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
-        raise ToyddError(f"{name} is too large: {value}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = sys.float_info.max if "float" in kinds else 2**63 - 1
+        if abs(value) > limit:
+            digits = str(abs(value))
+            raise ToyddError(f"{name} is too large: {'-' if value < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1} "
+                             f"(at most {limit:.3g})")
 
 
 def parse_T(value: Any) -> float:
