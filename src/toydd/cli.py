@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         # Warnings are held back: on success they are shown after the command's
         # output; on failure the one error line stands alone (they go to the log).
         code, message = _run_app(argv, caught)
-        if code == EXIT_OK:
-            for w in caught:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if code == EXIT_OK:  # outside the block: inside it, showwarning is the recorder
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if message:
         try:
             print(message, file=sys.stderr)
