@@ -2,7 +2,9 @@
 
 Every subcommand is a thin layer over the Python API. Bad input raises
 :class:`ToyddError` (or a usage error from the parser) and becomes one line
-``error: ...`` on stderr with exit status 2 -- never a traceback.
+``error: ...`` on stderr with exit status 2 -- never a traceback. Anything
+else is one line too (status 1, the traceback in a log file); a training
+that diverged is status 3 (see ``main`` and docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
