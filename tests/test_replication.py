@@ -131,9 +131,11 @@ def test_bad_recipe_fields_are_rejected(bad):
 
 
 def test_cli_recipe_flags(capsys):
-    cli_main(["train", "--n", "100", "--m", "2", "--T", "6", "--sparsity", "0.9", "--steps", "20", "--test-size",
-              "50", "--loss-norm", "mean", "--eps", "1e-6", "--init-scale", "0.5", "--bias-init", "0.01",
-              "--warmup-from-zero", "--init-method", "construction", "--json"])
+    with pytest.raises(SystemExit) as ok:
+        cli_main(["train", "--n", "100", "--m", "2", "--T", "6", "--sparsity", "0.9", "--steps", "20", "--test-size",
+                  "50", "--loss-norm", "mean", "--eps", "1e-6", "--init-scale", "0.5", "--bias-init", "0.01",
+                  "--warmup-from-zero", "--init-method", "construction", "--json"])
+    assert ok.value.code == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
     assert (cfg["loss_norm"], cfg["eps"], cfg["init_scale"], cfg["bias_init"], cfg["warmup_from_zero"],
             cfg["init_method"]) == ("mean", 1e-6, 0.5, 0.01, True, "construction")

@@ -155,9 +155,25 @@ def run(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, reference_max_
     """Time a training step of each path for each T; returns a JSON-able dict."""
     from .errors import ToyddError
 
+    import math
+
     Ts = Ts or [100, 1_000, 10_000]
-    if n <= 0 or m <= 0 or any(T <= 0 for T in Ts):
-        raise ToyddError("n, m and T must be positive")
+
+    def count(name: str, v, least: int = 1) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or v < least:
+            raise ToyddError(f"{name} must be {'a positive' if least else 'a non-negative'} integer, got {v!r}"
+                             + (" (bench times a fixed training set: no infinite data)" if name == "T" and v == math.inf else ""))
+
+    count("n", n)
+    count("m", m)
+    for T in Ts:
+        count("T", T)
+    count("reference max T", reference_max_T, least=0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and seconds > 0):
+        raise ToyddError(f"seconds must be a positive number, got {seconds!r}")
+    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
+        raise ToyddError(f"sparsity S must be in [0, 1), got {sparsity!r}")
+    Ts = [int(T) for T in Ts]
     rows = []
     for T in Ts:
         row: dict = {"n": n, "m": m, "T": T}

@@ -2,7 +2,9 @@
 
 Every subcommand is a thin layer over the Python API. Bad input raises
 :class:`ToyddError` (or a usage error from the parser) and becomes one line
-``error: ...`` on stderr with exit status 2 -- never a traceback.
+``error: ...`` on stderr with exit status 2 -- never a traceback. Anything
+else is one line too (status 1, the traceback in a log file); a training
+that diverged is status 3 (see ``main`` and docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from .errors import ToyddError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Superposition, memorization and double descent in toy models.")
+
+# Exit statuses (docs/RELIABILITY.md). Each non-zero one comes with one line `error: ...` on stderr.
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # a bug or an environment failure: the full traceback goes to a log file named on the line
+EXIT_BAD_INPUT = 2  # ToyddError or a usage error: the line names the problem
+EXIT_TRAIN_FAILED = 3  # `train` ran, but every init seed hit a non-finite loss (the run is still saved, marked failed)
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 def _progress(total: int, description: str, enabled: bool = True):
@@ -113,6 +122,12 @@ def train(
         sys.stdout.write(json.dumps(to_jsonable(obj)) + "\n")
     else:
         _print_summary(result)
+    failed = result.metrics.get("failed_step")
+    if failed is not None:  # every init seed diverged: a result, but not a trained model
+        kept = f"saved, marked failed, with its last finite parameters in {out}" if out is not None else "not saved"
+        typer.echo(f"error: training failed: non-finite loss at step {failed} "
+                   f"(every init seed; try a smaller --lr or --weight-decay); the run is {kept}", err=True)
+        raise typer.Exit(EXIT_TRAIN_FAILED)
 
 
 @app.command()
@@ -121,6 +136,21 @@ def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     from .storage import load_run
 
     _print_summary(load_run(run_dir, history=False))
+
+
+def _num(v, spec: str) -> str:
+    """A metric for display: metrics.json stores non-finite floats as "nan"/"inf" strings, and None for n/a."""
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            return v
+    try:
+        return format(v, spec)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _print_summary(result) -> None:
@@ -139,11 +169,11 @@ def _print_summary(result) -> None:
         con.print(f"[red]FAILED: non-finite loss at step {mt['failed_step']}[/red]")
     t = Table(show_header=False, box=None)
     t.add_row("regime", f"[bold]{mt['regime']}[/bold]")
-    t.add_row("train loss", f"{mt['train_loss']:.6g}")
-    t.add_row("test loss", f"{mt['test_loss']:.6g} ± {mt['test_loss_se']:.2g}  (all-zeros model: 1.0)")
-    t.add_row("||W||_F, ||b||", f"{mt['weight_norm']:.4g}, {mt['bias_norm']:.4g}")
+    t.add_row("train loss", _num(mt['train_loss'], '.6g'))
+    t.add_row("test loss", f"{_num(mt['test_loss'], '.6g')} ± {_num(mt['test_loss_se'], '.2g')}  (all-zeros model: 1.0)")
+    t.add_row("||W||_F, ||b||", f"{_num(mt['weight_norm'], '.4g')}, {_num(mt['bias_norm'], '.4g')}")
     t.add_row("represented features", f"{mt['represented_features']} with ||W_i|| > 0.5")
-    t.add_row("top D_f", ", ".join(f"{v:.3f}" for v in mt["feature_dims_top"][:6]))
+    t.add_row("top D_f", ", ".join(_num(v, '.3f') for v in mt["feature_dims_top"][:6]))
     dd = result.arrays.get("data_dims")
     if dd is not None and len(dd):
         t.add_row("D_X", f"mean {np.mean(dd):.4g}, median {np.median(dd):.4g}, min {np.min(dd):.3g}, "
@@ -151,15 +181,15 @@ def _print_summary(result) -> None:
         if len(dd) <= 12:
             t.add_row("D_X per point", ", ".join(f"{v:.3f}" for v in dd))
     if mt.get("construction_train_loss") is not None:
-        t.add_row("explicit T-gon", f"train loss {mt['construction_train_loss']:.4g} "
-                  f"(gap {mt['optimization_gap']:+.3g}: > 0 means training missed a better memorizing solution)")
+        t.add_row("explicit T-gon", f"train loss {_num(mt['construction_train_loss'], '.4g')} "
+                  f"(gap {_num(mt['optimization_gap'], '+.3g')}: > 0 means training missed a better memorizing solution)")
     t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
-    t.add_row("time", f"{mt['seconds']:.1f} s")
+    t.add_row("time", f"{_num(mt['seconds'], '.1f')} s")
     con.print(t)
     if len(mt["instances"]) > 1:
         it = Table("init seed", "train loss", "test loss", "failed at")
         for r in mt["instances"]:
-            it.add_row(str(r["init_seed"]), f"{r['train_loss']:.6g}", f"{r['test_loss']:.6g}",
+            it.add_row(str(r["init_seed"]), _num(r['train_loss'], '.6g'), _num(r['test_loss'], '.6g'),
                        "-" if r["failed_step"] is None else str(r["failed_step"]))
         con.print(it)
 
@@ -202,8 +232,8 @@ def table(out: Path = typer.Argument(..., help="results directory")) -> None:
 
 @app.command()
 def report(out: Path = typer.Argument(..., help="results directory"),
-           movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep; 0 for none"),
-           dpi: int = typer.Option(150, "--dpi", help="PNG resolution")) -> None:
+           movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep; 0 for none"),
+           dpi: int = typer.Option(150, "--dpi", min=1, max=1200, help="PNG resolution")) -> None:
     """Write OUT/report/index.html (self-contained) and one PNG per figure."""
     from . import report as report_mod
 
@@ -219,7 +249,7 @@ def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="results directory"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
     jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
-    movies: int = typer.Option(3, "--movies", help="training movies (GIF) per t-sweep in the report"),
+    movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep in the report"),
 ) -> None:
     """Run every sweep of a preset (resuming if partly done), then the report."""
     from . import experiments
@@ -254,7 +284,7 @@ def bench(
     """Time one training step against the dense-autograd reference, in this process."""
     from . import bench as bench_mod
 
-    Ts = [int(parse_T(t)) for t in T] if T else [100, 1_000, 10_000]
+    Ts = [parse_T(t) for t in T] if T else [100, 1_000, 10_000]  # bench.run rejects inf
     res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds)
     if as_json:
         sys.stdout.write(json.dumps(res) + "\n")
@@ -262,26 +292,102 @@ def bench(
         bench_mod.print_table(res)
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _log_dir_candidates() -> list[Path]:
+    import os
+    import tempfile
+
+    out = []
+    if os.environ.get("TOYDD_LOG_DIR"):
+        out.append(Path(os.environ["TOYDD_LOG_DIR"]))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    out += [Path(cache) / "toydd", Path(tempfile.gettempdir()) / "toydd-logs"]
+    return out
+
+
+def _write_crash_log(exc: BaseException, argv: list[str] | None, caught_warnings: list) -> Path | None:
+    """The full traceback (and the warnings seen before it) in a log file; None if nowhere is writable."""
+    import datetime
+    import os
+    import platform
+    import traceback
+
+    from . import __version__
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    lines = [f"toydd {__version__}, python {platform.python_version()}, {platform.platform()}",
+             f"argv: {sys.argv[1:] if argv is None else list(argv)}", ""]
+    lines += [f"warning: {w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught_warnings]
+    text = "\n".join(lines) + "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for d in _log_dir_candidates():
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"error-{stamp}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The console script: every failure is one ``error: ...`` line on stderr, never a traceback.
+
+    Exit statuses: 0 ok, 1 unexpected error (the line names a log file with the
+    traceback), 2 bad input, 3 trained but failed, 130 interrupted.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        # Warnings are held back: on success they are shown after the command's
+        # output; on failure the one error line stands alone (they go to the log).
+        code, message = _run_app(argv, caught)
+    if code == EXIT_OK:  # outside the block: inside it, showwarning is the recorder
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if message:
+        try:
+            print(message, file=sys.stderr)
+        except Exception:  # stderr closed: nothing more to say
+            pass
+    sys.exit(code)
+
+
+def _run_app(argv: list[str] | None, caught: list) -> tuple[int, str | None]:
+    """Run the typer app; (exit status, the error line or None)."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="toydd")
+        rc = app(args=argv, standalone_mode=False, prog_name="toydd")
     except ToyddError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return EXIT_BAD_INPUT, f"error: {_one_line(e)}"
+    except click_exc.NoArgsIsHelpError:  # help was printed
+        return EXIT_BAD_INPUT, "error: missing command (see the list above)"
     except click_exc.UsageError as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click_exc.Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return EXIT_BAD_INPUT, f"error: {_one_line(e.format_message())}"
     except click_exc.ClickException as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click_exc.Exit as e:
-        sys.exit(e.exit_code)
+        return EXIT_BAD_INPUT, f"error: {_one_line(e.format_message())}"
+    except typer.Abort:  # EOF at a prompt
+        return EXIT_INTERRUPTED, "error: aborted"
+    except typer.Exit as e:
+        return e.exit_code, None
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED, "error: interrupted"
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug, or the machine (out of memory, disk, ...): never a traceback
+        path = _write_crash_log(e, argv, caught)
+        where = f"full traceback in {path}" if path else "no log file could be written"
+        what = _one_line(e)[:300] or "(no message)"
+        if isinstance(e, MemoryError):
+            return EXIT_UNEXPECTED, f"error: out of memory (try a smaller n, T or test size; {where})"
+        return EXIT_UNEXPECTED, (f"error: unexpected {type(e).__name__}: {what} "
+                                 f"(please report this at the toydd issue tracker; {where})")
+    # Non-standalone typer returns the status of an Exit raised inside a command, and turns Ctrl-C into 130.
+    if isinstance(rc, int) and not isinstance(rc, bool) and rc:
+        return rc, ("error: interrupted" if rc == EXIT_INTERRUPTED else None)
+    return EXIT_OK, None
 
 
 if __name__ == "__main__":

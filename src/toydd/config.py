@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,10 @@ class TrainConfig:
             if not cond:
                 raise ToyddError(msg)
 
+        # Types first, from the annotations: a YAML string, a bool where an int
+        # belongs, a None where a value is needed is named, never compared.
+        for f in dataclasses.fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         for name in ("n", "m", "steps", "test_size", "online_batch", "init_seeds"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
@@ -105,6 +110,7 @@ class TrainConfig:
         need(isinstance(self.T, (int, float)) and not isinstance(self.T, bool), f"T must be a number or inf, got {self.T!r}")
         if not math.isinf(self.T):
             need(self.T == int(self.T) and self.T > 0, f"T must be a positive integer or inf, got {self.T}")
+            need(self.T <= MAX_T, f"T must be at most {MAX_T:.0e} points (or inf for infinite data), got {self.T:.3g}")
         else:
             need(self.T > 0, "T must be a positive integer or inf, got -inf")
         need(isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0,
@@ -115,20 +121,22 @@ class TrainConfig:
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
-        need(self.eps > 0, f"eps must be positive, got {self.eps}")
+        need(math.isfinite(self.eps) and self.eps > 0, f"eps must be positive and finite, got {self.eps}")
+        need(math.isfinite(self.importance_decay) and self.importance_decay > 0,
+             f"importance decay must be positive and finite, got {self.importance_decay}")
+        # I_i = decay**i must stay a float32 number: beyond ~3.4e38 every loss is inf.
+        need(self.importance_decay <= 1 or (self.n - 1) * math.log10(self.importance_decay) <= 38,
+             f"importance decay {self.importance_decay} makes I_(n-1) = decay**{self.n - 1} overflow float32 (max 3.4e38)")
+        # recipe variants (types are checked above, from the annotations)
         need(self.loss_norm in ("sum", "mean"), f"loss_norm must be sum or mean, got {self.loss_norm!r}")
-        need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)
-             and math.isfinite(self.init_scale) and self.init_scale >= 0,
+        need(math.isfinite(self.init_scale) and self.init_scale >= 0,
              f"init_scale must be a finite number >= 0, got {self.init_scale!r}")
-        need(isinstance(self.bias_init, (int, float)) and not isinstance(self.bias_init, bool)
-             and math.isfinite(self.bias_init), f"bias_init must be a finite number, got {self.bias_init!r}")
-        need(isinstance(self.warmup_from_zero, bool), f"warmup_from_zero must be true or false, got {self.warmup_from_zero!r}")
+        need(math.isfinite(self.bias_init), f"bias_init must be a finite number, got {self.bias_init!r}")
         need(self.init_method in ("xavier", "construction"),
              f"init_method must be xavier or construction, got {self.init_method!r}")
         if self.init_method == "construction":
             need(not math.isinf(self.T) and self.tied and self.m >= 2 and self.init_path is None,
                  "init_method construction needs a finite T, tied weights, m >= 2 and no init_path")
-        need(self.importance_decay > 0, f"importance decay must be positive, got {self.importance_decay}")
         need(self.history_every is None or (isinstance(self.history_every, int) and self.history_every > 0),
              f"history_every must be a positive integer, got {self.history_every}")
         need(isinstance(self.snapshots, int) and self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
@@ -190,16 +198,52 @@ KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+MAX_T = 10**15  # beyond any machine's memory, and exact in a float
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def _check_type(name: str, hint: Any, value: Any) -> None:
+    """ToyddError naming the field if ``value`` does not fit its annotation (int, float, bool, str, X | None).
+
+    Annotations this does not know are not checked. Integers must fit in 64 bits.
+    """
+    parts = [p.strip() for p in (hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))).split("|")]
+    kinds = [p for p in parts if p != "None"]
+    if not kinds or any(k not in _TYPE_CHECKS for k in kinds):
+        return
+    if value is None and "None" in parts:
+        return
+    if not any(_TYPE_CHECKS[k](value) for k in kinds):
+        expected = " or ".join(_TYPE_WORDS[k] for k in kinds) + (" (or unset)" if "None" in parts else "")
+        raise ToyddError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = sys.float_info.max if "float" in kinds else 2**63 - 1
+        if abs(value) > limit:
+            digits = str(abs(value))
+            raise ToyddError(f"{name} is too large: {'-' if value < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1} "
+                             f"(at most {limit:.3g})")
+
+
 def parse_T(value: Any) -> float:
     """Accept 1000, "1000", "1e3", "inf" (any case) or math.inf."""
     if isinstance(value, str):
         s = value.strip().lower()
-        if s in ("inf", "infinity", "infinite"):
+        if s.lstrip("+") in ("inf", "infinity", "infinite"):
             return INF
         try:
             value = float(s)
         except ValueError:
             raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}") from None
+        if math.isinf(value):  # "1e400": a number too large for a float, not a request for infinite data
+            raise ToyddError(f"T must be a positive integer or 'inf', got {s!r} (too large; write 'inf' for infinite data)")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ToyddError(f"T must be a positive integer or 'inf', got {value!r}")
     if math.isinf(value) and value > 0:

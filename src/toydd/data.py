@@ -242,7 +242,7 @@ def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData,
             raise ToyddError(f"{path}: no training data: expected 'X' (dense) or 'indptr', 'indices', 'values', 'shape' (CSR)")
         test = _read_matrix(z, files, "test_", path)
         if test is None and "X_test" in files:
-            test = _dense(z["X_test"], path, "X_test")
+            test = _dense(_array(z, "X_test", path), path, "X_test")
     if test is not None and test.n != train.n:
         raise ToyddError(f"{path}: X_test has {test.n} features but X has {train.n}")
     if n is not None and train.n != n:
@@ -252,18 +252,51 @@ def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData,
     return train, test
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _array(z, key: str, path: str) -> np.ndarray:
+    """``z[key]``, or a ToyddError naming the array (object arrays need pickle; a zip member can be corrupt)."""
+    try:
+        return z[key]
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ToyddError(f"{path}: {key} is an object array (pickled Python objects); "
+                             f"save it as a numeric array") from None
+        raise ToyddError(f"{path}: cannot read array {key}: {' '.join(str(e).split())}") from None
+    except Exception as e:  # zipfile.BadZipFile (CRC), zlib.error, EOFError: a damaged file
+        raise ToyddError(f"{path}: cannot read array {key}: damaged file ({type(e).__name__})") from None
+
+
+def _check_values(a: np.ndarray, path: str, name: str) -> None:
+    """Feature values: real, finite, non-negative and within float32 (the training precision)."""
+    if a.dtype.kind not in "biuf":
+        what = "complex numbers" if a.dtype.kind == "c" else f"dtype {a.dtype}"
+        raise ToyddError(f"{path}: {name} must hold real numbers, got {what}")
+    if a.size == 0:
+        return
+    a = a.astype(np.float64, copy=False) if a.dtype.kind == "f" else a
+    if not np.all(np.isfinite(a)):
+        raise ToyddError(f"{path}: {name} must hold finite numbers (found NaN or inf)")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        raise ToyddError(f"{path}: {name} holds negative values (min {lo:.3g}); features must be >= 0 "
+                         f"(the model's ReLU output cannot reach them)")
+    if hi > _F32_MAX:
+        raise ToyddError(f"{path}: {name} holds values too large for float32 (max {hi:.3g} > 3.4e38)")
+
+
 def _dense(a: np.ndarray, path: str, name: str) -> SparseData:
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
         raise ToyddError(f"{path}: {name} must be a non-empty 2-D array (T x n), got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
-        raise ToyddError(f"{path}: {name} must hold finite numbers")
+    _check_values(a, path, name)
     return SparseData.from_dense(a)
 
 
 def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
     name = "X" if not prefix else "X_test"
     if not prefix and "X" in files:
-        return _dense(z["X"], path, "X")
+        return _dense(_array(z, "X", path), path, "X")
     keys = [prefix + k for k in ("indptr", "indices", "values", "shape")]
     present = [k for k in keys if k in files]
     if not present:
@@ -271,7 +304,7 @@ def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
     if len(present) != 4:
         missing = sorted(set(keys) - set(present))
         raise ToyddError(f"{path}: CSR data incomplete, missing {', '.join(missing)}")
-    indptr, indices, values, shape = (z[k] for k in keys)
+    indptr, indices, values, shape = (_array(z, k, path) for k in keys)
     if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer):
         raise ToyddError(f"{path}: {prefix}shape must be two integers (T, n)")
     T, n = (int(s) for s in shape)
@@ -288,8 +321,7 @@ def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
         raise ToyddError(f"{path}: {prefix}indptr must start at 0, be non-decreasing and end at nnz")
     if len(indices) and (indices.min() < 0 or indices.max() >= n):
         raise ToyddError(f"{path}: {prefix}indices out of range [0, {n})")
-    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
-        raise ToyddError(f"{path}: {prefix}values must hold finite numbers")
+    _check_values(values, path, f"{prefix}values")
     # Canonical form: sorted, no duplicate columns within a row (sum them).
     dense_rows = np.repeat(np.arange(T), np.diff(indptr))
     order = np.lexsort((indices, dense_rows))
@@ -297,6 +329,8 @@ def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
     key = r * n + c
     uniq, start = np.unique(key, return_index=True)
     v = np.add.reduceat(v, start) if len(v) else v
+    if len(v) and v.max() > _F32_MAX:  # duplicates summed past float32
+        raise ToyddError(f"{path}: {prefix}values summed over duplicate entries exceed float32 (max {v.max():.3g})")
     r, c = uniq // n, uniq % n
     new_indptr = np.zeros(T + 1, np.int64)
     np.add.at(new_indptr, r + 1, 1)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import re
 import typing
@@ -495,7 +496,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_strict_yaml_loader())  # safe_load, but a repeated key is an error
         except yaml.YAMLError as e:
             raise ToyddError(f"{path}: invalid YAML: {_one_line(e)}") from None
         if data is None:
@@ -504,6 +505,33 @@ def _read_mapping(path: Path) -> dict[str, Any]:
             raise ToyddError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         return data
     raise ToyddError(f"{path}: unknown experiment file type {path.suffix!r}; use .toml, .yaml or .yml")
+
+
+def _strict_yaml_loader():
+    """yaml.SafeLoader that rejects a key repeated in one mapping (as TOML does) instead of keeping the last."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden by explicit keys
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: SafeLoader reports it
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return StrictLoader
 
 
 def _one_line(e: Exception) -> str:
@@ -540,6 +568,30 @@ def _check_fields(table: dict[str, Any], where: str) -> None:
                          f"valid fields: {', '.join(_FIELDS)}")
 
 
+MAX_JOBS = 100_000  # per experiment file; the paper's largest experiment has under 1,000 jobs
+
+
+def max_jobs() -> int:
+    """The job limit of one experiment file: ``MAX_JOBS``, or the ``TOYDD_MAX_JOBS`` environment variable."""
+    import os
+
+    v = os.environ.get("TOYDD_MAX_JOBS")
+    if v is None:
+        return MAX_JOBS
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise ToyddError(f"TOYDD_MAX_JOBS must be a positive integer, got {v!r}")
+    return n
+
+
+def _count_jobs(tables: list) -> int:
+    """Grid points of every table (before removing repeated jobs)."""
+    return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in t.values()) for t in tables if isinstance(t, dict))
+
+
 def _grid_points(grid: Any, path: Path) -> list[dict[str, Any]]:
     """Expand ``grid`` (a table of lists, or a list of such tables) into field assignments."""
     if grid is None:
@@ -548,6 +600,8 @@ def _grid_points(grid: Any, path: Path) -> list[dict[str, Any]]:
     if not tables:
         raise ToyddError(f"{path}: grid is an empty list")
     points: list[dict[str, Any]] = []
+    limit = max_jobs()
+    total = 0
     for i, table in enumerate(tables):
         where = f"{path}: grid" + (f"[{i}]" if isinstance(grid, list) else "")
         if not isinstance(table, dict):
@@ -560,6 +614,11 @@ def _grid_points(grid: Any, path: Path) -> list[dict[str, Any]]:
             if not values:
                 raise ToyddError(f"{where}: {name} is an empty list")
             axes.append([(name, _coerce(name, v, where)) for v in values])
+        total += math.prod(len(a) for a in axes)
+        if total > limit:  # count before expanding: a 10^7-point product would take minutes and gigabytes
+            raise ToyddError(f"{path}: the grid expands to {_count_jobs(tables):,} jobs, more than the limit of "
+                             f"{limit:,} per experiment; split it into several experiment files "
+                             f"(or raise the limit with TOYDD_MAX_JOBS)")
         points += [dict(combo) for combo in itertools.product(*axes)]
     return points
 
@@ -597,6 +656,11 @@ def load_experiment_file(path: str | Path, preset: str | None = None) -> Experim
     params = data.get("params", {})
     if not isinstance(params, dict):
         raise ToyddError(f"{path}: params must be a table")
+    try:  # params go into the JSON manifest: a YAML date or set would fail there, mid-sweep
+        json.dumps(params)
+    except (TypeError, ValueError) as e:
+        raise ToyddError(f"{path}: params must hold only strings, numbers, booleans, lists and tables "
+                         f"({_one_line(e)})") from None
     configs = []
     for point in _grid_points(data.get("grid"), path):
         fields = {**p_base, **base, **point}

@@ -433,14 +433,24 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ToyddError(f"init file not found: {path}")
+    is_npz = path.suffix.lower() == ".npz"
     try:
-        if path.suffix == ".npz":
+        if is_npz:
             with np.load(path, allow_pickle=False) as z:
                 params = {k: z[k] for k in z.files}
         else:
             params = load_file(str(path))
-    except Exception as e:
-        raise ToyddError(f"cannot read init file {path}: {type(e).__name__}") from None
+    except ValueError as e:
+        if is_npz and "pickle" in str(e).lower():
+            raise ToyddError(f"cannot read init file {path}: it holds object arrays (pickled Python objects); "
+                             f"save W and b as numeric arrays") from None
+        raise ToyddError(f"cannot read init file {path}: not a valid {'.npz' if is_npz else '.safetensors'} file "
+                         f"({type(e).__name__})") from None
+    except Exception as e:  # safetensors' SafetensorError, BadZipFile, OSError, ...: truncated or another format
+        raise ToyddError(f"cannot read init file {path}: not a valid {'.npz' if is_npz else '.safetensors'} file, "
+                         f"or truncated ({type(e).__name__})") from None
+    if not isinstance(params, dict):  # np.load of a .npy gives one array
+        raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
     if "W" not in params or "b" not in params:
         raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
     return params

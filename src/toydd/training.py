@@ -106,7 +106,19 @@ def xavier_normal(m: int, n: int, seed: int, tied: bool, scale: float = 1.0,
 
 
 def check_params(p: dict[str, np.ndarray], m: int, n: int, tied: bool, source: str) -> dict[str, np.ndarray]:
-    """Validate loaded parameters' shapes (ToyddError naming the problem)."""
+    """Validate loaded parameters (ToyddError naming the problem): real dtype, shape, finite, within float32."""
+    for k in ("W", "b", "W_up"):
+        if k in p and (k != "W_up" or not tied):
+            a = np.asarray(p[k])
+            if a.dtype.kind not in "biuf":
+                what = "complex numbers" if a.dtype.kind == "c" else f"dtype {a.dtype}"
+                raise ToyddError(f"{source}: {k} must hold real numbers, got {what}")
+            if a.size and a.dtype.kind == "f":
+                if not np.all(np.isfinite(a)):
+                    raise ToyddError(f"{source}: {k} holds NaN or inf")
+                big = float(np.abs(a).max())
+                if big > float(np.finfo(np.float32).max):  # checked before the cast, which would warn and give inf
+                    raise ToyddError(f"{source}: {k} holds values too large for float32 (max |{k}| = {big:.3g})")
     W, b = np.asarray(p["W"]), np.asarray(p["b"])
     if W.shape != (m, n):
         raise ToyddError(f"{source}: W has shape {W.shape}, expected (m, n) = ({m}, {n})")
@@ -303,6 +315,7 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
 
     live = np.ones(I, np.bool_)
     failed_step = np.full(I, -1, np.int64)
+    last_loss = np.full(I, np.nan, np.float64)  # each instance's latest finite loss: its frozen value if it fails
     stride = c0.history_stride
     hist_steps = np.arange(0, steps, stride, dtype=np.int64)
     hist_loss = np.full((I, len(hist_steps)), np.nan, np.float64)
@@ -320,6 +333,13 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
             batch = BatchData.stack([fresh[x.cfg_index] for x in inst])
         loss = backend.loss_and_grads(batch)
         bad = ~np.isfinite(loss) & live
+        if s == 0 and bad.any():
+            # Before any update: nothing the optimizer did, so the input is at fault (xavier init on
+            # finite float32 data never overflows). Bad input, not a failed training.
+            src = c0.init_path or c0.data_path or "the data"
+            raise ToyddError(f"{src}: the loss is not finite at the initial parameters (step 0, before any update): "
+                             f"the parameters or the data are too large for float32")
+        last_loss[~bad & live] = loss[~bad & live]
         if bad.any():
             failed_step[bad] = s
             live &= ~bad
@@ -346,6 +366,10 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
         live &= ~bad
         backend.restore_good(bad)
     P.flat[:] = backend.params()
+    # A stopped instance is frozen at its last finite parameters: its loss curve stays at their loss
+    # (never NaN in a saved history; history["failed_step"] says where it stopped).
+    for i in np.flatnonzero(failed_step >= 0):
+        hist_loss[i, hist_steps >= failed_step[i]] = last_loss[i]
     seconds = time.perf_counter() - t_start
     return [_finish(ci, c, inst, P, loaded[ci], imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds)
             for ci, c in enumerate(configs)]
@@ -451,16 +475,21 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
         "optimization_gap": (r["train_loss"] - construction) if construction is not None else None,
         **repeated,
     }
+    # Snapshots of a failed model stop before its failure step: later ones hold the diverged
+    # (non-finite) parameters, or zeros where training stopped early.
+    keep = np.ones(len(snaps), bool) if failed_step[i] < 0 else snaps < failed_step[i]
+    snaps_i, snap_i = snaps[keep], snap_flat[keep, i]
     history = {
         "loss_steps": hist_steps,
         "train_loss": hist_loss[mine],
         "init_seeds": np.array([x["init_seed"] for x in rows], np.int64),
-        "snapshot_steps": snaps,
+        "failed_step": failed_step[mine],  # per init seed, -1: did not fail
+        "snapshot_steps": snaps_i,
     }
-    if len(snaps):
+    if len(snaps_i):
         mn = cfg.m * cfg.n
-        history["snapshot_W"] = snap_flat[:, i, :mn].reshape(len(snaps), cfg.m, cfg.n)
-        history["snapshot_b"] = snap_flat[:, i, mn: mn + cfg.n]
+        history["snapshot_W"] = snap_i[:, :mn].reshape(len(snaps_i), cfg.m, cfg.n)
+        history["snapshot_b"] = snap_i[:, mn: mn + cfg.n]
         if not cfg.tied:
-            history["snapshot_W_up"] = snap_flat[:, i, mn + cfg.n:].reshape(len(snaps), cfg.m, cfg.n).transpose(0, 2, 1)
+            history["snapshot_W_up"] = snap_i[:, mn + cfg.n:].reshape(len(snaps_i), cfg.m, cfg.n).transpose(0, 2, 1)
     return RunResult(config=cfg, metrics=metrics, params=p, arrays=arrays, history=history)
