@@ -237,6 +237,34 @@ def test_row11_diverged_training_saves_nothing_non_finite_and_exits_3(capsys, tm
     assert hist["failed_step"].tolist() == [obj["failed_step"]]
 
 
+def test_row11_parameters_overflowing_under_a_finite_loss_are_a_failure_too(capsys, tmp_path):
+    # n = 100 at S = 0.999: the 5 training points are all zero, the loss stays exactly 0 while decoupled
+    # weight decay (1 - lr * wd = -9,999) blows W up. Found beside the rows: W was saved as inf.
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "train", "--n", 100, "--T", 5, "--sparsity", 0.999, "--test-size", 50,
+                            "--steps", 50, "--lr", 1e6, "--out", out, "--json")
+    assert code == 3, err
+    assert_error(err, "non-finite loss or parameters")
+    obj = json.loads(stdout)
+    assert 1 <= obj["failed_step"] < 50  # caught when W overflowed, not after the last step
+    assert all(math.isfinite(obj[k]) for k in ("train_loss", "test_loss", "weight_norm"))
+    assert obj["weight_norm"] > 1e30  # the last finite parameters are huge, and their metrics still finite
+    all_finite(out)
+
+
+def test_float64_evaluation_matches_the_kernel():
+    from toydd import data as D
+    from toydd.training import _evaluate_float64, evaluate, xavier_normal
+
+    X = D.training_set(300, 0.97, 40, 3)
+    for tied in (True, False):
+        p = xavier_normal(2, 300, 1, tied)
+        p["W"] *= 30  # well past init, so the ReLU is active
+        p["b"] = np.random.default_rng(0).normal(0, 0.1, 300).astype(np.float32)
+        imp = (0.99 ** np.arange(300)).astype(np.float32)
+        np.testing.assert_allclose(_evaluate_float64(p, X, imp), evaluate(p, X, imp), rtol=2e-4, atol=1e-6)
+
+
 def test_row12_experiment_file_type_errors_name_the_field(capsys, tmp_path):
     f = tmp_path / "e.yaml"
     f.write_text('base: {tied: "no", n: 50, steps: 5}\n')

@@ -125,7 +125,7 @@ def train(
     failed = result.metrics.get("failed_step")
     if failed is not None:  # every init seed diverged: a result, but not a trained model
         kept = f"saved, marked failed, with its last finite parameters in {out}" if out is not None else "not saved"
-        typer.echo(f"error: training failed: non-finite loss at step {failed} "
+        typer.echo(f"error: training failed: non-finite loss or parameters at step {failed} "
                    f"(every init seed; try a smaller --lr or --weight-decay); the run is {kept}", err=True)
         raise typer.Exit(EXIT_TRAIN_FAILED)
 
@@ -166,7 +166,7 @@ def _print_summary(result) -> None:
               f"wd={c.weight_decay} {'tied' if c.tied else 'untied'}"
               + (f"  ({result.path})" if result.path else ""))
     if mt.get("failed_step") is not None:
-        con.print(f"[red]FAILED: non-finite loss at step {mt['failed_step']}[/red]")
+        con.print(f"[red]FAILED: non-finite loss or parameters at step {mt['failed_step']}[/red]")
     t = Table(show_header=False, box=None)
     t.add_row("regime", f"[bold]{mt['regime']}[/bold]")
     t.add_row("train loss", _num(mt['train_loss'], '.6g'))

@@ -332,7 +332,9 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
             fresh = [s_.next() for s_ in streams]  # one fresh batch per config, shared by its init seeds
             batch = BatchData.stack([fresh[x.cfg_index] for x in inst])
         loss = backend.loss_and_grads(batch)
-        bad = ~np.isfinite(loss) & live
+        # Parameters too: a loss can stay finite while they overflow (all-zero data, a huge weight decay),
+        # and last_good must only ever hold finite parameters.
+        bad = (~np.isfinite(loss) | ~backend.finite()) & live
         if s == 0 and bad.any():
             # Before any update: nothing the optimizer did, so the input is at fault (xavier init on
             # finite float32 data never overflows). Bad input, not a failed training.
@@ -396,7 +398,30 @@ def evaluate(params: dict[str, np.ndarray], data: data_mod.SparseData, importanc
     b = params["b"][None].astype(np.float32)
     U = None if "W_up" not in params else np.ascontiguousarray(params["W_up"].T)[None].astype(np.float32)
     _, pl, _, _ = loss_and_grads_cpu(W, b, BatchData.stack([data]), U, importance)
-    return pl[0].copy()
+    out = pl[0].copy()
+    bad = ~np.isfinite(out)
+    if bad.any():
+        # The float32 kernel overflowed (a model stopped at huge but finite weights): float64 cannot
+        # overflow for any float32 model (|W| <= 3.4e38 gives losses ~1e162), so redo those points there.
+        out[bad] = _evaluate_float64(params, data.rows(np.flatnonzero(bad)), importance)
+    return out
+
+
+def _evaluate_float64(params: dict[str, np.ndarray], data: data_mod.SparseData,
+                      importance: np.ndarray | None, chunk: int = 256) -> np.ndarray:
+    """Per-point loss in float64, dense over chunks of points: the slow, overflow-free fallback of evaluate()."""
+    W = params["W"].astype(np.float64)
+    U = W if "W_up" not in params else params["W_up"].T.astype(np.float64)  # output weights, m x n
+    b = params["b"].astype(np.float64)
+    imp = np.ones(W.shape[1]) if importance is None else np.asarray(importance, np.float64)
+    H = data_mod.hidden_vectors(data, W)  # (T, m), float64
+    out = np.empty(data.T)
+    for lo in range(0, data.T, chunk):
+        idx = np.arange(lo, min(lo + chunk, data.T))
+        X = data.rows(idx).to_dense().astype(np.float64)
+        err = X - np.maximum(H[idx] @ U + b, 0.0)
+        out[idx] = (err * err) @ imp
+    return out
 
 
 def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds) -> RunResult:
@@ -421,14 +446,15 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
     i = mine[best]
     p = P.get(i)
     W = p["W"]
-    fd = M.feature_dimensionality(W.astype(np.float64))
+    W64 = W.astype(np.float64)  # norms and dimensionalities in float64: squares of a huge float32 W overflow
+    fd = M.feature_dimensionality(W64)
     arrays: dict[str, np.ndarray] = {"feature_dims": fd.astype(np.float32),
-                                     "feature_norms": np.linalg.norm(W, axis=0).astype(np.float32)}
+                                     "feature_norms": np.linalg.norm(W64, axis=0).astype(np.float32)}
     if train_set is not None:
         H = data_mod.hidden_vectors(train_set, W).astype(np.float32)
         dd = M.data_dimensionality(H.astype(np.float64))
         arrays.update(H=H, data_dims=dd.astype(np.float32))
-        hn = np.linalg.norm(H, axis=1)
+        hn = np.linalg.norm(H.astype(np.float64), axis=1)
     else:
         dd, hn = np.zeros(0), np.zeros(0)
         arrays["data_dims"] = np.zeros(0, np.float32)
@@ -452,9 +478,9 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
         "train_loss": r["train_loss"],
         "test_loss": r["test_loss"],
         "test_loss_se": r["test_loss_se"],
-        "weight_norm": float(np.linalg.norm(W)),
-        "bias_norm": float(np.linalg.norm(p["b"])),
-        "up_weight_norm": float(np.linalg.norm(p["W_up"])) if "W_up" in p else None,
+        "weight_norm": float(np.linalg.norm(W64)),
+        "bias_norm": float(np.linalg.norm(p["b"].astype(np.float64))),
+        "up_weight_norm": float(np.linalg.norm(p["W_up"].astype(np.float64))) if "W_up" in p else None,
         "max_feature_dim": float(fd.max()),
         "feature_dims_top": np.sort(fd)[::-1][:10].tolist(),
         "represented_features": M.represented_features(W),
