@@ -527,6 +527,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
         ck["dead"].append(int(np.sum(~np.any(H > 0, axis=0))))
         ck["cond"].append(float(np.sqrt(lam[0] / lam[rank - 1])) if rank and lam[rank - 1] > 0 else float("nan"))
         ck["flip_fit"].append(float(np.mean(pred[flipped] == y[flipped])) if len(flipped) else float("nan"))
+        ck["pred"] = pred.astype(np.int64)
         if log:
             st = dstar_stats(d)
             log(f"  {c.label()} epoch {epoch}: loss {loss:.4f}, train acc {ck['acc'][-1]:.3f}, "
@@ -586,6 +587,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
     params = {"W1": model[0].weight.detach().numpy().copy(), "b1": model[0].bias.detach().numpy().copy(),
               "W2": model[2].weight.detach().numpy().copy(), "b2": model[2].bias.detach().numpy().copy()}
     arrays = {"train_index": train_index.astype(np.int64), "y": y, "y_true": y_true, "flipped": flipped,
+              "pred": ck["pred"],  # predicted class of every training digit at the last checkpoint
               "held_out_index": held_index.astype(np.int64),
               "dstar": np.stack(ck["dstar"]), "held_out_dstar": np.stack(ck["held"]),
               **_select_images(X, final, c.top_images)}
