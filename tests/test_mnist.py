@@ -68,6 +68,24 @@ def test_dstar_matches_brute_force_supremum():
         assert own == pytest.approx(dv[i] / (1 + dv[i]), rel=1e-9)
 
 
+def test_a_unit_firing_on_one_digit_alone_gives_it_dstar_one_however_weak(sample):
+    # Why toydd also records robust D*: D* is scale-free, so a barely-alive unit that one digit alone
+    # activates makes that digit an outlier at D* = 1.
+    X = sample[0][:300].astype(np.float64)
+    rng = np.random.default_rng(0)
+    W1, b1 = rng.normal(size=(8, 784)) * 0.05, np.zeros(8)
+    w = X[7] / np.linalg.norm(X[7])
+    W1 = np.vstack([W1, w])
+    assert np.argmax(X @ w) == 7 and np.sort(X @ w)[-2] < X[7] @ w - 0.01
+    b1 = np.append(b1, -(X[7] @ w - 0.01))  # fires on digit 7 only, by a hair (activation 0.01)
+    H = mnist.hidden_activations(X, W1, b1)
+    assert np.count_nonzero(H[:, -1]) == 1 and 0 < H[7, -1] < 0.1
+    d = np.asarray(max_data_dimensionality(H))
+    assert d[7] == pytest.approx(1.0) and np.median(d) < 0.05
+    d_robust = np.asarray(max_data_dimensionality(H[:, :-1]))
+    assert d_robust[7] < 0.2
+
+
 def test_dstar_when_T_is_below_the_hidden_width():
     # T < hidden: every digit owns a direction, D* = 1 for all (why the presets keep T well above 512).
     rng = np.random.default_rng(0)
@@ -206,6 +224,7 @@ def test_training_learns_and_records_flipped_labels(sample):
     assert r.history["checkpoint_acc"][0] < 0.35  # an untrained model is near chance
     a = r.arrays
     assert a["dstar"].shape == (2, 1000) and a["held_out_dstar"].shape == (2, 200)
+    assert a["dstar_robust"].shape == (2, 1000) and r.metrics["rare_units"] >= r.metrics["solo_units"] >= 0
     # D* of the training digits sums to the numerical rank of H; never above 1.
     for d, rank in zip(a["dstar"], r.history["checkpoint_rank"]):
         assert d.sum() == pytest.approx(rank, abs=1e-6) and d.max() <= 1 + 1e-9
@@ -280,8 +299,10 @@ def test_smoke_sweep_status_and_report(tmp_path):
     man = json.loads((out / "experiments" / "mnist-dstar.json").read_text())
     assert man["kind"] == "mnist" and len(man["jobs"]) == 3 and man["params"]["data"] == "sample"
     assert "mnist-dstar" in sweep.format_status(sweep.status(out))
-    with pytest.raises(ToyddError, match="executor local"):
-        sweep.run_sweep("mnist-dstar", out, preset="smoke", executor="process", jobs=2, progress=False)
+    again = sweep.run_sweep("mnist-dstar", out, preset="smoke", executor="process", jobs=2, progress=False)
+    assert again.already_done == 3 and again.trained == []  # resumed: nothing left to train
+    with pytest.raises(ToyddError, match="has 1,000"):  # the shipped sample is too small for the quick preset
+        mnist.run_sweep(tmp_path / "q", preset="quick", source="sample", progress=False)
     index = report.build_report(out, movies=0, log=lambda m: None, dpi=60)
     files = {p.name for p in index.parent.iterdir()}
     for f in ("hist", "top", "step", "held-out", "label-noise"):

@@ -307,6 +307,25 @@ def find_label_noise(runs: Sequence[RunResult]) -> list[str]:
                    f"{m['precision_at_k']:.2f}, chance {m['chance']:.2f}); the top 1% ({m['top']}) has precision "
                    f"{m['precision_top']:.2f}, recall {m['recall_top']:.2f}; AUC {m['auc']:.2f}; the model fits "
                    f"{r.metrics['flipped_fit']:.0%} of the flipped labels.")
+        fl = r.arrays["flipped"]
+        extra = []
+        if "dstar_robust" in r.arrays:
+            mr = flip_detection(r.arrays["dstar_robust"][-1], fl)
+            extra.append(f"robust D*: precision at k {mr['precision_at_k']:.2f}, AUC {mr['auc']:.2f}")
+        if "pred" in r.arrays:
+            fitted = fl[r.arrays["pred"][fl] == r.arrays["y"][fl]]
+            clean = np.setdiff1d(np.arange(len(r.arrays["y"])), fl)
+            if len(fitted):
+                # AUC of the fitted (memorized) flipped digits against the clean ones, leaving the unfitted out.
+                keep = np.concatenate([clean, fitted])
+                pos = np.flatnonzero(np.isin(keep, fitted))
+                mf = flip_detection(r.arrays["dstar"][-1][keep], pos)
+                if mf:
+                    extra.append(f"the {len(fitted)} flipped digits the model did fit (memorized) against the clean "
+                                 f"ones: AUC {mf['auc']:.2f}, precision at k = {len(fitted)}: "
+                                 f"{mf['precision_at_k']:.2f}")
+        if extra:
+            out.append(f"   {r.config.label()}: " + "; ".join(extra) + ".")
     return out
 
 
