@@ -677,6 +677,8 @@ PRESETS: dict[str, MnistPreset] = {
         base=dict(hidden=512, epochs=15, batch_size=128, checkpoints=(0, 1, 5, 15), held_out=5_000),
     ),
     "paper": MnistPreset(
+        # Not measured as a whole: ~35 min of CPU on one core by extrapolation from the quick preset (12 ms a
+        # step) and the T = 60,000 job of BENCHMARKS.md.
         name="paper", description=("784-512-10 MLP on all of MNIST: T = 1,000 ... 60,000, 2 seeds, 50 epochs, "
                                    "1% flipped labels at every T"),
         source="auto", Ts=(1_000, 5_000, 20_000, 60_000), seeds=(0, 1), noise_T=(1_000, 5_000, 20_000, 60_000),
