@@ -428,7 +428,10 @@ def reproduce_plan(preset: str | None = None) -> list[str]:
     p = get_preset(preset)  # validate
     if p.name == "quick":
         return ["t-sweep", "norms"]
-    return ["t-sweep", "norms", "sparsity", "repeated", "weight-decay", "epochs", "tm-grid"]
+    from .mnist import PRESETS as MNIST_PRESETS, data_available  # real digits: only where they are installed
+
+    mnist = ["mnist-dstar"] if data_available(MNIST_PRESETS[p.name].source) else []
+    return ["t-sweep", "norms", "sparsity", "repeated", "weight-decay", "epochs", "tm-grid"] + mnist
 
 
 def named_experiment(name: str, preset: str | None = None) -> Experiment:

@@ -841,6 +841,9 @@ class _Builder:
 
     # -- experiments ---------------------------------------------------------------------
     def experiment(self, exp: Experiment) -> None:
+        if exp.manifest.get("kind") == "mnist":  # real-digit MLP runs in their own store (toydd.mnist)
+            self.attempt(f"{exp.name}: D* of MNIST digits", lambda: self.mnist(exp))
+            return
         t = exp.table
         if t.empty:
             self.notes.append(f"{exp.name}: no complete run yet ({exp.n_keys} planned); nothing to draw.")
@@ -869,6 +872,13 @@ class _Builder:
         else:
             self.notes.append(f"{exp.name}: no figure for an experiment whose runs vary in "
                               f"{', '.join(_varying(t)) or 'nothing'}; its runs are in the table below.")
+
+    def mnist(self, exp: Experiment) -> None:
+        """The mnist-dstar section: figures and captions from toydd.plots_mnist."""
+        from . import plots_mnist
+
+        for sec in plots_mnist.report_sections(self.store.root, exp.manifest, self.png, self.notes, self.log):
+            self.sections.append(Section(**sec))
 
     def t_sweep(self, exp: Experiment) -> None:
         t = exp.table

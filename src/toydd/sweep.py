@@ -705,6 +705,10 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
     reported on stderr and re-run. Returns a :class:`SweepSummary`; jobs that
     raise are recorded in ``failed/<key>.json`` rather than stopping the sweep.
     """
+    if str(name_or_file) == "mnist-dstar":  # real digits and a torch MLP: its own job store (toydd.mnist)
+        from . import mnist
+
+        return mnist.run_sweep(out, preset=preset, executor=executor, jobs=jobs, progress=progress)
     if executor not in EXECUTORS:
         raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -841,6 +845,16 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
             counts[state(key)] += 1
         per_exp[name] = {"preset": m.get("preset"), "description": m.get("description", ""),
                          "total": len(m.get("keys", [])), **counts}
+    # mnist-dstar keeps its jobs in a store of its own (DIR/mnist, see toydd.mnist): count them too.
+    for name, m in manifests.items():
+        if m.get("kind") == "mnist":
+            from .mnist import job_states
+
+            js, bad = job_states(store.root, m)
+            states.update(js)
+            corrupt.extend(bad)
+            per_exp[name].update(total=len(js), **{s: sum(v == s for v in js.values())
+                                                   for s in ("done", "running", "failed", "pending")})
     # Complete runs on disk that no manifest names (e.g. an experiment file edited
     # since) still count; any other directory there is not a job of this store
     # (no sweep would ever train it): listed as ignored, not counted as pending.
