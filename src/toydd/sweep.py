@@ -696,6 +696,28 @@ def write_manifest(out: str | os.PathLike, experiment: Experiment) -> Path:
     return path
 
 
+def pending_jobs(store, configs: Sequence[Any], summary: "SweepSummary") -> list:
+    """The jobs of ``configs`` still to train in ``store`` (anything with ``run_dir(key)``).
+
+    Finished runs are counted in ``summary.already_done``; a corrupt one is named on stderr,
+    recorded in ``summary.corrupt`` and trained again.
+    """
+    pending = []
+    for config in configs:
+        key = config.key()
+        run_dir = store.run_dir(key)
+        if run_dir.exists():
+            try:
+                verify_run(run_dir)
+                summary.already_done += 1
+                continue
+            except CorruptRun as e:
+                print(f"warning: corrupt run, training it again: {e}", file=sys.stderr)
+                summary.corrupt.append(key)
+        pending.append(config)
+    return pending
+
+
 def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = None, executor: str = "local",
               jobs: int = 1, progress: bool = True, max_batch_instances: int = MAX_BATCH_INSTANCES) -> SweepSummary:
     """Run every unfinished job of an experiment into the store at ``out``; resumable.
@@ -730,19 +752,7 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
     write_manifest(out, exp)
 
     summary = SweepSummary(name=exp.name, out=out, preset=exp.preset, total=len(exp.configs), already_done=0)
-    pending: list[TrainConfig] = []
-    for config in exp.configs:
-        key = config.key()
-        run_dir = store.run_dir(key)
-        if run_dir.exists():
-            try:
-                verify_run(run_dir)
-                summary.already_done += 1
-                continue
-            except CorruptRun as e:
-                print(f"warning: corrupt run, training it again: {e}", file=sys.stderr)
-                summary.corrupt.append(key)
-        pending.append(config)
+    pending: list[TrainConfig] = pending_jobs(store, exp.configs, summary)
     for config in pending:  # a lock that cannot be taken stops the sweep now, not after hours
         lock = store.lock_path(config.key())
         if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
