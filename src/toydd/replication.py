@@ -118,6 +118,7 @@ def shape_of(runs: pd.DataFrame) -> dict[str, Any]:
         "plateau_weight_norm": float(wn[max(wn.index)]) if gen_T is not None else None,
         "largest_T": float(max(wn.index)),
         "data_seeds": int(g.size().min()),
+        "data_seeds_max": int(g.size().max()),
     }
 
 
@@ -248,6 +249,10 @@ def memorization_boundary(opt: pd.DataFrame, recipe: str) -> float | None:
     return best
 
 
+def _seeds_text(lo: int, hi: int) -> str:
+    return f"{lo} data seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}–{hi} data seeds"
+
+
 def _onset_text(T: float | None, largest: float) -> str:
     return f"> {_fT(largest)}" if T is None or pd.isna(T) else f"= {_fT(T)}"
 
@@ -269,7 +274,7 @@ def verdict(table: pd.DataFrame) -> list[str]:
             + (f" and ends at {s['plateau_weight_norm']:.3g} (paper ~2.2)" if s["plateau_weight_norm"] is not None
                and not pd.isna(s["plateau_weight_norm"]) else "")
             + f" — nearer the paper in {s['paper_votes']} and Jermyn in {s['jermyn_votes']} of these features"
-            f" ({s['data_seeds']} data seed{'s' if s['data_seeds'] != 1 else ''} per T, largest T {_fT(s['largest_T'])}).")
+            f" ({_seeds_text(s['data_seeds'], s['data_seeds_max'])} per T, largest T {_fT(s['largest_T'])}).")
     if len(shapes):
         best = shapes.sort_values(["paper_votes", "jermyn_votes"], ascending=[False, True]).iloc[0]
         if best["closest"] == "paper":
