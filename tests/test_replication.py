@@ -225,22 +225,28 @@ def test_optimum_table_and_memorization_boundary():
             (10, (0.2, 0.25), "transition", 0.1, "memorizing", 0.05),
             (100, (0.6, 0.5), "transition", 0.3, "generalizing", 0.55),
             (1000, (0.9, 0.95), "transition", 0.99, "transition", 0.95),
-            (3000, (0.97, 0.98), "memorizing", 0.99, "transition", 0.99)]:
+            (3000, (0.97, 0.98), "memorizing", 0.99, "transition", 0.99),
+            (9000, (0.99, 0.995), "generalizing", 1.0, "transition", 1.3)]:
         for lr, loss in zip((1e-3, 1e-2), cold):
             rows.append(_row(T, 1e-8, 1.0, 5.0, cold_regime, train_loss=loss, lr=lr, construction=con))
         rows.append(_row(T, 1e-8, 1.0, 5.0, warm_regime, train_loss=warm, init="construction", construction=con))
     o = R.optimum_table(pd.DataFrame(rows)).set_index("T")
-    assert list(o["best_cold_train_loss"]) == [0.2, 0.5, 0.9, 0.97]
-    assert list(o["best_cold_lr"]) == [1e-3, 1e-2, 1e-3, 1e-3]
-    assert list(o["construction_wins"]) == [True, False, False, False]
-    assert list(o["warm_stays_memorizing"]) == [False, True, False, True]
-    assert list(o["warm_beats_cold"]) == [True, True, False, False]
+    assert list(o["best_cold_train_loss"]) == [0.2, 0.5, 0.9, 0.97, 0.99]
+    assert list(o["best_cold_lr"]) == [1e-3, 1e-2, 1e-3, 1e-3, 1e-3]
+    assert list(o["construction_wins"]) == [True, False, False, False, False]
+    assert list(o["construction_valid"]) == [True, True, True, True, False]  # 1.3: worse than all zeros
+    assert list(o["warm_stays_memorizing"]) == [False, True, False, True, True]
+    assert list(o["warm_beats_cold"]) == [True, True, False, False, False]
     recipe = o["recipe"].iloc[0]
     # T = 10: the construction wins; T = 100: it loses itself, but trained from it the model stays in its
     # basin below every cold start; T = 1,000: none of the three; T = 3,000 (a memorizing cold start) is
     # past the break, so the boundary stays at 100
-    assert [R.lowest_is_memorizing(r) for _, r in o.iterrows()] == [True, True, False, True]
+    assert [R.lowest_is_memorizing(r) for _, r in o.iterrows()] == [True, True, False, True, False]
     assert R.memorization_boundary(o.reset_index(), recipe) == 100
+    # the caption lists where cold starts beat a meaningful construction, and names the useless one apart
+    line = [v for v in R.verdict(pd.DataFrame(rows)) if v.startswith(recipe + ":") and "training from Xavier" in v][0]
+    assert "ends below the T-gon construction's training loss at T = 100, 1,000, 3,000;" in line
+    assert "at T = 9,000 the construction is no better than the all-zeros model" in line
 
 
 def test_replication_gap_smoke_sweep_report_and_verdict(tmp_path):
