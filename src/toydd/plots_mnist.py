@@ -136,12 +136,17 @@ def fig_top_digits(runs: Sequence[RunResult], k: int = 8):
     return fig
 
 
+def _panel_row(k: int, height: float):
+    """A figure with one row of ``k`` panels (one per training-set size)."""
+    fig = new_figure(3.2 * k + 0.4, height)
+    return fig, fig.subplots(1, k, squeeze=False)[0]
+
+
 @styled
 def fig_vs_step(runs: Sequence[RunResult]):
     """D* quantiles against training step, one panel per T; held-out median dashed."""
     runs = list(runs)
-    fig = new_figure(3.2 * len(runs) + 0.4, 3.0)
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    fig, axes = _panel_row(len(runs), 3.0)
     stats = (("median", "black", "-"), ("p99", DATA_COLOR, "-"), ("p999", DATA_COLOR, ":"), ("max", "#8b0000", "-"))
     for ax, r in zip(axes, runs):
         steps = np.asarray(r.history["checkpoint_steps"], float)
@@ -166,8 +171,7 @@ def fig_vs_step(runs: Sequence[RunResult]):
 def fig_train_vs_held_out(runs: Sequence[RunResult]):
     """Final-checkpoint D* of training digits vs held-out digits (density, log x), one panel per T."""
     runs = list(runs)
-    fig = new_figure(3.2 * len(runs) + 0.4, 2.8)
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    fig, axes = _panel_row(len(runs), 2.8)
     for ax, r in zip(axes, runs):
         d, h = r.arrays["dstar"][-1], r.arrays["held_out_dstar"][-1]
         bins = _log_bins([d, h])

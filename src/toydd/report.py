@@ -49,7 +49,7 @@ from . import plots
 from .config import TrainConfig, parse_T
 from .errors import ToyddError
 from .metrics import REPRESENTED_NORM
-from .storage import CorruptRun, RunResult, load_run, run_row, write_error
+from .storage import CorruptRun, RunResult, load_run, names_preview, run_row, write_error
 
 # --- reading the results store ------------------------------------------------------
 
@@ -1284,7 +1284,7 @@ def check_report_dir(root: str | os.PathLike) -> None:
     except OSError as e:
         raise ToyddError(f"{final}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
     if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        shown = names_preview(foreign)
         raise ToyddError(f"{final} holds files toydd did not write ({shown}); the report replaces that "
                          "directory: move them away (or the directory) and run again")
 

@@ -230,6 +230,11 @@ def probe_writable(path: str | os.PathLike, what: str = "--out", start: str | os
     os.rmdir(probe)
 
 
+def names_preview(names: list[str], k: int = 3) -> str:
+    """The first ``k`` names, comma-separated, with "..." when there are more: for one-line messages."""
+    return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+
+
 def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check that ``train --out`` may write a run directory at ``out``; returns it as an absolute path.
 
@@ -255,7 +260,7 @@ def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
         except OSError as e:
             raise ToyddError(f"--out {out}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
         if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            shown = names_preview(foreign)
             raise ToyddError(f"--out {out} is not empty and not a toydd run directory (it holds {shown}); "
                              "refusing to replace it: name a new or empty directory")
         if not empty and not overwrite:
