@@ -100,22 +100,21 @@ class TrainConfig:
                 raise ToyddError(msg)
 
         # Types first, from the annotations: a YAML string, a bool where an int
-        # belongs, a None where a value is needed is named, never compared.
+        # belongs, a None where a value is needed is named, never compared. Every
+        # check below can rely on them.
         for f in dataclasses.fields(self):
             _check_type(f.name, f.type, getattr(self, f.name))
         for name in ("n", "m", "steps", "test_size", "online_batch", "init_seeds"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
             need(v > 0, f"{name} must be positive, got {v}")
-        need(isinstance(self.T, (int, float)) and not isinstance(self.T, bool), f"T must be a number or inf, got {self.T!r}")
         if not math.isinf(self.T):
             need(self.T == int(self.T) and self.T > 0, f"T must be a positive integer or inf, got {self.T}")
             need(self.T <= MAX_T, f"T must be at most {MAX_T:.0e} points (or inf for infinite data), got {self.T:.3g}")
         else:
             need(self.T > 0, "T must be a positive integer or inf, got -inf")
-        need(isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0,
+        need(0.0 <= self.sparsity < 1.0,
              f"sparsity S must be in [0, 1), got {self.sparsity}")
-        need(self.warmup is None or (isinstance(self.warmup, int) and 0 <= self.warmup <= self.steps),
+        need(self.warmup is None or 0 <= self.warmup <= self.steps,
              f"warmup must be between 0 and steps ({self.steps}), got {self.warmup}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
@@ -137,12 +136,12 @@ class TrainConfig:
         if self.init_method == "construction":
             need(not math.isinf(self.T) and self.tied and self.m >= 2 and self.init_path is None,
                  "init_method construction needs a finite T, tied weights, m >= 2 and no init_path")
-        need(self.history_every is None or (isinstance(self.history_every, int) and self.history_every > 0),
+        need(self.history_every is None or self.history_every > 0,
              f"history_every must be a positive integer, got {self.history_every}")
-        need(isinstance(self.snapshots, int) and self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
+        need(self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")
         need(self.device in ("cpu", "cuda", "auto"), f"device must be cpu, cuda or auto, got {self.device!r}")
-        need(isinstance(self.repeats, int) and self.repeats >= 1, f"repeats must be a positive integer, got {self.repeats!r}")
-        need(isinstance(self.repeated_points, int) and self.repeated_points >= 0,
+        need(self.repeats >= 1, f"repeats must be a positive integer, got {self.repeats!r}")
+        need(self.repeated_points >= 0,
              f"repeated_points must be a non-negative integer, got {self.repeated_points!r}")
         if self.repeated_points:
             need(not math.isinf(self.T) and self.repeated_points * self.repeats <= self.T,
@@ -150,7 +149,7 @@ class TrainConfig:
             need(self.data_path is None, "repeated points need synthetic data (no data_path)")
         for name in ("data_seed", "test_seed", "init_seed_base"):
             v = getattr(self, name)
-            need(isinstance(v, int) and v >= 0, f"{name} must be a non-negative integer, got {v!r}")
+            need(v >= 0, f"{name} must be a non-negative integer, got {v!r}")
 
     # --- (de)serialisation --------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
