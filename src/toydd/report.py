@@ -49,7 +49,7 @@ from . import plots
 from .config import TrainConfig, parse_T
 from .errors import ToyddError
 from .metrics import REPRESENTED_NORM
-from .storage import CorruptRun, RunResult, load_run, names_preview, run_row, write_error
+from .storage import CorruptRun, RunResult, load_run, names_preview, os_reason, run_row, write_error
 
 # --- reading the results store ------------------------------------------------------
 
@@ -1282,7 +1282,7 @@ def check_report_dir(root: str | os.PathLike) -> None:
             foreign = sorted(e.name for e in it
                              if not (e.is_file(follow_symlinks=False) and e.name.endswith(REPORT_SUFFIXES)))
     except OSError as e:
-        raise ToyddError(f"{final}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+        raise ToyddError(f"{final}: cannot read it: {os_reason(e)}") from None
     if foreign:
         shown = names_preview(foreign)
         raise ToyddError(f"{final} holds files toydd did not write ({shown}); the report replaces that "

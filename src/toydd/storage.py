@@ -65,9 +65,14 @@ def _mount_point(path: Path) -> Path:
     return p
 
 
+def os_reason(e: OSError) -> str:
+    """An OSError's reason in words ("No space left on device"), for one-line messages."""
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
 def write_error(e: OSError, path: str | os.PathLike, what: str = "cannot write") -> StoreWriteError:
     """An OSError while writing ``path`` as one readable line naming the file (and the disk, if full)."""
-    reason = os.strerror(e.errno) if e.errno else str(e)
+    reason = os_reason(e)
     msg = f"{what} {path}: {reason}"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         msg += f" (the disk mounted at {_mount_point(Path(path))} is full; free space and run the command again)"
@@ -225,7 +230,7 @@ def probe_writable(path: str | os.PathLike, what: str = "--out", start: str | os
     try:
         probe = tempfile.mkdtemp(prefix=".toydd-probe-", dir=anc)
     except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
+        reason = os_reason(e)
         raise ToyddError(f"{what} {path} is not writable: cannot create anything in {anc}: {reason}") from None
     os.rmdir(probe)
 
@@ -258,7 +263,7 @@ def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
             foreign = run_dir_foreign_entries(out)
             empty = not os.listdir(out)
         except OSError as e:
-            raise ToyddError(f"--out {out}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+            raise ToyddError(f"--out {out}: cannot read it: {os_reason(e)}") from None
         if foreign:
             shown = names_preview(foreign)
             raise ToyddError(f"--out {out} is not empty and not a toydd run directory (it holds {shown}); "
@@ -367,7 +372,7 @@ def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise CorruptRun(f"{mpath}: missing") from None
     except OSError as e:
-        raise CorruptRun(f"{mpath}: unreadable ({os.strerror(e.errno) if e.errno else e})") from None
+        raise CorruptRun(f"{mpath}: unreadable ({os_reason(e)})") from None
     except ValueError:
         raise CorruptRun(f"{mpath}: truncated or corrupted") from None
     sums = metrics.get("checksums") if isinstance(metrics, dict) else None
@@ -382,7 +387,7 @@ def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         try:
             digest = _sha256(p)
         except OSError as e:
-            raise CorruptRun(f"{p}: unreadable ({os.strerror(e.errno) if e.errno else e})") from None
+            raise CorruptRun(f"{p}: unreadable ({os_reason(e)})") from None
         if digest != sums.get(f):
             raise CorruptRun(f"{p}: truncated or corrupted (checksum mismatch)")
     return metrics

@@ -54,7 +54,7 @@ from typing import Any, Callable, Sequence
 from .config import TrainConfig
 from .errors import ToyddError
 from .experiments import Experiment, get_experiment
-from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, probe_writable,
+from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, os_reason, probe_writable,
                       run_dir_foreign_entries, run_row, save_run, verify_run, write_error)
 
 EXECUTORS = ("local", "process", "ray")
@@ -681,7 +681,7 @@ def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
         try:
             empty = not os.listdir(out)
         except OSError as e:
-            raise ToyddError(f"{what} {out}: cannot read it: {os.strerror(e.errno) if e.errno else e}") from None
+            raise ToyddError(f"{what} {out}: cannot read it: {os_reason(e)}") from None
         if not empty and not store.is_sweep_dir():
             raise ToyddError(f"{what} {out} is not empty and not a toydd results directory (no experiments/ "
                              "or runs/ in it); name a new or empty directory")
