@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from .config import TrainConfig, parse_T
-from .errors import ToyddError
+from .errors import ToyddError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Superposition, memorization and double descent in toy models.")
@@ -292,10 +292,6 @@ def bench(
         bench_mod.print_table(res)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _log_dir_candidates() -> list[Path]:
     import os
     import tempfile
@@ -361,13 +357,13 @@ def _run_app(argv: list[str] | None, caught: list) -> tuple[int, str | None]:
     try:
         rc = app(args=argv, standalone_mode=False, prog_name="toydd")
     except ToyddError as e:
-        return EXIT_BAD_INPUT, f"error: {_one_line(e)}"
+        return EXIT_BAD_INPUT, f"error: {one_line(e)}"
     except click_exc.NoArgsIsHelpError:  # help was printed
         return EXIT_BAD_INPUT, "error: missing command (see the list above)"
     except click_exc.UsageError as e:
-        return EXIT_BAD_INPUT, f"error: {_one_line(e.format_message())}"
+        return EXIT_BAD_INPUT, f"error: {one_line(e.format_message())}"
     except click_exc.ClickException as e:
-        return EXIT_BAD_INPUT, f"error: {_one_line(e.format_message())}"
+        return EXIT_BAD_INPUT, f"error: {one_line(e.format_message())}"
     except typer.Abort:  # EOF at a prompt
         return EXIT_INTERRUPTED, "error: aborted"
     except typer.Exit as e:
@@ -379,7 +375,7 @@ def _run_app(argv: list[str] | None, caught: list) -> tuple[int, str | None]:
     except BaseException as e:  # a bug, or the machine (out of memory, disk, ...): never a traceback
         path = _write_crash_log(e, argv, caught)
         where = f"full traceback in {path}" if path else "no log file could be written"
-        what = _one_line(e)[:300] or "(no message)"
+        what = one_line(e)[:300] or "(no message)"
         if isinstance(e, MemoryError):
             return EXIT_UNEXPECTED, f"error: out of memory (try a smaller n, T or test size; {where})"
         return EXIT_UNEXPECTED, (f"error: unexpected {type(e).__name__}: {what} "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .errors import ToyddError
+from .errors import ToyddError, one_line
 
 
 @dataclass
@@ -263,7 +263,7 @@ def _array(z, key: str, path: str) -> np.ndarray:
         if "pickle" in str(e).lower():
             raise ToyddError(f"{path}: {key} is an object array (pickled Python objects); "
                              f"save it as a numeric array") from None
-        raise ToyddError(f"{path}: cannot read array {key}: {' '.join(str(e).split())}") from None
+        raise ToyddError(f"{path}: cannot read array {key}: {one_line(e)}") from None
     except Exception as e:  # zipfile.BadZipFile (CRC), zlib.error, EOFError: a damaged file
         raise ToyddError(f"{path}: cannot read array {key}: damaged file ({type(e).__name__})") from None
 

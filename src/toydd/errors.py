@@ -8,3 +8,8 @@ preset) raises :class:`ToyddError`. The CLI turns it into one line
 
 class ToyddError(ValueError):
     """Bad input from the user: reported as ``error: <message>``, exit 2."""
+
+
+def one_line(text: object) -> str:
+    """``text`` (a message, an exception) with its whitespace and newlines collapsed: for one-line messages."""
+    return " ".join(str(text).split())

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import INF, TrainConfig
-from .errors import ToyddError
+from .errors import ToyddError, one_line
 
 # The paper's T grid (main figure): 21 dataset sizes, log-spaced, then infinite data.
 PAPER_T_GRID: tuple[float, ...] = (
@@ -494,14 +494,14 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ToyddError(f"{path}: invalid TOML: {_one_line(e)}") from None
+            raise ToyddError(f"{path}: invalid TOML: {one_line(e)}") from None
     if suffix in (".yaml", ".yml"):
         import yaml
 
         try:
             data = yaml.load(text, Loader=_strict_yaml_loader())  # safe_load, but a repeated key is an error
         except yaml.YAMLError as e:
-            raise ToyddError(f"{path}: invalid YAML: {_one_line(e)}") from None
+            raise ToyddError(f"{path}: invalid YAML: {one_line(e)}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -535,10 +535,6 @@ def _strict_yaml_loader():
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     return StrictLoader
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -663,7 +659,7 @@ def load_experiment_file(path: str | Path, preset: str | None = None) -> Experim
         json.dumps(params)
     except (TypeError, ValueError) as e:
         raise ToyddError(f"{path}: params must hold only strings, numbers, booleans, lists and tables "
-                         f"({_one_line(e)})") from None
+                         f"({one_line(e)})") from None
     configs = []
     for point in _grid_points(data.get("grid"), path):
         fields = {**p_base, **base, **point}
@@ -673,6 +669,6 @@ def load_experiment_file(path: str | Path, preset: str | None = None) -> Experim
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise ToyddError(f"{path}: {e}" + (f" (at grid point {shown})" if shown else "")) from None
         except TypeError as e:  # a value of a type TrainConfig.validate cannot compare
-            raise ToyddError(f"{path}: bad value in config: {_one_line(e)}") from None
+            raise ToyddError(f"{path}: bad value in config: {one_line(e)}") from None
     return Experiment(name=name, description=description, preset=preset_name, configs=_unique(configs),
                       params=params, source=str(path))

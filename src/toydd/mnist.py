@@ -66,7 +66,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ToyddError
+from .errors import ToyddError, one_line
 from .metrics import max_data_dimensionality
 from .storage import CorruptRun, RunResult, atomic_write_json, save_run, verify_run
 
@@ -142,7 +142,7 @@ def load_npz(path: str | os.PathLike) -> Data:
     except FileNotFoundError:
         raise ToyddError(f"MNIST file not found: {path}") from None
     except (OSError, ValueError, EOFError, KeyError) as e:
-        raise ToyddError(f"cannot read {path} as .npz ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        raise ToyddError(f"cannot read {path} as .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
     keys = set(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         Xtr, ytr = _check_xy(arrays["x_train"], arrays["y_train"], str(path), "x_train/y_train")
@@ -767,7 +767,7 @@ def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str =
             except ToyddError:
                 raise
             except Exception as e:
-                msg = f"{type(e).__name__}: {' '.join(str(e).split())}"
+                msg = f"{type(e).__name__}: {one_line(e)}"
                 _record_failure(store, c, "exception", msg, tb=traceback.format_exc())  # type: ignore[arg-type]
                 summary.failed.append(key)
                 print(f"warning: job {key} ({c.label()}) failed: {msg}", file=sys.stderr)

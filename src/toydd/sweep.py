@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import TrainConfig
-from .errors import ToyddError
+from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
 from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, os_reason, probe_writable,
                       run_dir_foreign_entries, run_row, save_run, verify_run, write_error)
@@ -295,7 +295,7 @@ def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable
             # Isolate the failure: train each job alone so that one bad job does
             # not sink the others of its batch (instances are independent).
             return [o for c in configs for o in _train_and_save(store, [c], None)]
-        msg = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        msg = f"{type(e).__name__}: {one_line(e)}"
         _record_failure(store, configs[0], "exception", msg, tb=traceback.format_exc())
         return [JobOutcome(configs[0].key(), "failed", msg)]
 
@@ -608,7 +608,7 @@ def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar,
                     cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError wraps the task's exception
                     if isinstance(cause, ToyddError):
                         raise ToyddError(str(cause)) from None  # a store problem (disk full): the same for every job
-                    msg = f"ray task failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}"
+                    msg = f"ray task failed: {type(e).__name__}: {one_line(e)[:500]}"
                     res = [JobOutcome(c.key(), "failed", msg) for c in batches[i]]
                 bar.advance(sum(job_cost(c) for c in batches[i]))
                 bar.jobs(sum(o.status != "busy" for o in res))
