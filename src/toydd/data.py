@@ -268,28 +268,30 @@ def _array(z, key: str, path: str) -> np.ndarray:
         raise ToyddError(f"{path}: cannot read array {key}: damaged file ({type(e).__name__})") from None
 
 
-def _check_values(a: np.ndarray, path: str, name: str) -> None:
-    """Feature values: real, finite, non-negative and within float32 (the training precision)."""
+def check_real_values(a: np.ndarray, where: str, name: str, nonnegative: bool = False) -> None:
+    """A ToyddError naming ``name`` unless ``a`` holds real, finite numbers within float32 (the training
+    precision), and with ``nonnegative`` none below 0. Serves data files and parameter files alike."""
     if a.dtype.kind not in "biuf":
         what = "complex numbers" if a.dtype.kind == "c" else f"dtype {a.dtype}"
-        raise ToyddError(f"{path}: {name} must hold real numbers, got {what}")
+        raise ToyddError(f"{where}: {name} must hold real numbers, got {what}")
     if a.size == 0:
         return
     a = a.astype(np.float64, copy=False) if a.dtype.kind == "f" else a
     if not np.all(np.isfinite(a)):
-        raise ToyddError(f"{path}: {name} must hold finite numbers (found NaN or inf)")
+        raise ToyddError(f"{where}: {name} must hold finite numbers, found NaN or inf")
     lo, hi = float(a.min()), float(a.max())
-    if lo < 0:
-        raise ToyddError(f"{path}: {name} holds negative values (min {lo:.3g}); features must be >= 0 "
+    if nonnegative and lo < 0:
+        raise ToyddError(f"{where}: {name} holds negative values (min {lo:.3g}); features must be >= 0 "
                          f"(the model's ReLU output cannot reach them)")
-    if hi > _F32_MAX:
-        raise ToyddError(f"{path}: {name} holds values too large for float32 (max {hi:.3g} > 3.4e38)")
+    big = max(-lo, hi)
+    if big > _F32_MAX:  # checked before any cast to float32, which would warn and give inf
+        raise ToyddError(f"{where}: {name} holds values too large for float32 (max |{name}| = {big:.3g})")
 
 
 def _dense(a: np.ndarray, path: str, name: str) -> SparseData:
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
         raise ToyddError(f"{path}: {name} must be a non-empty 2-D array (T x n), got shape {a.shape}")
-    _check_values(a, path, name)
+    check_real_values(a, path, name, nonnegative=True)
     return SparseData.from_dense(a)
 
 
@@ -321,7 +323,7 @@ def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
         raise ToyddError(f"{path}: {prefix}indptr must start at 0, be non-decreasing and end at nnz")
     if len(indices) and (indices.min() < 0 or indices.max() >= n):
         raise ToyddError(f"{path}: {prefix}indices out of range [0, {n})")
-    _check_values(values, path, f"{prefix}values")
+    check_real_values(values, path, f"{prefix}values", nonnegative=True)
     # Canonical form: sorted, no duplicate columns within a row (sum them).
     dense_rows = np.repeat(np.arange(T), np.diff(indptr))
     order = np.lexsort((indices, dense_rows))
