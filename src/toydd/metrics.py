@@ -73,15 +73,24 @@ def max_data_dimensionality(H: ArrayLike, rcond: float = 1e-10) -> ArrayLike:
     treated as absent (they carry no data). Values lie in [0, 1] and sum to rank(G).
     """
     Hn, back = _to_numpy(H)
-    if Hn.ndim != 2:
-        raise ValueError(f"expected a 2-D array (T x d), got shape {Hn.shape}")
-    # SVD of H itself is better conditioned than inverting G = H^T H:
-    # h_i^T G^+ h_i = ||U_i||^2 over the kept singular directions.
-    if Hn.size == 0 or not np.any(Hn):
-        return back(np.zeros(len(Hn)))
-    U, s, _ = np.linalg.svd(Hn, full_matrices=False)
+    return back(dstar_decomposition(Hn, rcond)[0])
+
+
+def dstar_decomposition(H: np.ndarray, rcond: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """D* of every row of ``H`` (T x d, numpy) with what a new point needs, from one SVD of H.
+
+    Returns (D* (T,), the kept singular values s (k,), the right singular vectors V (d x k)):
+    k = len(s) is the numerical rank of G = H^T H, s[0] / s[-1] its square-root condition number,
+    and a new point h (a held-out example) has D* = ||h V / s||^2 against the same G (it can
+    exceed 1). The SVD of H is better conditioned than inverting G: h_i^T G^+ h_i = ||U_i||^2.
+    """
+    if H.ndim != 2:
+        raise ValueError(f"expected a 2-D array (T x d), got shape {H.shape}")
+    if H.size == 0 or not np.any(H):
+        return np.zeros(len(H)), np.zeros(0), np.zeros((H.shape[1], 0))
+    U, s, Vt = np.linalg.svd(H, full_matrices=False)
     keep = s > rcond * s[0]
-    return back(np.einsum("tk,tk->t", U[:, keep], U[:, keep]))
+    return np.einsum("tk,tk->t", U[:, keep], U[:, keep]), s[keep], Vt[keep].T
 
 
 def max_data_dimensionality_bruteforce(H: np.ndarray, directions: int = 20_000) -> np.ndarray:

@@ -67,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ToyddError, one_line
-from .metrics import max_data_dimensionality
+from .metrics import dstar_decomposition, max_data_dimensionality
 from .storage import CorruptRun, RunResult, atomic_write_json, save_run, verify_run
 
 NAME = "mnist-dstar"
@@ -408,23 +408,21 @@ def hidden_activations(X: np.ndarray, W1: np.ndarray, b1: np.ndarray) -> np.ndar
     return np.maximum(np.asarray(X, np.float64) @ np.asarray(W1, np.float64).T + np.asarray(b1, np.float64), 0.0)
 
 
-def gram_eigen(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors of G = H^T H."""
-    lam, V = np.linalg.eigh(H.T @ H)
-    return lam[::-1], V[:, ::-1]
-
-
 def held_out_dstar(H_train: np.ndarray, H_new: np.ndarray, rank: int) -> np.ndarray:
     """sup_v (v.h)^2 / sum_{j in train} (v.h_j)^2 = h^T G^+ h for new points, G = H_train^T H_train.
 
     ``rank``: how many directions of G count (the training D* sum to it). Unlike a training point's, the
     value can exceed 1: a direction the training digits barely use makes a new digit that uses it stand out.
     """
-    if rank <= 0 or len(H_new) == 0:
+    _, s, V = dstar_decomposition(H_train)
+    return _new_point_dstar(H_new, s[:rank], V[:, :rank])
+
+
+def _new_point_dstar(H_new: np.ndarray, s: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """||h V / s||^2 per row of H_new: D* against the G whose kept SVD directions are (s, V)."""
+    if len(s) == 0 or len(H_new) == 0:
         return np.zeros(len(H_new))
-    lam, V = gram_eigen(H_train)
-    lam, V = lam[:rank], V[:, :rank]
-    Z = (H_new @ V) / np.sqrt(lam)
+    Z = (H_new @ V) / s
     return np.einsum("tk,tk->t", Z, Z)
 
 
@@ -523,10 +521,10 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
         W1 = model[0].weight.detach().numpy()
         b1 = model[0].bias.detach().numpy()
         H = hidden_activations(X, W1, b1)
-        d = np.asarray(max_data_dimensionality(H, rcond=c.rcond), np.float64)
-        rank = int(round(float(d.sum())))  # leverages sum to the numerical rank
-        lam = gram_eigen(H)[0]
-        dv = held_out_dstar(H, hidden_activations(Xv, W1, b1), rank) if len(Xv) else np.zeros(0)
+        # One SVD of H: D* of every training digit, the numerical rank, the conditioning, held-out D*.
+        d, s, V = dstar_decomposition(H, c.rcond)
+        rank = len(s)  # the leverages d sum to it
+        dv = _new_point_dstar(hidden_activations(Xv, W1, b1), s, V) if len(Xv) else np.zeros(0)
         ck["epoch"].append(epoch)
         ck["step"].append(step)
         ck["dstar"].append(d)
@@ -544,7 +542,7 @@ def train(config: MnistConfig, data: Data | None = None, source: str | os.PathLi
         ck["solo"].append(int(np.sum(support == 1)))
         ck["robust"].append(np.asarray(max_data_dimensionality(H[:, support > c.min_unit_support], rcond=c.rcond),
                                        np.float64))
-        ck["cond"].append(float(np.sqrt(lam[0] / lam[rank - 1])) if rank and lam[rank - 1] > 0 else float("nan"))
+        ck["cond"].append(float(s[0] / s[-1]) if rank else float("nan"))
         ck["flip_fit"].append(float(np.mean(pred[flipped] == y[flipped])) if len(flipped) else float("nan"))
         ck["pred"] = pred.astype(np.int64)
         if log:
