@@ -66,7 +66,7 @@ def test_mean_loss_norm_trains_like_torch_mseloss_step_for_step(tmp_path):
 def test_mean_loss_norm_is_sum_with_eps_times_n(tmp_path):
     _, f = _init(tmp_path)
     mean = train(CFG.replace(init_path=f, loss_norm="mean"))
-    scaled = train(CFG.replace(init_path=f, eps=CFG.eps * CFG.n))
+    scaled = train(CFG.replace(init_path=f, eps=CFG.eps * CFG.n, loss_norm="sum"))
     assert CFG.replace(loss_norm="mean").adam_eps == pytest.approx(CFG.eps * CFG.n)
     np.testing.assert_array_equal(mean.params["W"], scaled.params["W"])
     np.testing.assert_array_equal(mean.params["b"], scaled.params["b"])
@@ -77,9 +77,12 @@ def test_mean_loss_norm_is_sum_with_eps_times_n(tmp_path):
 def test_new_fields_at_defaults_keep_the_previous_releases_keys():
     # Keys computed by toydd 0.1.0 before these fields existed (git 70f4ad6): results
     # stores written then must still find their runs.
-    assert TrainConfig().key() == "f31710941b5c0795"
-    assert TrainConfig(n=1000, T=math.inf, sparsity=0.99, steps=3000, eps=1e-4).key() == "f8909b9f68a47735"
-    base = TrainConfig()
+    # The default is now loss_norm = "mean"; the summed loss keeps the key it had before the field existed.
+    assert TrainConfig(loss_norm="sum").key() == "f31710941b5c0795"
+    assert TrainConfig(n=1000, T=math.inf, sparsity=0.99, steps=3000, eps=1e-4, loss_norm="sum").key() == "f8909b9f68a47735"
+    # ... and a mean run keeps the key the previous release (git 4cf89ad) gave it, loss_norm named in it.
+    assert TrainConfig().key() == TrainConfig(loss_norm="mean").key() == "0a9384d7f663f52b"
+    base = TrainConfig(loss_norm="sum")
     changed = [base.replace(loss_norm="mean"), base.replace(init_scale=0.5), base.replace(bias_init=0.1),
                base.replace(warmup_from_zero=True), base.replace(init_method="construction")]
     keys = {c.key() for c in changed} | {base.key()}

@@ -59,7 +59,7 @@ def train(
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(1e-2, "--weight-decay"),
     eps: float = typer.Option(1e-8, "--eps", help="Adam eps"),
-    loss_norm: str = typer.Option("sum", "--loss-norm", help="sum (over features, the paper) | mean (over T*n, torch MSELoss)"),
+    loss_norm: str = typer.Option("mean", "--loss-norm", help="mean (over T*n, torch MSELoss: the paper's figures; default) | sum (over features, the paper's text: Jermyn's replication)"),
     init_scale: float = typer.Option(1.0, "--init-scale", help="multiplies the Xavier std"),
     bias_init: float = typer.Option(0.0, "--bias-init", help="initial value of every b_i"),
     warmup_from_zero: bool = typer.Option(False, "--warmup-from-zero", help="warm-up lr*s/W (first step lr 0)"),

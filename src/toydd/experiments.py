@@ -352,7 +352,8 @@ def _repeated(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 # AdamW is invariant to a constant loss scale except through eps, so the mean over
 # all T*n elements (torch's MSELoss) with eps e trains exactly like the paper's sum
 # with eps e*n (TrainConfig.adam_eps; tested in tests/test_replication.py). The
-# experiment names the recipes by that effective eps so both spellings share runs.
+# experiment names the recipes by that effective eps so both spellings share runs:
+# every job states loss_norm = "sum" explicitly (the default is "mean") and its eps.
 def gap_recipes(n: int, eps: float = 1e-8) -> dict[str, float]:
     """Recipe label -> Adam eps on the summed loss."""
     return {"sum": eps, "mean": float(f"{eps * n:.12g}")}  # 1e-8 * 10,000 is 1.0000000000000002e-4
@@ -368,7 +369,8 @@ def _replication_gap(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
             for eps in recipes.values():
                 for T in p.gap_T_grid:
                     configs += [TrainConfig(**{**p.base, "m": m, "T": T, "data_seed": d, "init_seeds": 1,
-                                               "lr": float(lr), "eps": float(eps), "steps": int(steps)})
+                                               "lr": float(lr), "eps": float(eps), "steps": int(steps),
+                                               "loss_norm": "sum"})
                                 for d in range(p.gap_seeds)]
     # Warm starts from the explicit memorizing construction, trained with the
     # paper's lr and longest schedule: if they stay memorizing at a lower loss
@@ -378,7 +380,8 @@ def _replication_gap(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
         for T in p.gap_T_grid:
             if T <= p.gap_warm_max_T:
                 configs += [TrainConfig(**{**p.base, "m": m, "T": T, "data_seed": d, "init_seeds": 1, "lr": 1e-3,
-                                           "eps": float(eps), "steps": int(steps), "init_method": "construction"})
+                                           "eps": float(eps), "steps": int(steps), "init_method": "construction",
+                                           "loss_norm": "sum"})
                             for d in range(p.gap_seeds)]
     params = {"m": m, "T": _T_list(p.gap_T_grid), "lrs": list(p.gap_lrs), "steps": list(p.gap_steps),
               "recipes": recipes, "data_seeds": p.gap_seeds, "warm_max_T": p.gap_warm_max_T,

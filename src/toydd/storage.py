@@ -409,7 +409,7 @@ def load_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool = Tr
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
     cfg, _ = _read_config(run_dir)
-    config = TrainConfig.from_dict(cfg)
+    config = TrainConfig.from_stored(cfg)
     params = load_file(str(run_dir / "params.safetensors"))
     arr = load_file(str(run_dir / "arrays.safetensors")) if arrays else {}
     hist = load_file(str(run_dir / "history.safetensors")) if history else {}
@@ -427,7 +427,7 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
     cfg, version = _read_config(run_dir)
-    config = TrainConfig.from_dict(cfg)
+    config = TrainConfig.from_stored(cfg)
     row: dict[str, Any] = {"key": run_dir.name, **config.to_dict(), "T": float(config.T), "toydd_version": version}
     for name, v in metrics.items():
         if name == "checksums" or isinstance(v, (dict, list)):

@@ -1,0 +1,65 @@
+"""Stores written by earlier releases read back with their meaning intact.
+
+tests/fixtures/store-0.1.0-pre-recipe was written by toydd at git 70f4ad6 (before the recipe fields
+existed: every run then trained the summed loss) and tests/fixtures/store-0.1.0 by the release just
+before loss_norm defaulted to "mean" (git 4cf89ad): one summed-loss and one mean-loss toy run
+(tests/fixtures/tiny-recipes.toml) and the mnist-dstar smoke preset.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from toydd.config import TrainConfig
+from toydd.storage import load_run, run_row
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def prev_store(tmp_path):
+    shutil.copytree(FIX / "store-0.1.0", tmp_path / "prev")
+    return tmp_path / "prev"
+
+
+@pytest.fixture
+def old_store(tmp_path):
+    shutil.copytree(FIX / "store-0.1.0-pre-recipe", tmp_path / "old")
+    return tmp_path / "old"
+
+
+def test_a_run_from_before_the_recipe_fields_reads_as_the_summed_loss(old_store):
+    (run_dir,) = (old_store / "runs").iterdir()
+    assert "loss_norm" not in (run_dir / "config.json").read_text()  # really written before the field
+    run = load_run(run_dir)
+    assert run.config.loss_norm == "sum"  # not today's default
+    assert run.config.key() == run_dir.name  # and it hashes to its folder
+    assert run_row(run_dir)["loss_norm"] == "sum"
+
+
+def test_summed_and_mean_runs_of_the_previous_release_keep_their_keys_and_recipes(prev_store):
+    by_norm = {}
+    for run_dir in (prev_store / "runs").iterdir():
+        run = load_run(run_dir)
+        assert run.config.key() == run_dir.name
+        by_norm[run.config.loss_norm] = run_dir.name
+    assert set(by_norm) == {"sum", "mean"}
+    base = dict(n=60, m=2, T=6, sparsity=0.9, steps=30, test_size=50, snapshots=2)
+    # The same jobs asked for today find those runs: mean by default, sum one flag away.
+    assert TrainConfig(**base).key() == by_norm["mean"]
+    assert TrainConfig(**base, loss_norm="sum").key() == by_norm["sum"]
+
+
+def test_an_old_store_is_done_and_nothing_retrains(prev_store, old_store, monkeypatch):
+    from toydd import sweep, training
+
+    def no_training(*a, **k):
+        raise AssertionError("a run of an old store was retrained")
+
+    monkeypatch.setattr(training, "train_batch", no_training)
+    for store, toml in ((prev_store, "tiny-recipes.toml"), (old_store, "tiny-old.toml")):
+        summary = sweep.run_sweep(str(FIX / toml), store)
+        assert summary.ok and summary.trained == [] and summary.done == summary.total == summary.already_done
