@@ -53,13 +53,22 @@ def test_summed_and_mean_runs_of_the_previous_release_keep_their_keys_and_recipe
     assert TrainConfig(**base, loss_norm="sum").key() == by_norm["sum"]
 
 
-def test_an_old_store_is_done_and_nothing_retrains(prev_store, old_store, monkeypatch):
+def test_old_stores_are_done_and_never_reused_for_the_other_recipe(prev_store, old_store, tmp_path, monkeypatch):
     from toydd import sweep, training
 
     def no_training(*a, **k):
         raise AssertionError("a run of an old store was retrained")
 
     monkeypatch.setattr(training, "train_batch", no_training)
-    for store, toml in ((prev_store, "tiny-recipes.toml"), (old_store, "tiny-old.toml")):
-        summary = sweep.run_sweep(str(FIX / toml), store)
-        assert summary.ok and summary.trained == [] and summary.done == summary.total == summary.already_done
+    summary = sweep.run_sweep(str(FIX / "tiny-recipes.toml"), prev_store)
+    assert summary.ok and summary.trained == [] and summary.done == summary.total == summary.already_done == 2
+    # The pre-recipe file run today asks for the mean loss (the new default): the old summed run is not it...
+    (old_run,) = (old_store / "runs").iterdir()
+    assert TrainConfig.from_stored({}).loss_norm == "sum"
+    today = sweep.get_experiment(str(FIX / "tiny-old.toml"))
+    assert today.keys() != [old_run.name]
+    # ... and the same file with the summed loss named finds it, trained and done.
+    summed = tmp_path / "tiny-old.toml"
+    summed.write_text((FIX / "tiny-old.toml").read_text().replace("[base]", '[base]\nloss_norm = "sum"'))
+    summary = sweep.run_sweep(str(summed), old_store)
+    assert summary.ok and summary.trained == [] and summary.already_done == 1
