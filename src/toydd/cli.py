@@ -132,10 +132,37 @@ def train(
 
 @app.command()
 def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
-    """Print a readable summary of a run directory."""
-    from .storage import load_run
+    """Print a readable summary of a run directory (a toy model's or an MNIST MLP's)."""
+    from .jobs import MNIST, kind_of_run
+    from .storage import verify_run
 
-    _print_summary(load_run(run_dir, history=False))
+    verify_run(run_dir)  # a missing directory or file, a bad checksum: named first
+    kind = kind_of_run(run_dir)
+    result = kind.load_run(run_dir, arrays=True, history=False)
+    if kind is MNIST:
+        _print_mnist_summary(result)
+    else:
+        _print_summary(result)
+
+
+def _print_mnist_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c, mt = result.config, result.metrics
+    con = Console()
+    con.print(f"[bold]toydd mnist-dstar run[/bold]  {c.label()}, hidden={c.hidden}, {c.epochs} epochs, "
+              f"batch {c.batch_size}, lr {c.lr:g}, data {c.data}" + (f"  ({result.path})" if result.path else ""))
+    t = Table(show_header=False, box=None)
+    for label, key, spec in (("train accuracy", "train_acc", ".4f"), ("held-out accuracy", "held_out_acc", ".4f"),
+                             ("rank of H", "rank", "d"), ("dead units", "dead_units", "d"),
+                             ("D* median", "dstar_median", ".4g"), ("D* p99 / median", "dstar_p99_ratio", ".3g"),
+                             ("D* max / median", "dstar_max_ratio", ".3g"),
+                             ("robust D* max / median", "dstar_robust_max_ratio", ".3g"),
+                             ("flipped-label AUC", "flip_auc", ".3f"), ("time", "seconds", ".1f")):
+        if key in mt:
+            t.add_row(label, _num(mt[key], spec))
+    con.print(t)
 
 
 def _num(v, spec: str) -> str:
@@ -165,6 +192,9 @@ def _print_summary(result) -> None:
     con.print(f"[bold]toydd run[/bold]  n={c.n} m={c.m} T={T} S={c.sparsity} steps={c.steps} "
               f"wd={c.weight_decay} {'tied' if c.tied else 'untied'}"
               + (f"  ({result.path})" if result.path else ""))
+    recipe = ("mean over T·n (the paper's figures)" if c.loss_norm == "mean" else "summed (the paper's text)")
+    con.print(f"recipe: loss_norm={c.loss_norm}, {recipe}; Adam eps {c.eps:g} (effective on the summed loss "
+              f"{c.adam_eps:g}), lr {c.lr:g}" + (f", init {c.init_method}" if c.init_method != "xavier" else ""))
     if mt.get("failed_step") is not None:
         con.print(f"[red]FAILED: non-finite loss or parameters at step {mt['failed_step']}[/red]")
     t = Table(show_header=False, box=None)

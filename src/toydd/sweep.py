@@ -1,13 +1,10 @@
-"""Resumable sweeps: run an experiment's jobs into a results store, and read it back.
+"""Resumable sweeps: run an experiment's jobs into a results store, and read the store back.
 
-The store (a sweep directory ``DIR``, see docs/ARCHITECTURE.md)::
+The store's layout and its locks are :mod:`toydd.store`; what a job is and how
+it trains is its kind's business (:mod:`toydd.jobs`: the toy model, the MNIST
+MLP). This module schedules jobs, runs them on an executor and reports.
 
-    DIR/experiments/<name>.json   the experiment's manifest, written atomically when the sweep starts
-    DIR/runs/<key>/               one complete run per finished job (storage.save_run: atomic)
-    DIR/failed/<key>.json         a job that raised, or diverged (NaN/inf loss)
-    DIR/locks/<key>.lock          flock-ed while some worker trains that job
-
-Why it survives ``kill -9`` and concurrent sweeps:
+Why a sweep survives ``kill -9`` and concurrent sweeps:
 
 * A job is done iff ``runs/<key>/`` passes :func:`storage.verify_run`. Runs are
   renamed into place only when complete, so a killed sweep leaves either a
@@ -21,9 +18,9 @@ Why it survives ``kill -9`` and concurrent sweeps:
   it dies, so there are no stale locks to clean up. Lock files are never
   deleted: deleting one while another process holds it would let a third
   lock a fresh inode and train the same job twice.
-* Jobs that share ``TrainConfig.shape_key()`` train together as one batch of
-  instances (one ``train_batch`` call), largest batches first so that the
-  longest work starts early and the ETA is honest.
+* Jobs are grouped into batches by their kind (toy models sharing
+  ``TrainConfig.shape_key()`` train together as one batch of instances),
+  largest batches first so that the longest work starts early.
 
 Executors: ``local`` (in this process), ``process`` (``jobs`` spawned worker
 processes, each with cores/jobs kernel threads), ``ray`` (one Ray task per
@@ -37,13 +34,7 @@ sweep per directory at a time.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
-import math
 import os
-import shutil
-import socket
 import sys
 import time
 import traceback
@@ -54,8 +45,10 @@ from typing import Any, Callable, Sequence
 from .config import TrainConfig
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
-from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, os_reason, probe_writable,
-                      run_dir_foreign_entries, run_row, save_run, verify_run, write_error)
+from .jobs import TOY, JobKind, any_run_row, get_kind, verify_job_run
+from .storage import DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, save_run
+from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
+                    require_store)
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -64,190 +57,23 @@ EXECUTORS = ("local", "process", "ray")
 # and so memory (one training set per instance) stays bounded.
 MAX_BATCH_INSTANCES = 32
 
-# Cost model for scheduling and the ETA, in units of one point-feature-dimension
-# per step: every training point's reconstruction is dense over the n outputs,
-# so a step costs ~ T n m per instance (infinite data: the online batch). The
-# fixed per-step overhead (optimizer, Python) is worth about this many points.
-_STEP_OVERHEAD_POINTS = 64
-
-
 def effective_T(config: TrainConfig) -> int:
     """Points seen per step: T, or the online batch for infinite data."""
     return config.online_batch if config.infinite else int(config.T)
 
 
-def job_cost(config: TrainConfig) -> float:
-    """Relative cost of one job: steps x instances x (points + overhead) x n x m."""
-    return float(config.steps) * config.init_seeds * (effective_T(config) + _STEP_OVERHEAD_POINTS) * config.n * config.m
+def job_cost(config: Any) -> float:
+    """Relative cost of one job, in its kind's units (toy: steps x instances x (points + overhead) x n x m)."""
+    return _kind_of(config).cost(config)
 
 
-def make_batches(configs: Sequence[TrainConfig], max_instances: int = MAX_BATCH_INSTANCES) -> list[list[TrainConfig]]:
-    """Group jobs by shape key into batches of at most ``max_instances`` instances, costliest first."""
-    groups: dict[tuple, list[TrainConfig]] = {}
-    for c in configs:
-        groups.setdefault(c.shape_key(), []).append(c)
-    batches: list[list[TrainConfig]] = []
-    for group in groups.values():
-        per_job = group[0].init_seeds  # equal within a shape key
-        size = max(1, max_instances // per_job)
-        # Split into near-equal parts rather than size, size, ..., remainder:
-        # equal parts finish together, which is what a worker pool wants.
-        parts = math.ceil(len(group) / size)
-        q, r = divmod(len(group), parts)
-        start = 0
-        for k in range(parts):
-            end = start + q + (1 if k < r else 0)
-            batches.append(group[start:end])
-            start = end
-    batches.sort(key=lambda b: -sum(job_cost(c) for c in b))
-    return batches
+def make_batches(configs: Sequence[Any], max_instances: int = MAX_BATCH_INSTANCES, kind: JobKind = TOY) -> list[list]:
+    """Group jobs into batches of at most ``max_instances`` instances, costliest first (toy: by shape key)."""
+    return kind.batches(configs, max_instances)
 
 
-# --- the store -------------------------------------------------------------------
-
-class Store:
-    """Paths and queries of one sweep directory."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-
-    def run_dir(self, key: str) -> Path:
-        return self.root / "runs" / key
-
-    def failed_path(self, key: str) -> Path:
-        return self.root / "failed" / f"{key}.json"
-
-    def lock_path(self, key: str) -> Path:
-        return self.root / "locks" / f"{key}.lock"
-
-    def manifest_path(self, name: str) -> Path:
-        return self.root / "experiments" / f"{name}.json"
-
-    SUBDIRS = ("experiments", "runs", "failed", "locks")
-
-    def create(self) -> None:
-        self.check_layout()
-        for sub in self.SUBDIRS:
-            try:
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise write_error(e, self.root / sub, "cannot create") from None
-
-    def check_layout(self) -> None:
-        """A ToyddError naming the path if one of the store's folders is something else (a file, a dangling link)."""
-        for sub in self.SUBDIRS:
-            p = self.root / sub
-            if os.path.lexists(p) and not p.is_dir():
-                raise ToyddError(f"{p} is not a directory, so {self.root} is not a usable results directory; "
-                                 f"move {p} away and run again")
-
-    def is_sweep_dir(self) -> bool:
-        return (self.root / "experiments").is_dir() or (self.root / "runs").is_dir()
-
-    def is_done(self, key: str) -> bool:
-        try:
-            verify_run(self.run_dir(key))
-            return True
-        except CorruptRun:
-            return False
-
-    def is_running(self, key: str) -> bool:
-        """True if some process holds the job's lock (i.e. is training it right now)."""
-        path = self.lock_path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:  # missing, or not something anyone can lock
-            return False
-        try:
-            # A shared lock conflicts only with the trainer's exclusive one, so
-            # two `status` calls never disturb each other.
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return True
-            raise
-        finally:
-            os.close(fd)
-
-    def clean_partial(self, key: str) -> None:
-        """Remove temp/old directories a killed ``save_run`` of this job left behind.
-
-        Only called while holding the job's lock: every writer of ``runs/<key>``
-        holds it, so any such leftover belongs to a writer that is dead. Only
-        directories holding nothing but run files are removed (never a
-        ``.kept-`` directory, nor anything else someone put there).
-        """
-        for p in (self.root / "runs").glob(f".{key}.*"):
-            if p.is_dir() and not p.is_symlink() and (".tmp-" in p.name or ".old-" in p.name):
-                try:
-                    if run_dir_foreign_entries(p):
-                        continue
-                except OSError:
-                    continue
-                shutil.rmtree(p, ignore_errors=True)
-
-    def manifests(self) -> dict[str, dict[str, Any]]:
-        """Every readable experiment manifest, by name (an unreadable one is reported, not used)."""
-        out: dict[str, dict[str, Any]] = {}
-        for p in sorted((self.root / "experiments").glob("*.json")):
-            try:
-                m = json.loads(p.read_text())
-                if not isinstance(m.get("keys", []), list) or not all(isinstance(k, str) for k in m.get("keys", [])):
-                    raise TypeError("keys is not a list of run keys")
-                out[str(m["name"])] = m
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                print(f"warning: {p}: unreadable experiment manifest, ignored", file=sys.stderr)
-        return out
-
-
-class JobLock:
-    """An exclusive ``flock`` on ``locks/<key>.lock``; released on close or when the process dies."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, blocking: bool) -> bool:
-        # O_NOFOLLOW: the holder line below truncates the file, so never through a symlink to someone's file.
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except IsADirectoryError:
-            # Not a lock anyone can hold (locks are files): an empty directory is
-            # repaired, anything else is someone's and reported.
-            try:
-                os.rmdir(self.path)
-                fd = os.open(self.path, flags, 0o644)
-            except OSError:
-                raise ToyddError(f"{self.path} is a directory, not a lock file: the job cannot be locked; "
-                                 "move it away and run again") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: the job cannot be locked; "
-                                 "move it away and run again") from None
-            raise write_error(e, self.path, "cannot create the lock file") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        self.fd = fd
-        # Who holds it, for a human debugging a stuck sweep (not used for locking).
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
-        except OSError:
-            pass
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+def _kind_of(config: Any) -> JobKind:
+    return TOY if isinstance(config, TrainConfig) else get_kind("mnist")
 
 
 # --- one batch (runs inside whichever worker the executor picked) ------------------
@@ -259,44 +85,19 @@ class JobOutcome:
     error: str | None = None
 
 
-def _record_failure(store: Store, config: TrainConfig, kind: str, error: str,
-                    failed_step: int | None = None, tb: str | None = None) -> None:
-    atomic_write_json(store.failed_path(config.key()), {
-        "key": config.key(),
-        "kind": kind,  # "exception" (no run saved) or "diverged" (run saved, marked failed)
-        "error": error,
-        "failed_step": failed_step,
-        "config": config.to_dict(),
-        "traceback": tb,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "time": time.time(),
-    })
-
-
-def _clear_failure(store: Store, key: str) -> None:
+def _train_and_save(store: Store, configs: list, progress: Callable[[float], None] | None,
+                    kind: JobKind, params: dict[str, Any]) -> list[JobOutcome]:
     try:
-        store.failed_path(key).unlink()
-    except FileNotFoundError:
-        pass
-    except OSError:  # a directory someone put there: not ours to remove
-        pass
-
-
-def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable[[int], None] | None) -> list[JobOutcome]:
-    from . import training  # lazy: compiling kernels is the worker's business, not the importer's
-
-    try:
-        results = training.train_batch(configs, progress=progress)
+        results = kind.train(configs, params, progress)
         if len(results) != len(configs):
-            raise RuntimeError(f"train_batch returned {len(results)} results for {len(configs)} configs")
+            raise RuntimeError(f"training returned {len(results)} results for {len(configs)} configs")
     except Exception as e:
         if len(configs) > 1:
             # Isolate the failure: train each job alone so that one bad job does
             # not sink the others of its batch (instances are independent).
-            return [o for c in configs for o in _train_and_save(store, [c], None)]
+            return [o for c in configs for o in _train_and_save(store, [c], None, kind, params)]
         msg = f"{type(e).__name__}: {one_line(e)}"
-        _record_failure(store, configs[0], "exception", msg, tb=traceback.format_exc())
+        record_failure(store, configs[0], "exception", msg, tb=traceback.format_exc())
         return [JobOutcome(configs[0].key(), "failed", msg)]
 
     outcomes = []
@@ -308,28 +109,32 @@ def _train_and_save(store: Store, configs: list[TrainConfig], progress: Callable
             if e.errno in DISK_ERRNOS:
                 raise  # the disk is full or read-only: every other job would fail the same way
             msg = f"saving the run failed: {e}"
-            _record_failure(store, config, "exception", msg, tb=traceback.format_exc())
+            record_failure(store, config, "exception", msg, tb=traceback.format_exc())
             outcomes.append(JobOutcome(key, "failed", msg))
             continue
         except Exception as e:
             msg = f"saving the run failed: {type(e).__name__}: {e}"
-            _record_failure(store, config, "exception", msg, tb=traceback.format_exc())
+            record_failure(store, config, "exception", msg, tb=traceback.format_exc())
             outcomes.append(JobOutcome(key, "failed", msg))
             continue
         failed_step = result.metrics.get("failed_step")
         if failed_step is not None:
             msg = f"loss became NaN/inf at step {failed_step}"
-            _record_failure(store, config, "diverged", msg, failed_step=int(failed_step))
+            record_failure(store, config, "diverged", msg, failed_step=int(failed_step))
             outcomes.append(JobOutcome(key, "diverged", msg))
         else:
-            _clear_failure(store, key)  # an earlier failure of this job is history now
+            clear_failure(store, key)  # an earlier failure of this job is history now
             outcomes.append(JobOutcome(key, "trained"))
     return outcomes
 
 
-def run_batch(out: str | os.PathLike, configs: Sequence[TrainConfig], wait: bool = False,
-              progress: Callable[[int], None] | None = None) -> list[JobOutcome]:
-    """Lock, re-check, train and save one batch of jobs sharing a shape key.
+def run_batch(out: str | os.PathLike, configs: Sequence[Any], wait: bool = False,
+              progress: Callable[[float], None] | None = None, kind: str = "toy",
+              params: dict[str, Any] | None = None) -> list[JobOutcome]:
+    """Lock, re-check, train and save one batch of jobs of one ``kind`` (toy: sharing a shape key).
+
+    ``progress`` receives cost units as the batch trains; ``params`` are the
+    experiment's (the MNIST kind reads its data source there).
 
     With ``wait=False`` a job whose lock another process holds is skipped
     (``busy``); with ``wait=True`` we block until that process is done with it,
@@ -339,7 +144,8 @@ def run_batch(out: str | os.PathLike, configs: Sequence[TrainConfig], wait: bool
     store = Store(out)
     held: list[JobLock] = []
     outcomes: list[JobOutcome] = []
-    todo: list[TrainConfig] = []
+    todo: list = []
+    job_kind = get_kind(kind)
     try:
         for config in sorted(configs, key=lambda c: c.key()):
             key = config.key()
@@ -357,7 +163,7 @@ def run_batch(out: str | os.PathLike, configs: Sequence[TrainConfig], wait: bool
             store.clean_partial(key)
             todo.append(config)
         if todo:
-            outcomes += _train_and_save(store, todo, progress)
+            outcomes += _train_and_save(store, todo, progress, job_kind, params or {})
     finally:
         for lock in held:
             lock.release()
@@ -404,16 +210,24 @@ class _Bar:
             self.progress.stop()
 
 
-class _BatchProgress:
-    """Turns ``train_batch``'s step counts into cost units for one batch."""
+@dataclass(frozen=True)
+class _Work:
+    """What every batch of one sweep shares: the job kind's name and the experiment's params (picklable)."""
 
-    def __init__(self, batch: Sequence[TrainConfig]):
-        self.cost = sum(job_cost(c) for c in batch)
-        self.per_step = self.cost / max(1, batch[0].steps)
+    kind: str = "toy"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class _BatchProgress:
+    """Books one batch's cost units on the bar, never more than the batch costs."""
+
+    def __init__(self, batch: Sequence[Any], work: _Work):
+        kind = get_kind(work.kind)
+        self.cost = sum(kind.cost(c) for c in batch)
         self.reported = 0.0
 
-    def steps(self, k: int) -> float:
-        units = min(k * self.per_step, self.cost - self.reported)
+    def steps(self, units: float) -> float:
+        units = min(units, self.cost - self.reported)
         self.reported += units
         return units
 
@@ -425,11 +239,12 @@ class _BatchProgress:
         return units
 
 
-def _run_local(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+def _run_local(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: int, work: _Work) -> list[JobOutcome]:
     outcomes = []
     for batch in batches:
-        bp = _BatchProgress(batch)
-        res = run_batch(out, batch, wait, progress=lambda k, bp=bp: bar.advance(bp.steps(k)))
+        bp = _BatchProgress(batch, work)
+        res = run_batch(out, batch, wait, progress=lambda k, bp=bp: bar.advance(bp.steps(k)),
+                        kind=work.kind, params=work.params)
         bar.advance(bp.rest())
         bar.jobs(sum(o.status != "busy" for o in res))
         outcomes += res
@@ -489,10 +304,10 @@ def _worker_init(queue, threads: int, parent_pid: int | None = None) -> None:
         pass
 
 
-def _worker_run_batch(out: str, batch: list[TrainConfig], wait: bool, batch_id: int) -> list[JobOutcome]:
+def _worker_run_batch(out: str, batch: list, wait: bool, batch_id: int, work: _Work) -> list[JobOutcome]:
     last = [time.monotonic(), 0]
 
-    def progress(k: int) -> None:
+    def progress(k: float) -> None:
         # Throttled: a queue message per optimizer step would cost more than the step.
         last[1] += k
         now = time.monotonic()
@@ -500,13 +315,13 @@ def _worker_run_batch(out: str, batch: list[TrainConfig], wait: bool, batch_id: 
             _QUEUE.put((batch_id, last[1]))
             last[0], last[1] = now, 0
 
-    outcomes = run_batch(out, batch, wait, progress)
+    outcomes = run_batch(out, batch, wait, progress, kind=work.kind, params=work.params)
     if last[1] and _QUEUE is not None:
         _QUEUE.put((batch_id, last[1]))
     return outcomes
 
 
-def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+def _run_process(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: int, work: _Work) -> list[JobOutcome]:
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
@@ -516,7 +331,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
     ctx = mp.get_context("spawn")  # fork would copy torch/numba thread pools mid-flight
     q = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    progress = {i: _BatchProgress(b) for i, b in enumerate(batches)}
+    progress = {i: _BatchProgress(b, work) for i, b in enumerate(batches)}
     outcomes: list[JobOutcome] = []
 
     def drain() -> None:
@@ -529,7 +344,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                              initargs=(q, threads, os.getpid())) as pool:
-        futures = {pool.submit(_worker_run_batch, str(out), b, wait, i): i for i, b in enumerate(batches)}
+        futures = {pool.submit(_worker_run_batch, str(out), b, wait, i, work): i for i, b in enumerate(batches)}
         remaining = set(futures)
         try:
             while remaining:
@@ -545,7 +360,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
                         # batch with it. Its locks died with it and nothing it
                         # left is half-written, so re-running the sweep resumes.
                         raise ToyddError(f"a sweep worker process died while training a batch of {len(batches[i])} "
-                                         f"job(s) (T={batches[i][0].T}, m={batches[i][0].m}); finished runs are kept, "
+                                         f"job(s) ({get_kind(work.kind).label(batches[i][0])}); finished runs are kept, "
                                          "run the sweep again to resume (the local executor shows the error)") from None
                     except ToyddError:
                         raise  # a store problem (disk full, a damaged lock): the same for every job
@@ -561,7 +376,7 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
     return outcomes
 
 
-def _ray_task(out: str, batch: list[TrainConfig], wait: bool) -> list[dict[str, Any]]:
+def _ray_task(out: str, batch: list, wait: bool, work: _Work) -> list[dict[str, Any]]:
     import ray
 
     # Use the CPUs Ray gave this task, not every core of the node: tasks share nodes.
@@ -573,10 +388,10 @@ def _ray_task(out: str, batch: list[TrainConfig], wait: bool) -> list[dict[str, 
     except (ImportError, AttributeError):
         pass
     # Plain dicts cross the Ray boundary: no toydd classes in the object store.
-    return [vars(o) for o in run_batch(out, batch, wait)]
+    return [vars(o) for o in run_batch(out, batch, wait, kind=work.kind, params=work.params)]
 
 
-def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar, jobs: int) -> list[JobOutcome]:
+def _run_ray(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: int, work: _Work) -> list[JobOutcome]:
     try:
         import ray
     except ImportError:
@@ -598,7 +413,7 @@ def _run_ray(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _Bar,
         while todo or inflight:
             while todo and len(inflight) < limit:
                 i, b = todo.pop(0)
-                inflight[task.remote(str(out), b, wait)] = i
+                inflight[task.remote(str(out), b, wait, work)] = i
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 i = inflight.pop(ref)
@@ -665,29 +480,6 @@ class SweepSummary:
         return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
 
-def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
-    """Before any training: ``out`` must be new, empty or a results directory, and writable.
-
-    A directory with other content is refused (a sweep would mix its runs/,
-    report/, ... with someone else's files); so is a file, or a damaged store
-    (``runs/`` a file, ...). Raises ToyddError naming the path.
-    """
-    out = Path(out)
-    if os.path.lexists(out) and not out.is_dir():
-        raise ToyddError(f"{what} {out} exists and is not a directory")
-    if out.is_dir():
-        store = Store(out)
-        store.check_layout()
-        try:
-            empty = not os.listdir(out)
-        except OSError as e:
-            raise ToyddError(f"{what} {out}: cannot read it: {os_reason(e)}") from None
-        if not empty and not store.is_sweep_dir():
-            raise ToyddError(f"{what} {out} is not empty and not a toydd results directory (no experiments/ "
-                             "or runs/ in it); name a new or empty directory")
-    probe_writable(out, what)
-
-
 def write_manifest(out: str | os.PathLike, experiment: Experiment) -> Path:
     store = Store(out)
     store.create()
@@ -708,7 +500,7 @@ def pending_jobs(store, configs: Sequence[Any], summary: "SweepSummary") -> list
         run_dir = store.run_dir(key)
         if run_dir.exists():
             try:
-                verify_run(run_dir)
+                verify_job_run(run_dir)
                 summary.already_done += 1
                 continue
             except CorruptRun as e:
@@ -718,19 +510,18 @@ def pending_jobs(store, configs: Sequence[Any], summary: "SweepSummary") -> list
     return pending
 
 
-def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = None, executor: str = "local",
-              jobs: int = 1, progress: bool = True, max_batch_instances: int = MAX_BATCH_INSTANCES) -> SweepSummary:
+def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: str | None = None,
+              executor: str = "local", jobs: int = 1, progress: bool = True,
+              max_batch_instances: int = MAX_BATCH_INSTANCES) -> SweepSummary:
     """Run every unfinished job of an experiment into the store at ``out``; resumable.
 
-    ``name_or_file``: a built-in experiment (see ``toydd.experiments``) or a
-    TOML/YAML experiment file. Finished jobs are skipped, corrupted ones are
-    reported on stderr and re-run. Returns a :class:`SweepSummary`; jobs that
-    raise are recorded in ``failed/<key>.json`` rather than stopping the sweep.
+    ``name_or_file``: a registered experiment's name (:mod:`toydd.experiments`),
+    a TOML/YAML experiment file, or an :class:`~toydd.experiments.Experiment`.
+    Finished jobs are skipped, corrupted ones are reported on stderr and re-run.
+    Returns a :class:`SweepSummary`; jobs that raise are recorded in
+    ``failed/<key>.json`` rather than stopping the sweep. Nothing is written to
+    ``out`` before every input has been checked.
     """
-    if str(name_or_file) == "mnist-dstar":  # real digits and a torch MLP: its own job store (toydd.mnist)
-        from . import mnist
-
-        return mnist.run_sweep(out, preset=preset, executor=executor, jobs=jobs, progress=progress)
     if executor not in EXECUTORS:
         raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -744,15 +535,16 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
             import ray  # noqa: F401
         except ImportError:
             raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
-    exp = get_experiment(str(name_or_file), preset)
+    exp = name_or_file if isinstance(name_or_file, Experiment) else get_experiment(str(name_or_file), preset)
+    kind = get_kind(exp.kind)
     out = Path(out).resolve()
     check_sweep_target(out)
     t0 = time.monotonic()
     store = Store(out)
-    write_manifest(out, exp)
 
     summary = SweepSummary(name=exp.name, out=out, preset=exp.preset, total=len(exp.configs), already_done=0)
-    pending: list[TrainConfig] = pending_jobs(store, exp.configs, summary)
+    pending: list = pending_jobs(store, exp.configs, summary)
+    kind.check(pending, exp.params)  # e.g. the MNIST digits: readable, and enough of them
     for config in pending:  # a lock that cannot be taken stops the sweep now, not after hours
         lock = store.lock_path(config.key())
         if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
@@ -764,19 +556,21 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
                     pass
             raise ToyddError(f"{lock} is not a lock file (a directory or something else), so job "
                              f"{config.key()} cannot be locked; move it away and run again")
+    write_manifest(out, exp)
 
+    work = _Work(kind.name, exp.params)
     bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
-               sum(job_cost(c) for c in pending), len(pending))
+               sum(kind.cost(c) for c in pending), len(pending))
     try:
         execute = _EXECUTE[executor]
         # Pass 1: everything nobody else is training. Pass 2: wait for the jobs
         # another sweep held, and train those its owner left unfinished.
-        outcomes = execute(out, make_batches(pending, max_batch_instances), False, bar, jobs)
+        outcomes = execute(out, kind.batches(pending, max_batch_instances), False, bar, jobs, work)
         busy_keys = {o.key for o in outcomes if o.status == "busy"}
         if busy_keys:
             busy = [c for c in pending if c.key() in busy_keys]
             outcomes = [o for o in outcomes if o.status != "busy"]
-            outcomes += execute(out, make_batches(busy, max_batch_instances), True, bar, jobs)
+            outcomes += execute(out, kind.batches(busy, max_batch_instances), True, bar, jobs, work)
     finally:
         bar.close()
 
@@ -796,33 +590,6 @@ def run_sweep(name_or_file: str, out: str | os.PathLike, preset: str | None = No
 
 # --- reading a store back -------------------------------------------------------------
 
-def _require_store(out: str | os.PathLike) -> Store:
-    store = Store(out)
-    if not store.root.is_dir():
-        raise ToyddError(f"sweep directory not found: {store.root}")
-    store.check_layout()
-    if not store.is_sweep_dir():
-        raise ToyddError(f"not a sweep directory (no experiments/ or runs/): {store.root}")
-    return store
-
-
-def _job_state(store: Store, key: str) -> str:
-    if store.is_done(key):
-        return "done"
-    if store.is_running(key):
-        return "running"
-    if store.failed_path(key).is_file():
-        return "failed"
-    return "pending"
-
-
-def _failure_kind(store: Store, key: str) -> str | None:
-    try:
-        return json.loads(store.failed_path(key).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def status(out: str | os.PathLike) -> dict[str, Any]:
     """Counts of done / running / failed / pending jobs in a sweep directory, overall and per experiment.
 
@@ -831,7 +598,7 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     whose loss went NaN/inf; ``corrupt`` lists run directories that fail their
     checksums (they count as pending: the next sweep re-runs them).
     """
-    store = _require_store(out)
+    store = require_store(out)
     manifests = store.manifests()
     states: dict[str, str] = {}
     diverged: set[str] = set()
@@ -840,10 +607,10 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
 
     def state(key: str) -> str:
         if key not in states:
-            s = _job_state(store, key)
+            s = job_state(store, key)
             states[key] = s
             if s == "done":
-                if _failure_kind(store, key) == "diverged":
+                if failure_kind(store, key) == "diverged":
                     diverged.add(key)
             elif s != "running" and store.run_dir(key).exists():
                 corrupt.append(str(store.run_dir(key)))
@@ -851,31 +618,19 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
 
     for name, m in manifests.items():
         counts = {"done": 0, "running": 0, "failed": 0, "pending": 0}
-        for key in m.get("keys", []):
+        for key in m["keys"]:
             counts[state(key)] += 1
-        per_exp[name] = {"preset": m.get("preset"), "description": m.get("description", ""),
-                         "total": len(m.get("keys", [])), **counts}
-    # mnist-dstar keeps its jobs in a store of its own (DIR/mnist, see toydd.mnist): count them too.
-    for name, m in manifests.items():
-        if m.get("kind") == "mnist":
-            from .mnist import job_states
-
-            js, bad = job_states(store.root, m)
-            states.update(js)
-            corrupt.extend(bad)
-            per_exp[name].update(total=len(js), **{s: sum(v == s for v in js.values())
-                                                   for s in ("done", "running", "failed", "pending")})
+        per_exp[name] = {"preset": m.get("preset"), "description": m.get("description", ""), "kind": m["kind"],
+                         "total": len(m["keys"]), **counts}
     # Complete runs on disk that no manifest names (e.g. an experiment file edited
     # since) still count; any other directory there is not a job of this store
     # (no sweep would ever train it): listed as ignored, not counted as pending.
-    runs_root = store.root / "runs"
-    extra = [p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_root.is_dir() else []
     ignored: list[str] = []
-    for key in sorted(extra):
+    for key in store.run_keys():
         if key in states:
             continue
         try:
-            verify_run(store.run_dir(key))
+            verify_job_run(store.run_dir(key))
         except CorruptRun as e:
             ignored.append(f"{store.run_dir(key)} (in no experiment and not a complete run: {e})")
             continue
@@ -905,46 +660,46 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def load_table(out: str | os.PathLike, experiment: str | None = None):
-    """One row per complete run: key, experiments, every config field, every scalar metric.
+    """One row per complete run, of any job kind: key, kind, experiments, config fields, scalar metrics.
 
-    ``T`` is a float (``inf`` for infinite data). A metric whose name is also a
-    config field is suffixed ``_run`` (``steps_run``). Corrupted runs are
-    reported on stderr and left out, never read. ``experiment`` keeps only that
-    experiment's runs (a ToyddError if no manifest has that name).
+    ``T`` is a float for toy runs (``inf`` for infinite data). A metric whose
+    name is also a config field is suffixed ``_run`` (``steps_run``). Corrupted
+    runs are reported on stderr and left out, never read. ``experiment`` keeps
+    only that experiment's runs (a ToyddError naming the experiments there if
+    none has that name). Toy and MNIST runs have different columns: filter by
+    ``kind`` or ``experiment``.
     """
     import pandas as pd
 
-    store = _require_store(out)
+    store = require_store(out)
     manifests = store.manifests()
     if experiment is not None and experiment not in manifests:
         raise ToyddError(f"no experiment {experiment!r} in {store.root}; "
                          f"found: {', '.join(manifests) or 'none'}")
     membership: dict[str, list[str]] = {}
     for name, m in manifests.items():
-        for key in m.get("keys", []):
+        for key in m["keys"]:
             membership.setdefault(key, []).append(name)
     wanted = set(manifests[experiment]["keys"]) if experiment is not None else None
 
-    runs_root = store.root / "runs"
-    keys = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if runs_root.is_dir() else []
     rows = []
-    for key in keys:
+    for key in store.run_keys():
         if wanted is not None and key not in wanted:
             continue
+        run_dir = store.run_dir(key)
         try:
-            fields = run_row(runs_root / key)
+            fields = any_run_row(run_dir)
         except (CorruptRun, ToyddError, ValueError, TypeError, OSError) as e:
             if key in membership:
                 print(f"warning: skipping unreadable run: {e}", file=sys.stderr)
             else:  # the wording of `status`: the same directory, the same verdict
-                print(f"warning: ignored: {runs_root / key} (in no experiment and not a complete run: {e})",
+                print(f"warning: ignored: {run_dir} (in no experiment and not a complete run: {e})",
                       file=sys.stderr)
             continue
-        row = {"key": key, "experiments": ",".join(sorted(membership.get(key, []))), **fields}
-        rows.append(row)
+        kind = fields.pop("kind")
+        rows.append({"key": key, "kind": kind, "experiments": ",".join(sorted(membership.get(key, []))), **fields})
     if not rows:
-        return pd.DataFrame(columns=["key", "experiments"] + list(TrainConfig().to_dict()))
+        return pd.DataFrame(columns=["key", "kind", "experiments"] + list(TrainConfig().to_dict()))
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,50 @@
+"""``repeated``: one data point repeated R times inside T (Jermyn); memorized or not over (T/N, R)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import plots
+from ..config import TrainConfig
+from ..findings import find_repeated
+from ..plots_interactive import plotly_repeated
+from ..sections import Section
+from .base import ExperimentDef, Preset
+
+PAPER = ("Jermyn: a datapoint repeated 2–3 times behaves as in the paper; with more repeats models learn a "
+         "mix of datapoints and features. Balancing the loss benefit of a feature (~T(1-S)) against a "
+         "repeated point (~RN(1-S)) predicts memorization when R > c T/N, independent of sparsity; his "
+         "m = 2 runs follow R = 0.4 T/N at larger T/N and need more repeats at low T/N (a point counts as "
+         "memorized when in the top 0.1% by D_X).")
+
+
+def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    m = 2
+    configs = []
+    for n, S in p.repeated_setups:
+        for ratio in p.repeated_T_over_N:
+            T = int(round(ratio * n))
+            for R in p.repeated_R:
+                # One point repeated R times inside T (R = 1: no repeat, the baseline).
+                configs += [TrainConfig(**{**p.base, "n": n, "sparsity": float(S), "m": m, "T": T, "data_seed": d,
+                                           "init_seeds": p.init_seeds(m, T), "repeated_points": 1, "repeats": int(R)})
+                            for d in range(p.repeated_seeds)]
+    return configs, {"m": m, "setups": [{"n": n, "sparsity": S} for n, S in p.repeated_setups],
+                     "T_over_N": list(p.repeated_T_over_N), "repeats": list(p.repeated_R), "repeated_points": 1,
+                     "criterion": "memorized if the repeated point's D_X is in the top 0.1% of the training set",
+                     "jermyn_line": "R = 0.4 T/N", "data_seeds": p.repeated_seeds}
+
+
+def draw(ctx, exp) -> None:
+    t = exp.table
+    f = ctx.png(plots.fig_repeated(t), f"{exp.name}-phase.png")
+    ctx.add(Section(f"{exp.name}-phase", f"{exp.name}: memorization of repeated data points", [f], PAPER,
+                    find_repeated(t), ctx.plotly(plotly_repeated(t))))
+
+
+def report(ctx, exp) -> None:
+    ctx.attempt(f"{exp.name}: phase diagram", lambda: draw(ctx, exp))
+
+
+DEF = ExperimentDef("repeated", "Repeated data points (Jermyn): one point repeated R times inside T; memorized or "
+                                "not over (T/N, R), against R = 0.4 T/N.", build, report, paper_order=70, reproduce_rank=30, in_reproduce=lambda p: p.name != "quick")

@@ -1,0 +1,308 @@
+"""The results store of a sweep directory: its layout, manifests, locks and failure records.
+
+::
+
+    DIR/experiments/<name>.json   an experiment's manifest, written atomically when its sweep starts
+    DIR/runs/<key>/               one complete run per finished job, of any job kind (storage.save_run: atomic)
+    DIR/failed/<key>.json         a job that raised, or diverged (NaN/inf loss)
+    DIR/locks/<key>.lock          flock-ed while some worker trains that job
+
+A job is done iff ``runs/<key>/`` passes :func:`storage.verify_run`. Why this
+survives ``kill -9`` and concurrent sweeps is told in :mod:`toydd.sweep`, which
+drives it; this module only knows paths and files. It knows nothing of
+experiments or of what a run holds (:mod:`toydd.jobs` does).
+
+Stores written by toydd 0.1.0 kept the mnist-dstar runs in a store of their own
+under ``DIR/mnist/`` and listed them in their manifest as ``"jobs"`` beside an
+empty ``"keys"``. Both are read here as if written today (:meth:`Store.run_dir`
+finds a run there when ``runs/`` has none; :meth:`Store.manifests` reads
+``jobs`` as ``keys``), so nothing outside this module knows the old layout.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ToyddError
+from .jobs import verify_job_run
+from .storage import (CorruptRun, atomic_write_json, os_reason, probe_writable, run_dir_foreign_entries, write_error)
+
+LEGACY_SUBSTORES = ("mnist",)  # DIR/<name>/runs of toydd 0.1.0 (mnist-dstar)
+
+
+class Store:
+    """Paths and queries of one sweep directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def run_dir(self, key: str) -> Path:
+        """Where run ``key`` is: ``runs/<key>``, or a 0.1.0 store's ``mnist/runs/<key>`` if only that exists."""
+        path = self.root / "runs" / key
+        if not os.path.lexists(path):
+            for sub in LEGACY_SUBSTORES:
+                old = self.root / sub / "runs" / key
+                if old.is_dir():
+                    return old
+        return path
+
+    def run_keys(self) -> list[str]:
+        """Names of the directories in ``runs/`` (and a 0.1.0 store's ``mnist/runs/``), sorted."""
+        keys: set[str] = set()
+        for base in [self.root / "runs"] + [self.root / s / "runs" for s in LEGACY_SUBSTORES]:
+            if base.is_dir():
+                keys.update(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(keys)
+
+    def failed_path(self, key: str) -> Path:
+        return self.root / "failed" / f"{key}.json"
+
+    def lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.lock"
+
+    def manifest_path(self, name: str) -> Path:
+        return self.root / "experiments" / f"{name}.json"
+
+    SUBDIRS = ("experiments", "runs", "failed", "locks")
+
+    def create(self) -> None:
+        self.check_layout()
+        for sub in self.SUBDIRS:
+            try:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise write_error(e, self.root / sub, "cannot create") from None
+
+    def check_layout(self) -> None:
+        """A ToyddError naming the path if one of the store's folders is something else (a file, a dangling link)."""
+        for sub in self.SUBDIRS:
+            p = self.root / sub
+            if os.path.lexists(p) and not p.is_dir():
+                raise ToyddError(f"{p} is not a directory, so {self.root} is not a usable results directory; "
+                                 f"move {p} away and run again")
+
+    def is_sweep_dir(self) -> bool:
+        return (self.root / "experiments").is_dir() or (self.root / "runs").is_dir()
+
+    def is_done(self, key: str) -> bool:
+        try:
+            verify_job_run(self.run_dir(key))
+            return True
+        except CorruptRun:
+            return False
+
+    def is_running(self, key: str) -> bool:
+        """True if some process holds the job's lock (i.e. is training it right now)."""
+        path = self.lock_path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # missing, or not something anyone can lock
+            return False
+        try:
+            # A shared lock conflicts only with the trainer's exclusive one, so
+            # two `status` calls never disturb each other.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)
+
+    def clean_partial(self, key: str) -> None:
+        """Remove temp/old directories a killed ``save_run`` of this job left behind.
+
+        Only called while holding the job's lock: every writer of ``runs/<key>``
+        holds it, so any such leftover belongs to a writer that is dead. Only
+        directories holding nothing but run files are removed (never a
+        ``.kept-`` directory, nor anything else someone put there).
+        """
+        for p in self.run_dir(key).parent.glob(f".{key}.*"):
+            if p.is_dir() and not p.is_symlink() and (".tmp-" in p.name or ".old-" in p.name):
+                try:
+                    if run_dir_foreign_entries(p):
+                        continue
+                except OSError:
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+
+    def manifests(self) -> dict[str, dict[str, Any]]:
+        """Every readable experiment manifest, by name (an unreadable one is named on stderr, not used).
+
+        Read as written today: ``keys`` lists every job (a 0.1.0 mnist-dstar manifest's ``jobs``), ``kind``
+        names the job kind (absent: ``toy``), ``params`` is a table.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for p in sorted((self.root / "experiments").glob("*.json")):
+            try:
+                m = read_manifest(p)
+            except ToyddError as e:
+                print(f"warning: {e}; ignored", file=sys.stderr)
+                continue
+            out[str(m["name"])] = m
+        return out
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """One manifest, checked and normalized (see :meth:`Store.manifests`); ToyddError if unreadable."""
+    try:
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict):
+            raise TypeError("not a JSON object")
+        if m.get("kind") == "mnist" and "jobs" in m and not m.get("keys"):
+            m = {**m, "keys": m["jobs"]}  # toydd 0.1.0: MNIST jobs beside an empty toy-run list
+        keys = m.get("keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise TypeError("keys is not a list of run keys")
+        if not isinstance(m.get("params", {}), dict):
+            raise TypeError("params is not a table")
+        if not isinstance(m.get("configs", []), list):
+            raise TypeError("configs is not a list")
+        m.setdefault("name", path.stem)
+        m.setdefault("kind", "toy")
+        m.setdefault("keys", [])
+        m.setdefault("params", {})
+        if not isinstance(m["name"], str) or not isinstance(m["kind"], str):
+            raise TypeError("name or kind is not a string")
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise ToyddError(f"{path}: unreadable experiment manifest ({type(e).__name__}: {e})") from None
+    return m
+
+
+class JobLock:
+    """An exclusive ``flock`` on ``locks/<key>.lock``; released on close or when the process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool) -> bool:
+        # O_NOFOLLOW: the holder line below truncates the file, so never through a symlink to someone's file.
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except IsADirectoryError:
+            # Not a lock anyone can hold (locks are files): an empty directory is
+            # repaired, anything else is someone's and reported.
+            try:
+                os.rmdir(self.path)
+                fd = os.open(self.path, flags, 0o644)
+            except OSError:
+                raise ToyddError(f"{self.path} is a directory, not a lock file: the job cannot be locked; "
+                                 "move it away and run again") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: the job cannot be locked; "
+                                 "move it away and run again") from None
+            raise write_error(e, self.path, "cannot create the lock file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        # Who holds it, for a human debugging a stuck sweep (not used for locking).
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
+        except OSError:
+            pass
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+
+
+def record_failure(store: Store, config: Any, kind: str, error: str,
+                    failed_step: int | None = None, tb: str | None = None) -> None:
+    atomic_write_json(store.failed_path(config.key()), {
+        "key": config.key(),
+        "kind": kind,  # "exception" (no run saved) or "diverged" (run saved, marked failed)
+        "error": error,
+        "failed_step": failed_step,
+        "config": config.to_dict(),
+        "traceback": tb,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "time": time.time(),
+    })
+
+
+def clear_failure(store: Store, key: str) -> None:
+    try:
+        store.failed_path(key).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # a directory someone put there: not ours to remove
+        pass
+
+
+
+
+def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
+    """Before any training: ``out`` must be new, empty or a results directory, and writable.
+
+    A directory with other content is refused (a sweep would mix its runs/,
+    report/, ... with someone else's files); so is a file, or a damaged store
+    (``runs/`` a file, ...). Raises ToyddError naming the path.
+    """
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise ToyddError(f"{what} {out} exists and is not a directory")
+    if out.is_dir():
+        store = Store(out)
+        store.check_layout()
+        try:
+            empty = not os.listdir(out)
+        except OSError as e:
+            raise ToyddError(f"{what} {out}: cannot read it: {os_reason(e)}") from None
+        if not empty and not store.is_sweep_dir():
+            raise ToyddError(f"{what} {out} is not empty and not a toydd results directory (no experiments/ "
+                             "or runs/ in it); name a new or empty directory")
+    probe_writable(out, what)
+
+
+
+
+def require_store(out: str | os.PathLike) -> Store:
+    store = Store(out)
+    if not store.root.is_dir():
+        raise ToyddError(f"sweep directory not found: {store.root}")
+    store.check_layout()
+    if not store.is_sweep_dir():
+        raise ToyddError(f"not a sweep directory (no experiments/ or runs/): {store.root}")
+    return store
+
+
+def job_state(store: Store, key: str) -> str:
+    if store.is_done(key):
+        return "done"
+    if store.is_running(key):
+        return "running"
+    if store.failed_path(key).is_file():
+        return "failed"
+    return "pending"
+
+
+def failure_kind(store: Store, key: str) -> str | None:
+    try:
+        return json.loads(store.failed_path(key).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
