@@ -197,6 +197,8 @@ def test_every_bad_file_is_a_one_line_error(tmp_path):
 
 
 def test_cli_bad_data_and_missing_extra(tmp_path, monkeypatch):
+    from toydd import sweep
+
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"nope")
     env = {"TOYDD_MNIST": str(garbage), "PATH": "/usr/bin:/bin"}
@@ -204,11 +206,13 @@ def test_cli_bad_data_and_missing_extra(tmp_path, monkeypatch):
                         str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
     assert "garbage.npz" in p.stderr
+    assert not (tmp_path / "out").exists()  # a bad data file writes nothing to --out
     # Without the extra (and no TOYDD_MNIST), the full-data presets name the extra to install.
     monkeypatch.delenv("TOYDD_MNIST", raising=False)
     monkeypatch.setattr(mnist, "package_path", lambda: None)
     with pytest.raises(ToyddError, match=r"toydd\[mnist\]"):
-        mnist.run_sweep(tmp_path / "out2", preset="quick", progress=False)
+        sweep.run_sweep("mnist-dstar", tmp_path / "out2", preset="quick", progress=False)
+    assert not (tmp_path / "out2").exists()  # nothing written before the data was found
     assert not mnist.data_available("auto") and mnist.data_available("sample")
     assert "mnist-dstar" not in reproduce_plan("paper")
     assert "mnist-dstar" in reproduce_plan("smoke") and "mnist-dstar" not in reproduce_plan("quick")
@@ -260,17 +264,24 @@ def test_same_seed_same_dstar(sample):
 
 # --- the sweep: resumable, atomic, seen by status and report ------------------------------------
 
+def _sweep(out, jobs):
+    from toydd import sweep
+    from toydd.experiments import mnist_dstar
+
+    return sweep.run_sweep(mnist_dstar.experiment("smoke", configs=jobs), out, progress=False)
+
+
 def test_sweep_resumes_training_only_the_rest(tmp_path):
     from toydd import sweep
 
     out = tmp_path / "sw"
     jobs = [mnist.MnistConfig(T=T, label_noise=nf, **TINY) for T, nf in ((300, 0), (500, 0), (500, 5))]
-    first = mnist.run_sweep(out, preset="smoke", progress=False, configs=jobs[:1])  # a sweep cut short
+    first = _sweep(out, jobs[:1])  # a sweep cut short
     assert len(first.trained) == 1
-    s = mnist.run_sweep(out, preset="smoke", progress=False, configs=jobs)
+    s = _sweep(out, jobs)
     assert s.already_done == 1 and sorted(s.trained) == sorted(c.key() for c in jobs[1:]) and s.ok
     # A job killed mid-write leaves only a temp directory; a corrupted file is reported and re-run.
-    store = out / "mnist" / "runs"
+    store = out / "runs"  # one store layout for every job kind
     shutil.rmtree(store / jobs[1].key())
     (store / f".{jobs[1].key()}.tmp-999-deadbeef").mkdir()
     arr = store / jobs[2].key() / "arrays.safetensors"
@@ -278,11 +289,11 @@ def test_sweep_resumes_training_only_the_rest(tmp_path):
     st = sweep.status(out)
     assert st["experiments"]["mnist-dstar"]["done"] == 1 and st["experiments"]["mnist-dstar"]["pending"] == 2
     assert any(jobs[2].key() in c for c in st["corrupt"])
-    again = mnist.run_sweep(out, preset="smoke", progress=False, configs=jobs)
+    again = _sweep(out, jobs)
     assert again.already_done == 1 and again.corrupt == [jobs[2].key()]
     assert sorted(again.trained) == sorted([jobs[1].key(), jobs[2].key()])
     assert not list(store.glob(".*"))  # the temp directory was cleaned up
-    final = mnist.run_sweep(out, preset="smoke", progress=False, configs=jobs)
+    final = _sweep(out, jobs)
     assert final.trained == [] and final.already_done == 3
     st = sweep.status(out)
     assert st["done"] == 3 and st["total"] == 3 and st["experiments"]["mnist-dstar"]["done"] == 3
@@ -297,12 +308,15 @@ def test_smoke_sweep_status_and_report(tmp_path):
     s = sweep.run_sweep("mnist-dstar", out, preset="smoke", progress=False)  # through the sweep dispatcher
     assert s.ok and s.total == len(s.trained) == 3
     man = json.loads((out / "experiments" / "mnist-dstar.json").read_text())
-    assert man["kind"] == "mnist" and len(man["jobs"]) == 3 and man["params"]["data"] == "sample"
+    assert man["kind"] == "mnist" and len(man["keys"]) == 3 and man["params"]["data"] == "sample"
     assert "mnist-dstar" in sweep.format_status(sweep.status(out))
     again = sweep.run_sweep("mnist-dstar", out, preset="smoke", executor="process", jobs=2, progress=False)
     assert again.already_done == 3 and again.trained == []  # resumed: nothing left to train
     with pytest.raises(ToyddError, match="has 1,000"):  # the shipped sample is too small for the quick preset
-        mnist.run_sweep(tmp_path / "q", preset="quick", source="sample", progress=False)
+        from toydd.experiments import mnist_dstar
+
+        sweep.run_sweep(mnist_dstar.experiment("quick", source="sample"), tmp_path / "q", progress=False)
+    assert not (tmp_path / "q").exists()
     index = report.build_report(out, movies=0, log=lambda m: None, dpi=60)
     files = {p.name for p in index.parent.iterdir()}
     for f in ("hist", "top", "step", "held-out", "label-noise"):
@@ -312,9 +326,12 @@ def test_smoke_sweep_status_and_report(tmp_path):
     page = index.read_text(encoding="utf-8")
     assert 'id="mnist-dstar-hist"' in page and "100x higher than typical" in page
     # Captions computed from the runs: the outlier ratio of the stored D* appears in the page.
-    runs = mnist.load_runs(out)
+    runs = report.load_store(out).runs("mnist-dstar")
     T1000 = next(r for r in runs if r.config.T == 1000 and r.config.label_noise == 0)
     ratio = mnist.dstar_stats(T1000.arrays["dstar"][-1])["p99_ratio"]
     assert f"the top 1% of digits sit at ≥ {ratio:.1f}x the median" in page
     assert "precision = recall" in page and "not drawn" not in page
-    assert len(mnist.load_table(out)) == 3
+    table = sweep.load_table(out, experiment="mnist-dstar")
+    assert len(table) == 3 and set(table["kind"]) == {"mnist"} and "dstar_p99_ratio" in table
+    # the report header and run table count the MNIST runs
+    assert "3 of 3 runs complete" in page and "mnist-dstar: 3 complete runs of 3" in page

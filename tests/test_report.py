@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from report_fixtures import make_store, synthetic_run, write_experiment
-from toydd import report
+from toydd import findings, report
 from toydd.errors import ToyddError
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +67,7 @@ def test_report_captions_pair_the_paper_with_numbers_from_this_sweep(built):
     html = page(built)
     assert html.count("The paper reports") == html.count("This sweep shows") >= 8
     # The synthetic t-sweep has its bump at T=100 and exact T-gons for T < 15.
-    assert "Test loss peaks at T=100" in html
+    assert "Interior bump (local maximum) of the test loss at T=100" in html
     assert "Median D_X is within 0.0% of m/T in every run for T ≤ 10" in html
     assert "5 features with ||W_i|| &gt; 0.5" in html
     assert "||W||_F goes from" in html and "to a peak of" in html
@@ -185,26 +185,26 @@ def _agg(Ts, means, se=0.001):
 
 
 def test_loss_bump_is_the_largest_rise_over_a_smaller_T():
-    b = report.loss_bump(_agg([3, 10, 100, 1000, math.inf], [0.99, 0.97, 1.02, 0.95, 0.94]))
+    b = findings.loss_bump(_agg([3, 10, 100, 1000, math.inf], [0.99, 0.97, 1.02, 0.95, 0.94]))
     assert b["T"] == 100 and b["T_best"] == 10
     assert b["rise"] == pytest.approx(0.05) and b["over_neighbours"] == pytest.approx(0.05)
     assert b["z"] == pytest.approx(0.05 / math.hypot(0.001, 0.001))
-    flat = report.loss_bump(_agg([3, 10, 100], [1.0, 0.99, 0.98]))
+    flat = findings.loss_bump(_agg([3, 10, 100], [1.0, 0.99, 0.98]))
     assert flat["rise"] < 0
-    assert report.loss_bump(_agg([3, 10], [1, 1])) is None
+    assert findings.loss_bump(_agg([3, 10], [1, 1])) is None
 
 
 def test_find_loss_reads_noise_from_the_test_set_when_there_is_one_seed():
     t = pd.DataFrame({"T": [3.0, 10.0, 100.0], "test_loss": [0.99, 0.98, 0.9805], "test_loss_se": 0.01,
                       "data_seed": 0})
-    s = report.find_loss(t)
-    assert "peaks at T=100" in s  # a 0.0005 rise ...
-    assert report.loss_bump(report.loss_curve(t))["z"] < 2  # ... well inside the test-set noise
+    s = findings.find_loss(t)
+    assert "local maximum) of the test loss at T=100" in s  # a 0.0005 rise ...
+    assert findings.loss_bump(findings.loss_curve(t))["z"] < 2  # ... well inside the test-set noise
 
 
 def test_find_data_dims_tolerance_and_first_departure():
     t = pd.DataFrame({"T": [3.0, 10.0, 100.0], "m": 2, "median_data_dim": [2 / 3 * 1.02, 0.2 * 0.95, 0.002]})
-    s = report.find_data_dims(t)
+    s = findings.find_data_dims(t)
     assert "within 5.0% of m/T in every run for T ≤ 10" in s
     assert "At T=100 it is 0.1× m/T" in s
 
@@ -214,7 +214,7 @@ def test_find_setting_bumps_checks_the_papers_direction():
     for wd, h in ((0.0, 0.1), (0.01, 0.05), (1.0, 0.0)):
         for T, base in ((10, 0.95), (100, 0.95 + h), (1000, 0.9)):
             rows.append({"T": float(T), "weight_decay": wd, "test_loss": base, "test_loss_se": 0.001})
-    s = report.find_setting_bumps(pd.DataFrame(rows), "weight_decay", "weight decay", "down")
+    s = findings.find_setting_bumps(pd.DataFrame(rows), "weight_decay", "weight decay", "down")
     assert "weight decay 0: 0.1 at T=100" in s and "weight decay 1: none" in s
     assert "shrinks monotonically" in s
 

@@ -331,7 +331,7 @@ def test_table_and_status(reference):
     with pytest.raises(ToyddError, match="no experiment 'nope'.*found: tiny"):
         load_table(out, experiment="nope")
     csv = table_csv(out)
-    assert csv.splitlines()[0].startswith("key,experiments,") and len(csv.splitlines()) == 9
+    assert csv.splitlines()[0].startswith("key,kind,experiments,") and len(csv.splitlines()) == 9
     assert pd.read_csv(__import__("io").StringIO(csv))["T"].max() == math.inf
 
     st = status(out)

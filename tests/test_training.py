@@ -58,7 +58,8 @@ def _torch_reference_training(cfg: TrainConfig, init: dict) -> dict:
     X = torch.tensor(D.training_set(cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed).to_dense())
     W = torch.nn.Parameter(torch.tensor(init["W"]))
     b = torch.nn.Parameter(torch.tensor(init["b"]))
-    opt = torch.optim.AdamW([W, b], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    # adam_eps: eps on the summed loss that trains exactly as cfg.loss_norm does (eps * n for the mean)
+    opt = torch.optim.AdamW([W, b], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
     for _ in range(cfg.steps):
         out = torch.relu(X @ W.T @ W + b)

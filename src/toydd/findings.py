@@ -83,7 +83,7 @@ def find_loss(table: pd.DataFrame) -> str:
           else "not a local maximum")
     zero = " It is worse than the all-zeros model (1.0) there." if b["loss"] > 1.0 else ""
     return (f"Interior bump (local maximum) of the test loss at T={plots.fmt_T(b['T'])} (mean "
-            f"{fmt_num(b['loss'], 4)}): "
+            f"{fmt_num(b['loss'], 4)}), a rise of "
             f"{fmt_num(b['rise'], 3)} over the best smaller training set (T={plots.fmt_T(b['T_best'])}), "
             f"{nb}.{zero}{sig}{tail}")
 
