@@ -254,7 +254,8 @@ def test_row11_parameters_overflowing_under_a_finite_loss_are_a_failure_too(caps
 
 def test_float64_evaluation_matches_the_kernel():
     from toydd import data as D
-    from toydd.training import _evaluate_float64, evaluate, xavier_normal
+    from toydd.evaluation import evaluate, evaluate_float64
+    from toydd.training import xavier_normal
 
     X = D.training_set(300, 0.97, 40, 3)
     for tied in (True, False):
@@ -262,7 +263,7 @@ def test_float64_evaluation_matches_the_kernel():
         p["W"] *= 30  # well past init, so the ReLU is active
         p["b"] = np.random.default_rng(0).normal(0, 0.1, 300).astype(np.float32)
         imp = (0.99 ** np.arange(300)).astype(np.float32)
-        np.testing.assert_allclose(_evaluate_float64(p, X, imp), evaluate(p, X, imp), rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(evaluate_float64(p, X, imp), evaluate(p, X, imp), rtol=2e-4, atol=1e-6)
 
 
 def test_row12_experiment_file_type_errors_name_the_field(capsys, tmp_path):

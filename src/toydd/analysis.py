@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import SparseData
+from .evaluation import evaluate
 
 
 @dataclass
@@ -38,8 +39,6 @@ class Construction:
 
 def memorizing_construction(X: SparseData, m: int = 2) -> Construction:
     """The explicit T-gon memorizing solution for training set ``X`` (see module doc)."""
-    from .training import evaluate
-
     if m < 2:
         raise ValueError("a T-gon needs m >= 2")
     T, n = X.T, X.n

@@ -33,7 +33,7 @@ SIMD and threads, compiles in seconds, caches to disk, and needs no compiler
 at install time. torch.compile would need a C++ toolchain at run time and
 recompiles per shape; a C++ extension needs a build step on install.
 
-The torch path (``_loss_and_grads_torch``) computes the same thing chunked over
+The torch path (``loss_and_grads_torch``) computes the same thing chunked over
 points with dense matmuls. It is what runs on CUDA (where bandwidth is plenty)
 and it is tested against the same reference on CPU.
 
@@ -417,7 +417,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
 # Torch path (CUDA, or CPU for tests): chunked over points, dense matmuls
 # ---------------------------------------------------------------------------
 
-def _loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_bytes: int | None = None,
+def loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_bytes: int | None = None,
                           skip: bool = True):
     """Same contract as :func:`loss_and_grads_cpu`, with torch tensors (any device).
 
@@ -527,7 +527,7 @@ def loss_and_grads(W, b, data: BatchData, U=None, importance=None):
     if isinstance(W, np.ndarray):
         loss, pl, g, _ = loss_and_grads_cpu(W, b, data, U, importance)
         return loss.copy(), pl.copy(), Grads(g.W.copy(), g.b.copy(), None if g.U is None else g.U.copy())
-    return _loss_and_grads_torch(W, b, data, U, importance)
+    return loss_and_grads_torch(W, b, data, U, importance)
 
 
 def reference_loss_and_grads(W, b, X, U=None, importance=None):

@@ -4,7 +4,7 @@
 ``auto`` with a GPU present). Parameters, gradients and AdamW state stay on the
 device; only the per-instance losses (I floats) come back each step, for the
 NaN check and the loss history. The loss and gradients come from
-``kernels._loss_and_grads_torch`` (chunked over points, dead features skipped),
+``kernels.loss_and_grads_torch`` (chunked over points, dead features skipped),
 which the tests hold to the same autograd reference as the CPU kernel.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .kernels import BatchData, _loss_and_grads_torch
+from .kernels import BatchData, loss_and_grads_torch
 
 
 class TorchBackend:
@@ -39,7 +39,7 @@ class TorchBackend:
 
     def loss_and_grads(self, batch: BatchData) -> np.ndarray:
         W, b, U = self._views(self.flat)
-        loss, _, g = _loss_and_grads_torch(W, b, batch, U, self.imp)
+        loss, _, g = loss_and_grads_torch(W, b, batch, U, self.imp)
         gW, gb, gU = self._views(self.G)
         gW.copy_(g.W)
         gb.copy_(g.b)

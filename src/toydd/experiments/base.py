@@ -256,6 +256,21 @@ class ExperimentDef:
 
 # --- helpers of the experiment modules ---------------------------------------------------
 
+def t_grid_jobs(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
+    """The main figure's jobs: m = 2, the preset's T grid, its data seeds (t-sweep and norms share them)."""
+    m = 2
+    configs = [c for T in p.T_grid for c in seeded({}, p, m, T)]
+    params = {
+        "m": m,
+        "T": T_list(p.T_grid),
+        "vector_plot_T": T_list(t for t in p.vector_plot_T if t in p.T_grid),
+        "data_seeds": p.data_seeds,
+        "best_of": p.best_of,
+        "best_of_max_T": "inf" if math.isinf(p.best_of_max_T) else p.best_of_max_T,
+    }
+    return configs, params
+
+
 def T_list(values) -> list[Any]:
     """T values for JSON params: ints, and the string 'inf'."""
     return ["inf" if math.isinf(t) else int(t) for t in values]

@@ -9,7 +9,7 @@ from ..config import TrainConfig
 from ..findings import find_norms
 from ..plots_interactive import plotly_norms
 from ..sections import Section
-from .base import ExperimentDef, Preset
+from .base import ExperimentDef, Preset, t_grid_jobs
 
 PAPER = ("||W||_F and ||b|| rise with T while the model memorizes (a T-gon of more orthonormal points needs "
          "larger W and b), peak, then fall and plateau once it generalizes; the idealised pentagon solution has "
@@ -19,9 +19,7 @@ PAPER = ("||W||_F and ||b|| rise with T while the model memorizes (a T-gon of mo
 def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     # Exactly the t-sweep's jobs (same keys, so nothing trains twice when both
     # run into one directory); only the figure differs.
-    from . import t_sweep
-
-    configs, params = t_sweep.build(p)
+    configs, params = t_grid_jobs(p)
     return configs, {**params, "source_experiment": "t-sweep", "y": ["weight_norm", "bias_norm"]}
 
 

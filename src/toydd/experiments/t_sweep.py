@@ -17,7 +17,7 @@ from ..findings import (find_data_dims, find_features, find_loss, find_movie, fi
 from ..plots_interactive import plotly_main, vector_slider_html
 from ..sections import Section, recipe_note
 from . import norms
-from .base import ExperimentDef, Preset, T_list, seeded
+from .base import ExperimentDef, Preset, t_grid_jobs
 
 NAME = "t-sweep"
 
@@ -41,17 +41,7 @@ PAPER = {
 
 
 def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
-    m = 2
-    configs = [c for T in p.T_grid for c in seeded({}, p, m, T)]
-    params = {
-        "m": m,
-        "T": T_list(p.T_grid),
-        "vector_plot_T": T_list(t for t in p.vector_plot_T if t in p.T_grid),
-        "data_seeds": p.data_seeds,
-        "best_of": p.best_of,
-        "best_of_max_T": "inf" if math.isinf(p.best_of_max_T) else p.best_of_max_T,
-    }
-    return configs, params
+    return t_grid_jobs(p)
 
 
 def report(ctx, exp) -> None:
