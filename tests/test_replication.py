@@ -201,7 +201,7 @@ def test_shape_of_a_papers_curve_and_a_jermyns_curve():
         (4000, 100, 30000, 1000)
     assert (p["paper_votes"], p["jermyn_votes"], p["closest"]) == (4, 0, "paper")
     assert (j["paper_votes"], j["jermyn_votes"], j["closest"]) == (0, 4, "Jermyn")
-    assert p["recipe"].startswith("mean (torch MSELoss)") and j["recipe"].startswith("sum (paper text)")
+    assert p["recipe"].startswith("mean (torch MSELoss") and j["recipe"].startswith("sum (the paper's text")
     v = R.verdict(t)
     assert any(line.startswith("Verdict: the recipe closest to the paper's figure is mean") for line in v)
 

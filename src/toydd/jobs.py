@@ -22,6 +22,7 @@ Adding a kind: write a class with the attributes and methods of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ class JobKind(Protocol):
     """What the store and the executors need to know about one kind of job."""
 
     name: str  # "toy", "mnist": written into experiment manifests
+    config_fields: tuple[str, ...]  # the config dataclass's fields (table columns that are settings, not results)
 
     def config_from_stored(self, d: dict[str, Any]) -> Any:
         """The config of a stored run / manifest entry (old releases' fields read with their old meaning)."""
@@ -69,6 +71,7 @@ class ToyModels:
     """The ReLU-output toy model: TrainConfig jobs, batched by shape key."""
 
     name = "toy"
+    config_fields = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
     # Cost model for scheduling and the ETA, in units of one point-feature-dimension
     # per step: every training point's reconstruction is dense over the n outputs,

@@ -646,6 +646,7 @@ class MnistJobs:
     """
 
     name = "mnist"
+    config_fields = tuple(f.name for f in dataclasses.fields(MnistConfig))
 
     def config_from_stored(self, d: dict[str, Any]) -> MnistConfig:
         return MnistConfig.from_dict(d)

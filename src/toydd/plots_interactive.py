@@ -103,13 +103,16 @@ def plotly_lines(table: pd.DataFrame, value: str, by: str | None, title: str, la
     tax = plots.TAxis.of(d[x])
     fig = go.Figure()
     groups = [(None, d)] if by is None else list(d.groupby(by))
-    colors = plots._setting_colors([g for g, _ in groups]) if by else ["#333"]
+    keys = [g for g, _ in groups]
+    numeric = all(isinstance(g, (int, float)) for g in keys)  # a setting's value, or a label (a recipe)
+    colors = plots._setting_colors(keys if numeric else list(range(len(keys)))) if by else ["#333"]
     for (g, sub), c in zip(groups, colors):
         if x != "T":  # aggregate() groups on "T": put the x column there
             sub = sub.drop(columns="T").rename(columns={x: "T"})
         agg = plots.aggregate(sub, value)
         col = matplotlib_to_css(c)
-        fig.add_trace(_mean_trace(go, agg, tax, f"{label} = {g:g}" if by else value, col))
+        name = (f"{label} = {g:g}" if isinstance(g, (int, float)) else str(g)) if by else value
+        fig.add_trace(_mean_trace(go, agg, tax, name, col))
     if baseline:
         fig.add_hline(y=1.0, line={"dash": "dash", "color": plots.BASELINE_COLOR},
                       annotation_text="all-zeros model", annotation_position="top left")

@@ -69,11 +69,12 @@ def with_recipe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def recipe_label(adam_eps: float, n: float) -> str:
+    """The one name of a recipe, used in captions, legends and tables alike."""
     if math.isclose(adam_eps, 1e-8, rel_tol=1e-6):
-        return "sum (paper text), eps 1e-8"
+        return "sum (the paper's text; eps 1e-8)"
     if math.isclose(adam_eps, 1e-8 * n, rel_tol=1e-6):
-        return f"mean (torch MSELoss) = sum, eps {adam_eps:.0e}"
-    return f"sum, eps {adam_eps:.0e}"
+        return f"mean (torch MSELoss; = sum with eps {adam_eps:.0e})"
+    return f"sum with eps {adam_eps:.0e}"
 
 
 def paper_recipe_runs(t: pd.DataFrame, lr: float = 1e-3) -> pd.DataFrame:
@@ -264,6 +265,18 @@ def _fT(T: float | None) -> str:
     return "–" if T is None or (isinstance(T, float) and math.isnan(T)) else f"{int(T):,}"
 
 
+def curves_coincide(table: pd.DataFrame, rtol: float = 1e-3) -> float | None:
+    """The largest relative difference between the recipes' mean test losses at the paper's lr, if below ``rtol``."""
+    t = paper_recipe_runs(with_recipe(table))
+    if t.empty or t["recipe"].nunique() < 2:
+        return None
+    means = t.groupby(["T", "recipe"])["test_loss"].mean().unstack("recipe").dropna()
+    if means.empty:
+        return None
+    rel = ((means.max(axis=1) - means.min(axis=1)) / means.abs().max(axis=1).clip(lower=1e-12)).max()
+    return float(rel) if rel < rtol else None
+
+
 def verdict(table: pd.DataFrame) -> list[str]:
     """The report's caption: which recipe has the paper's shape, and where memorization is the optimum."""
     out = []
@@ -279,8 +292,18 @@ def verdict(table: pd.DataFrame) -> list[str]:
             + f" — nearer the paper in {s['paper_votes']} and Jermyn in {s['jermyn_votes']} of these features"
             f" ({_seeds_text(s['data_seeds'], s['data_seeds_max'])} per T, largest T {_fT(s['largest_T'])}).")
     if len(shapes):
-        best = shapes.sort_values(["paper_votes", "jermyn_votes"], ascending=[False, True]).iloc[0]
-        if best["closest"] == "paper":
+        ranked = shapes.sort_values(["paper_votes", "jermyn_votes"], ascending=[False, True])
+        best = ranked.iloc[0]
+        tie = len(ranked) > 1 and (ranked.iloc[1]["paper_votes"], ranked.iloc[1]["jermyn_votes"]) == \
+            (best["paper_votes"], best["jermyn_votes"])
+        same = curves_coincide(table)
+        if same:
+            out.append(f"The recipes' test-loss curves coincide here (largest difference {same:.2g} of the loss): "
+                       "at this n the two normalizations train alike, so this sweep cannot tell them apart.")
+        if tie:
+            out.append(f"Verdict: inconclusive — the recipes tie ({best['paper_votes']} shape features nearer the "
+                       f"paper, {best['jermyn_votes']} nearer Jermyn each).")
+        elif best["closest"] == "paper":
             out.append(f"Verdict: the recipe closest to the paper's figure is {best['recipe']} "
                        f"({best['paper_votes']} of the shape features nearer the paper than Jermyn's).")
         else:

@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .config import TrainConfig
 from .errors import ToyddError
 from .experiments import paper_order, report_function
+from .jobs import get_kind
 from .results import ExperimentResults, Results, load_results
-from .sections import ReportContext, Section
+from .sections import ReportContext, Section, recipe_note
 from .storage import names_preview, os_reason, write_error
 
 # The names of this module's API before results and sections had modules of their own.
@@ -127,16 +127,34 @@ th { background: #f4f6f8; position: sticky; top: 0; } td.l, th.l { text-align: l
 .notes li { color: #8a4b00; } code { background: #f1f1f1; padding: 0 4px; border-radius: 3px; }
 details { margin: 8px 0; } summary { cursor: pointer; color: #185abc; }
 .movies { display: flex; flex-direction: column; gap: 8px; }
-@media (max-width: 800px) { .captions { grid-template-columns: 1fr; } }
+/* Nothing may widen the page: key-value tables wrap (long params, paths), wide tables scroll in their box. */
+table.kv { width: 100%; table-layout: fixed; } table.kv td { white-space: normal; overflow-wrap: anywhere; }
+table.kv td:first-child { width: 28%; } .scroll { max-width: 100%; }
+.sub code, .notes li { overflow-wrap: anywhere; }
+.plotly-box, .js-plotly-plot, .plot-container { max-width: 100%; }
+@media (max-width: 800px) { .captions { grid-template-columns: 1fr; } main { padding: 16px 12px 40px; }
+  .slider-row { flex-wrap: wrap; } .slider-row input[type=range] { min-width: 0; width: 100%; } }
 """
 
-_RUN_COLUMNS = [("key", "key"), ("T", "T"), ("m", "m"), ("n", "n"), ("sparsity", "S"), ("weight_decay", "wd"),
-                ("steps", "steps"), ("data_seed", "data seed"), ("init_seeds", "inits"), ("train_loss", "train loss"),
-                ("test_loss", "test loss"), ("test_loss_se", "± se"), ("weight_norm", "||W||_F"),
-                ("bias_norm", "||b||"), ("max_feature_dim", "max D_f"), ("represented_features", "#||W_i||>0.5"),
-                ("median_data_dim", "median D_X"), ("regime", "regime"), ("repeated_points", "k repeated"),
-                ("repeats", "R"), ("repeated_memorized_fraction", "memorized"), ("seconds", "seconds")]
+# The run table's columns per job kind: the settings that identify a run, then its results. Every other
+# config field that varies across an experiment's runs (lr, eps, init_method, ...) is added after the settings,
+# so two runs never look identical in the table.
+_RUN_COLUMNS = {
+    "toy": [("key", "key"), ("T", "T"), ("m", "m"), ("n", "n"), ("sparsity", "S"), ("weight_decay", "wd"),
+            ("steps", "steps"), ("loss_norm", "loss norm"), ("data_seed", "data seed"), ("init_seeds", "inits"),
+            ("train_loss", "train loss"), ("test_loss", "test loss"), ("test_loss_se", "± se"),
+            ("weight_norm", "||W||_F"), ("bias_norm", "||b||"), ("max_feature_dim", "max D_f"),
+            ("represented_features", "#||W_i||>0.5"), ("median_data_dim", "median D_X"), ("regime", "regime"),
+            ("repeated_points", "k repeated"), ("repeats", "R"), ("repeated_memorized_fraction", "memorized"),
+            ("seconds", "seconds")],
+    "mnist": [("key", "key"), ("T", "T"), ("seed", "seed"), ("label_noise", "flipped"), ("hidden", "hidden"),
+              ("epochs", "epochs"), ("train_acc", "train acc"), ("held_out_acc", "held-out acc"), ("rank", "rank"),
+              ("dstar_median", "median D*"), ("dstar_p99_ratio", "D* p99/median"),
+              ("dstar_max_ratio", "D* max/median"), ("dstar_robust_max_ratio", "robust max/median"),
+              ("flip_auc", "flip AUC"), ("seconds", "seconds")],
+}
 _REPEAT_COLUMNS = {"repeated_points", "repeats", "repeated_memorized_fraction"}
+_LEFT = {"key", "regime", "loss_norm", "init_method", "data_path", "init_path", "data"}
 
 
 def _cell(v: Any, col: str) -> str:
@@ -149,11 +167,23 @@ def _cell(v: Any, col: str) -> str:
     return html.escape(str(v))
 
 
-def runs_table_html(t: pd.DataFrame) -> str:
+def run_columns(t: pd.DataFrame, kind: str = "toy") -> list[tuple[str, str]]:
+    """(column, header) of an experiment's run table: its kind's columns, plus every other varying setting."""
+    base = _RUN_COLUMNS.get(kind, _RUN_COLUMNS["toy"])
     has_repeats = "repeated_points" in t and (t["repeated_points"].fillna(0) > 0).any()
-    cols = [(c, h) for c, h in _RUN_COLUMNS if c in t and (has_repeats or c not in _REPEAT_COLUMNS)]
-    head = "".join(f'<th class="{"l" if c in ("key", "regime") else ""}">{html.escape(h)}</th>' for c, h in cols)
-    body = "\n".join("<tr>" + "".join(f'<td class="{"l" if c in ("key", "regime") else ""}">{_cell(r[c], c)}</td>'
+    cols = [(c, h) for c, h in base if c in t and (has_repeats or c not in _REPEAT_COLUMNS)]
+    shown = {c for c, _ in cols}
+    fields = get_kind(kind).config_fields if kind in ("toy", "mnist") else ()
+    extra = [(f, f) for f in fields if f in t and f not in shown and f not in ("device",)
+             and t[f].astype(str).nunique() > 1]
+    at = next((i for i, (c, _) in enumerate(cols) if c in ("train_loss", "train_acc")), len(cols))
+    return cols[:at] + extra + cols[at:]
+
+
+def runs_table_html(t: pd.DataFrame, kind: str = "toy") -> str:
+    cols = run_columns(t, kind)
+    head = "".join(f'<th class="{"l" if c in _LEFT else ""}">{html.escape(h)}</th>' for c, h in cols)
+    body = "\n".join("<tr>" + "".join(f'<td class="{"l" if c in _LEFT else ""}">{_cell(r[c], c)}</td>'
                                       for c, _ in cols) + "</tr>" for _, r in t.iterrows())
     return f'<div class="scroll"><table class="runs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
@@ -161,7 +191,7 @@ def runs_table_html(t: pd.DataFrame) -> str:
 def _kv_table(d: dict[str, Any]) -> str:
     rows = "".join(f'<tr><td class="l"><code>{html.escape(str(k))}</code></td><td class="l">'
                    f"{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>" for k, v in d.items())
-    return f"<table>{rows}</table>"
+    return f'<table class="kv">{rows}</table>'
 
 
 def config_html(exp: ExperimentResults) -> str:
@@ -175,7 +205,9 @@ def config_html(exp: ExperimentResults) -> str:
         facts["corrupt"] = "; ".join(exp.corrupt[:10])
     if man.get("params"):
         facts["params"] = man["params"]
-    fields = [f for f in TrainConfig().to_dict() if f in t]
+    if exp.kind == "toy" and "loss_norm" in t:
+        facts["recipe"] = recipe_note(t)
+    fields = [f for f in get_kind(exp.kind).config_fields if f in t]
     shared = {f: (plots.fmt_T(float(t[f].iloc[0])) if f == "T" else _py(t[f].iloc[0]))
               for f in fields if t[f].astype(str).nunique() == 1}
     varying = {f: ", ".join(plots.fmt_T(x) for x in plots.sort_T(t[f])) if f == "T" else
@@ -200,6 +232,8 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
     import plotly.offline
 
     exps = ordered_experiments(store)
+    # plotly.js is 4.8 MB: inlined only when some section has a plotly chart (an MNIST-only report has none).
+    plotly_js = f"<script>{plotly.offline.get_plotlyjs()}</script>" if b.plotly_charts else ""
     total = sum(len(e.table) for e in exps)
     planned = sum(e.n_keys for e in exps)
     nav = "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title.split(": ", 1)[-1])}</a>'
@@ -218,7 +252,7 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
     notes_html = ("<h2>Notes</h2><ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
                   + "</ul>") if notes else ""
     runs = "".join(f"<details {'open' if len(e.table) <= 40 else ''}><summary>{html.escape(e.name)}: "
-                   f"{len(e.table)} complete runs of {e.n_keys}</summary>{runs_table_html(e.table)}</details>"
+                   f"{len(e.table)} complete runs of {e.n_keys}</summary>{runs_table_html(e.table, e.kind)}</details>"
                    for e in exps if not e.table.empty)
     config = "".join(config_html(e) for e in exps)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -229,7 +263,7 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
 <link rel="icon" href="data:,">
 <title>toydd report: {html.escape(store.root.name)}</title>
 <style>{css}</style>
-<script>{plotly.offline.get_plotlyjs()}</script>
+{plotly_js}
 </head><body><main>
 <h1>Superposition, memorization and double descent</h1>
 <p class="sub">toydd report of <code>{html.escape(str(store.root))}</code>: {len(exps)} experiment(s),

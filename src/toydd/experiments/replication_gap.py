@@ -72,9 +72,9 @@ def draw(ctx, exp) -> None:
     f = ctx.png(plots.fig_replication_gap(t), f"{exp.name}-recipes.png")
     rt = replication.with_recipe(t)
     # by the eps AdamW sees on the summed loss: 1e-8 is the paper's text, 1e-8 * n torch's MSELoss
-    html_ = ctx.plotly(plotly_lines(replication.paper_recipe_runs(rt), "test_loss", "adam_eps",
-                                    "test loss by recipe (paper's lr and schedule)", "Adam eps on the summed loss",
-                                    baseline=True, ytitle="test loss"))
+    html_ = ctx.plotly(plotly_lines(replication.paper_recipe_runs(rt), "test_loss", "recipe",
+                                    "test loss by recipe (paper's lr and schedule)", "recipe", baseline=True,
+                                    ytitle="test loss"))
     ctx.add(Section(f"{exp.name}-recipes", f"{exp.name}: which recipe gives the paper's figure", [f], PAPER,
                     replication.verdict(t), html_))
 
