@@ -324,6 +324,7 @@ def test_smoke_sweep_status_and_report(tmp_path):
         with Image.open(index.parent / f"mnist-dstar-{f}.png") as im:
             assert im.format == "PNG" and im.width > 300
     page = index.read_text(encoding="utf-8")
+    assert "* plotly.js v" not in page  # no plotly chart in an MNIST-only report: no 4.8 MB of plotly.js
     assert 'id="mnist-dstar-hist"' in page and "100x higher than typical" in page
     # Captions computed from the runs: the outlier ratio of the stored D* appears in the page.
     runs = report.load_store(out).runs("mnist-dstar")

@@ -292,6 +292,20 @@ def test_report_in_headless_chromium(built, tmp_path):
             px = np.asarray(im.convert("L"), dtype=float)
         assert px.std() > 10  # not a blank page
 
+        # An offline report offers no upload: the charts' toolbars keep "download as PNG", nothing that shares.
+        titles = driver.execute_script(
+            "return [...document.querySelectorAll('.modebar-btn')].map(b => b.getAttribute('data-title') || '')")
+        assert any("png" in t.lower() for t in titles), titles
+        assert not [t for t in titles if any(w in t.lower() for w in ("share", "cloud", "chart studio", "edit"))]
+
+        # No horizontal overflow at a laptop's and a phone's width.
+        for width in (1440, 390):
+            driver.set_window_size(width, 900)
+            time.sleep(1.0)
+            sw, iw = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert sw <= iw, f"at {width} px the page is {sw} px wide (window {iw})"
+        driver.set_window_size(1280, 1000)
+
         # No console errors, and no request left the machine.
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []

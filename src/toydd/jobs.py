@@ -170,8 +170,9 @@ def load_any_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool 
 
 
 def any_run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The table row of a run of any kind, with a ``kind`` column."""
+    """The table row of a run of any kind, with a ``kind`` column (verified: checksums and key)."""
     run_dir = Path(run_dir)
+    verify_job_run(run_dir)
     kind = kind_of_run(run_dir)
     return {"kind": kind.name, **kind.row(run_dir)}
 

@@ -251,7 +251,8 @@ _SLIDER_JS = r"""
       annotations: [
         {text: 'features W<sub>i</sub> (blue), T = ' + f.label, x: 0.235, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false},
         {text: 'points h<sub>i</sub> = W x<sub>i</sub> (red), T = ' + f.label, x: 0.765, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false}]};
-    Plotly.react(div, traces, layout, {responsive: true, displaylogo: false});
+    Plotly.react(div, traces, layout, {responsive: true, displaylogo: false, showSendToCloud: false,
+                                       showEditInChartStudio: false, showLink: false});
     label.textContent = 'T = ' + f.label;
     info.textContent = f.info;
     div.setAttribute('data-t', f.label);

@@ -68,7 +68,12 @@ def draw_experiment(ctx: ReportContext, exp: ExperimentResults) -> None:
         ctx.notes.append(f"{exp.name}: no figure for runs of kind {exp.kind}; they are in the table below.")
         return
     ctx.log(f"report: {exp.name} ({len(exp.table)} runs)")
+    first = len(ctx.sections)
     draw(ctx, exp)
+    recipe = recipe_note(exp.table) if exp.kind == "toy" else ""
+    for sec in ctx.sections[first:]:  # every figure says which training recipe its runs used
+        if recipe:
+            sec.finding = [recipe] + ([sec.finding] if isinstance(sec.finding, str) else list(sec.finding))
 
 
 # --- the page ------------------------------------------------------------------------------
@@ -302,6 +307,7 @@ def build_report(root: str | os.PathLike, movies: int = 3, log: Callable[[str], 
     check_report_dir(root)  # before drawing anything
     for problem in store.problems:  # corrupt runs, unreadable manifests: each named, and left out
         log(f"warning: {problem}")
+    _clean_stale_temporaries(root)
     tmp = root / f".report.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
@@ -351,6 +357,35 @@ def check_report_dir(root: str | os.PathLike) -> None:
         shown = names_preview(foreign)
         raise ToyddError(f"{final} holds files toydd did not write ({shown}); the report replaces that "
                          "directory: move them away (or the directory) and run again")
+
+
+def _clean_stale_temporaries(root: Path) -> None:
+    """Remove what a killed report left: ``.report.tmp-<pid>-*`` of a dead process, and ``.report.old-*``.
+
+    Only folders holding nothing but report files (``.html``/``.png``/``.gif``) are removed: anything else
+    there is someone's. A temporary folder of a live process (another report running now) is left alone.
+    """
+    for p in root.glob(".report.*-*"):
+        if not p.is_dir() or p.is_symlink():
+            continue
+        if p.name.startswith(".report.tmp-"):
+            try:
+                pid = int(p.name.split("-")[1])
+                os.kill(pid, 0)
+                continue  # alive: another report is drawing into it
+            except ProcessLookupError:
+                pass
+            except (ValueError, IndexError, PermissionError, OSError):
+                continue
+        elif not p.name.startswith(".report.old-"):
+            continue
+        try:
+            with os.scandir(p) as it:
+                if any(not (e.is_file(follow_symlinks=False) and e.name.endswith(REPORT_SUFFIXES)) for e in it):
+                    continue
+        except OSError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:

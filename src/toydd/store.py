@@ -84,7 +84,8 @@ class Store:
 
     def check_layout(self) -> None:
         """A ToyddError naming the path if one of the store's folders is something else (a file, a dangling link)."""
-        for sub in self.SUBDIRS:
+        legacy = [f"{s}/{d}" for s in LEGACY_SUBSTORES if os.path.lexists(self.root / s) for d in self.SUBDIRS]
+        for sub in list(self.SUBDIRS) + list(LEGACY_SUBSTORES if legacy else ()) + legacy:
             p = self.root / sub
             if os.path.lexists(p) and not p.is_dir():
                 raise ToyddError(f"{p} is not a directory, so {self.root} is not a usable results directory; "

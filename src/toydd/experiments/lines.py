@@ -5,14 +5,14 @@ from __future__ import annotations
 from .. import plots
 from ..findings import find_setting_bumps, fmt_num, loss_bump, loss_curve
 from ..plots_interactive import plotly_lines
-from ..sections import Section, recipe_note
+from ..sections import Section
 
 
 def draw(ctx, exp, setting: str, label: str, fig, expect: str, paper: str, extra: str = "") -> None:
     """One figure: ``fig`` (already drawn), its caption from the data, and the interactive lines."""
     t = exp.table
     f = ctx.png(fig, f"{exp.name}-lines.png")
-    finding = [recipe_note(t), find_setting_bumps(t, setting, label, expect) + extra]
+    finding = find_setting_bumps(t, setting, label, expect) + extra
     ctx.add(Section(f"{exp.name}-lines", f"{exp.name}: test loss against T by {label}", [f], paper, finding,
                     ctx.plotly(plotly_lines(t, "test_loss", setting, f"test loss by {label}", label, baseline=True,
                                             ytitle="test loss"))))

@@ -15,7 +15,7 @@ from ..config import TrainConfig, parse_T
 from ..findings import (find_data_dims, find_features, find_loss, find_movie, find_regimes, find_vectors,
                         loss_bump, loss_curve, fmt_num)
 from ..plots_interactive import plotly_main, vector_slider_html
-from ..sections import Section, recipe_note
+from ..sections import Section
 from . import norms
 from .base import ExperimentDef, Preset, t_grid_jobs
 
@@ -60,11 +60,10 @@ def draw(ctx, exp) -> None:
     vt = [parse_T(x) for x in exp.params.get("vector_plot_T", [])] or None
     name = exp.name
     m_note = f" (m = {m}; the sweep also has m = {', '.join(map(str, [x for x in ms if x != m]))})" if len(ms) > 1 else ""
-    recipe = recipe_note(tm)
 
     def main() -> None:
         f = ctx.png(plots.fig_main(tm, reps, vector_T=vt), f"{name}-main.png")
-        finding = [recipe, find_loss(tm), find_data_dims(tm), find_regimes(tm), find_features(reps[-1])]
+        finding = [find_loss(tm), find_data_dims(tm), find_regimes(tm), find_features(reps[-1])]
         ctx.add(Section(f"{name}-main", f"{name}: test loss, dimensionality and geometry against T" + m_note,
                         [f], PAPER["main"], finding, ctx.plotly(plotly_main(tm, reps))))
 
