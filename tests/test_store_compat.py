@@ -72,3 +72,27 @@ def test_old_stores_are_done_and_never_reused_for_the_other_recipe(prev_store, o
     summed.write_text((FIX / "tiny-old.toml").read_text().replace("[base]", '[base]\nloss_norm = "sum"'))
     summary = sweep.run_sweep(str(summed), old_store)
     assert summary.ok and summary.trained == [] and summary.already_done == 1
+
+
+def test_figures_tables_and_show_name_the_recipe(prev_store):
+    import subprocess
+    import sys
+
+    from toydd import report
+    from toydd.sections import recipe_note
+
+    index = report.build_report(prev_store, movies=0, log=lambda m: None, dpi=50)
+    page = index.read_text(encoding="utf-8")
+    # tiny-recipes holds one run of each recipe: its caption and its configuration say they are mixed
+    assert "Recipes mixed in this sweep: mean over T·n (the paper’s figures); summed loss (the paper’s text)." in page
+    assert "<th class=\"l\">loss norm</th>" in page  # the run table's recipe column
+    import pandas as pd
+
+    assert recipe_note(pd.DataFrame({"loss_norm": ["mean"], "eps": [1e-8]})) == \
+        "Recipe: mean over T·n (the paper’s figures)."
+    assert recipe_note(pd.DataFrame({"loss_norm": ["sum"], "eps": [1e-6]})) == \
+        "Recipe: summed loss (the paper’s text), Adam eps 1e-06."
+    for run_dir in (prev_store / "runs").iterdir():
+        norm = load_run(run_dir).config.loss_norm
+        p = subprocess.run([sys.executable, "-m", "toydd", "show", str(run_dir)], capture_output=True, text=True)
+        assert p.returncode == 0 and f"recipe: loss_norm={norm}" in p.stdout, p.stderr
