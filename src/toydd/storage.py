@@ -114,7 +114,8 @@ class RunResult:
             return data_mod.load_npz(c.data_path, c.n)[0]
         if c.infinite:
             raise ValueError("an infinite-data run has no fixed training set")
-        return data_mod.training_set(c.n, c.sparsity, int(c.T), c.data_seed, c.repeated_points, c.repeats)
+        return data_mod.training_set(c.n, c.sparsity, int(c.T), c.data_seed, c.repeated_points, c.repeats,
+                                     nested=c.nested_data)
 
 
 # --- atomic primitives -----------------------------------------------------------

@@ -88,7 +88,7 @@ class JobOutcome:
 def _train_and_save(store: Store, configs: list, progress: Callable[[float], None] | None,
                     kind: JobKind, params: dict[str, Any]) -> list[JobOutcome]:
     try:
-        results = kind.train(configs, params, progress)
+        results = kind.train(configs, params, progress, store.run_dir)
         if len(results) != len(configs):
             raise RuntimeError(f"training returned {len(results)} results for {len(configs)} configs")
     except Exception as e:
@@ -561,16 +561,30 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
     work = _Work(kind.name, exp.params)
     bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
                sum(kind.cost(c) for c in pending), len(pending))
+    outcomes: list[JobOutcome] = []
     try:
         execute = _EXECUTE[executor]
-        # Pass 1: everything nobody else is training. Pass 2: wait for the jobs
-        # another sweep held, and train those its owner left unfinished.
-        outcomes = execute(out, kind.batches(pending, max_batch_instances), False, bar, jobs, work)
-        busy_keys = {o.key for o in outcomes if o.status == "busy"}
-        if busy_keys:
-            busy = [c for c in pending if c.key() in busy_keys]
-            outcomes = [o for o in outcomes if o.status != "busy"]
-            outcomes += execute(out, kind.batches(busy, max_batch_instances), True, bar, jobs, work)
+        # Waves: a job that continues from another run (``init_from_run``) waits until that run is done.
+        # Most experiments have one wave; a chain over T (the crossover's memorizing branch) has one per link.
+        waiting = list(pending)
+        while waiting:
+            ready, blocked = _ready_jobs(store, waiting)
+            if not ready:
+                for c in blocked:  # its predecessor failed, or belongs to no experiment in this store
+                    msg = f"its initial run {c.init_from_run} is not done (failed, or not a job of this store)"
+                    record_failure(store, c, "exception", msg)
+                    outcomes.append(JobOutcome(c.key(), "failed", msg))
+                break
+            # Pass 1: everything nobody else is training. Pass 2: wait for the jobs
+            # another sweep held, and train those its owner left unfinished.
+            wave = execute(out, kind.batches(ready, max_batch_instances), False, bar, jobs, work)
+            busy_keys = {o.key for o in wave if o.status == "busy"}
+            if busy_keys:
+                busy = [c for c in ready if c.key() in busy_keys]
+                wave = [o for o in wave if o.status != "busy"]
+                wave += execute(out, kind.batches(busy, max_batch_instances), True, bar, jobs, work)
+            outcomes += wave
+            waiting = blocked
     finally:
         bar.close()
 
@@ -586,6 +600,15 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             summary.elsewhere.append(o.key)
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _ready_jobs(store: Store, jobs: list) -> tuple[list, list]:
+    """(jobs that can train now, jobs whose ``init_from_run`` is not done yet)."""
+    ready, blocked = [], []
+    for c in jobs:
+        pred = getattr(c, "init_from_run", None)
+        (blocked if pred is not None and not store.is_done(pred) else ready).append(c)
+    return ready, blocked
 
 
 # --- reading a store back -------------------------------------------------------------

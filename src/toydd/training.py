@@ -127,8 +127,14 @@ def check_params(p: dict[str, np.ndarray], m: int, n: int, tied: bool, source: s
     return out  # finite: real values within float32 were checked before the cast
 
 
-def _initial_params(c: TrainConfig, init_seed: int, train_set) -> dict[str, np.ndarray]:
-    """One instance's starting point: a file, the memorizing construction, or Xavier-normal."""
+def _initial_params(c: TrainConfig, init_seed: int, train_set,
+                    given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """One instance's starting point: given parameters, a file, the memorizing construction, or Xavier-normal."""
+    if given is not None:  # init_from_run: the sweep read that run's parameters
+        return check_params(given, c.m, c.n, c.tied, f"the parameters of run {c.init_from_run}")
+    if c.init_from_run is not None:
+        raise ToyddError(f"init_from_run={c.init_from_run}: this run starts from another run's parameters; "
+                         "train it in a sweep (toydd sweep), which reads them from its results store")
     if c.init_path:
         return check_params(load_params(c.init_path), c.m, c.n, c.tied, c.init_path)
     if c.init_method == "construction":
@@ -185,7 +191,7 @@ def _load_data(cfg: TrainConfig):
             raise ToyddError(f"{cfg.data_path}: holds {train_set.T} points but T = {int(cfg.T)}")
     else:
         train_set = None if cfg.infinite else data_mod.training_set(
-            cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed, cfg.repeated_points, cfg.repeats)
+            cfg.n, cfg.sparsity, int(cfg.T), cfg.data_seed, cfg.repeated_points, cfg.repeats, nested=cfg.nested_data)
         test = None
     if test is None:
         test = _cached_test_set(cfg.n, cfg.sparsity, cfg.test_size, cfg.test_seed)
@@ -258,7 +264,7 @@ class _NumbaBackend:
 
 
 def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
-                engine: str = "auto") -> list[RunResult]:
+                engine: str = "auto", inits: list[dict[str, np.ndarray] | None] | None = None) -> list[RunResult]:
     """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config.
 
     ``engine``: ``numba`` (CPU kernel), ``torch`` (the torch path on the configs'
@@ -283,7 +289,8 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     P = ParamBatch(I, m, n, tied)
     for i, ins in enumerate(inst):
         c = configs[ins.cfg_index]
-        P.set(i, _initial_params(c, ins.init_seed, train_sets[ins.cfg_index]))
+        P.set(i, _initial_params(c, ins.init_seed, train_sets[ins.cfg_index],
+                                 None if inits is None else inits[ins.cfg_index]))
     imp = (c0.importance_decay ** np.arange(n)).astype(np.float32)
     wd = np.array([configs[x.cfg_index].weight_decay for x in inst], np.float64)
     if engine not in ("auto", "numba", "torch"):
