@@ -14,7 +14,7 @@ report is the figure their varying fields allow (:mod:`.custom`).
 from __future__ import annotations
 
 from ..errors import ToyddError
-from . import (custom, epochs, mnist_dstar, norms, replication_gap, repeated, sparsity, t_sweep, tm_grid,
+from . import (crossover, custom, epochs, mnist_dstar, norms, replication_gap, repeated, sparsity, t_sweep, tm_grid,
                weight_decay)
 from .base import (DEFAULT_PRESET, PAPER_T_GRID, PRESETS, Experiment, ExperimentDef, Preset, get_preset,
                    preset_names)
@@ -24,7 +24,7 @@ from .sparsity import sparsity_T_values
 
 REGISTRY: dict[str, ExperimentDef] = {d.name: d for d in [
     t_sweep.DEF, norms.DEF, tm_grid.DEF, weight_decay.DEF, epochs.DEF, sparsity.DEF, repeated.DEF,
-    replication_gap.DEF, mnist_dstar.DEF,
+    replication_gap.DEF, crossover.DEF, mnist_dstar.DEF,
 ]}
 EXPERIMENTS = REGISTRY  # the name used before experiments became modules
 
