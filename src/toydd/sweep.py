@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import TrainConfig
+from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, verify_job_run
@@ -251,59 +252,6 @@ def _run_local(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: int,
     return outcomes
 
 
-# Worker-process state for the process executor (set by _worker_init in each spawned worker).
-_QUEUE = None
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """End this worker when the sweep that started it dies, however it dies (even ``kill -9``).
-
-    Linux: the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``).
-    Everywhere: a daemon thread polls ``os.getppid()`` and exits once the parent
-    is gone (re-parented). A worker killed mid-job leaves no half-written run
-    (``save_run`` is atomic) and its lock dies with it, so the next sweep resumes.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            PR_SET_PDEATHSIG = 1
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except Exception:  # pragma: no cover - the watchdog still covers it
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watchdog() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    import threading
-
-    threading.Thread(target=watchdog, name="toydd-parent-watchdog", daemon=True).start()
-
-
-def _worker_init(queue, threads: int, parent_pid: int | None = None) -> None:
-    global _QUEUE
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-    _QUEUE = queue
-    # Share the cores between the workers instead of each one spawning a
-    # thread per core (2 workers x 2 threads on 2 cores is slower than 2 x 1).
-    for var in ("TOYDD_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
-    try:
-        import torch
-
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    except Exception:
-        pass
-
-
 def _worker_run_batch(out: str, batch: list, wait: bool, batch_id: int, work: _Work) -> list[JobOutcome]:
     last = [time.monotonic(), 0]
 
@@ -311,13 +259,13 @@ def _worker_run_batch(out: str, batch: list, wait: bool, batch_id: int, work: _W
         # Throttled: a queue message per optimizer step would cost more than the step.
         last[1] += k
         now = time.monotonic()
-        if now - last[0] > 0.25 and _QUEUE is not None:
-            _QUEUE.put((batch_id, last[1]))
+        if now - last[0] > 0.25 and workers.QUEUE is not None:
+            workers.QUEUE.put((batch_id, last[1]))
             last[0], last[1] = now, 0
 
     outcomes = run_batch(out, batch, wait, progress, kind=work.kind, params=work.params)
-    if last[1] and _QUEUE is not None:
-        _QUEUE.put((batch_id, last[1]))
+    if last[1] and workers.QUEUE is not None:
+        workers.QUEUE.put((batch_id, last[1]))
     return outcomes
 
 
@@ -342,7 +290,7 @@ def _run_process(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: in
                 return
             bar.advance(progress[i].steps(k))
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=workers.init,
                              initargs=(q, threads, os.getpid())) as pool:
         futures = {pool.submit(_worker_run_batch, str(out), b, wait, i, work): i for i, b in enumerate(batches)}
         remaining = set(futures)
