@@ -231,15 +231,30 @@ def sweep(
     preset: Optional[str] = typer.Option(None, "--preset", help="smoke | quick | paper"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
     jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
+    plan: bool = typer.Option(False, "--plan", help="list what would run and how long it would take here; train nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --plan: one JSON object on stdout"),
 ) -> None:
     """Run (or resume) an experiment as a sweep into OUT."""
     from . import sweep as sweep_mod
+
+    if plan:
+        _print_plan([sweep_mod.get_experiment(name, preset)], out, executor, jobs, as_json)
+        return
 
     summary = sweep_mod.run_sweep(name, out, preset=preset, executor=executor, jobs=jobs, progress=True)
     typer.echo(str(summary), err=True)
     if summary.failed:
         typer.echo(f"error: {len(summary.failed)} job(s) failed (see {out}/failed/); re-run to retry them", err=True)
         raise typer.Exit(1)
+
+
+def _print_plan(exps: list, out: Path, executor: str, jobs: int, as_json: bool) -> None:
+    from . import costmodel
+    from . import sweep as sweep_mod
+
+    sweep_mod.check_executor(executor, jobs)
+    p = costmodel.plan(exps, out, executor, jobs, model=costmodel.load(log=lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(p, indent=2) if as_json else costmodel.format_plan(p))
 
 
 @app.command()
@@ -280,6 +295,9 @@ def reproduce(
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
     jobs: int = typer.Option(1, "--jobs", help="worker processes (process) or tasks in flight (ray)"),
     movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep in the report"),
+    show_plan: bool = typer.Option(False, "--plan", help="list what would run and how long it would take here; "
+                                                         "train nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --plan: one JSON object on stdout"),
 ) -> None:
     """Run every sweep of a preset (resuming if partly done), then the report."""
     from . import experiments
@@ -287,6 +305,9 @@ def reproduce(
     from . import sweep as sweep_mod
 
     plan = experiments.reproduce_plan(preset)
+    if show_plan:
+        _print_plan([experiments.named_experiment(name, preset) for name in plan], out, executor, jobs, as_json)
+        return
     sweep_mod.check_sweep_target(out)  # before hours of sweeps: --out writable, ours,
     report_mod.check_report_dir(out)  # and a report/ there that the report may replace
     failed = 0

@@ -470,19 +470,7 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
     ``failed/<key>.json`` rather than stopping the sweep. Nothing is written to
     ``out`` before every input has been checked.
     """
-    if executor not in EXECUTORS:
-        raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ToyddError(f"jobs must be a positive integer, got {jobs!r}")
-    if executor == "local" and jobs > 1:
-        # Refuse rather than silently ignore: someone asking for 4 jobs expects 4 workers.
-        raise ToyddError(f"the local executor trains one batch at a time; use --executor process "
-                         f"(or ray) for --jobs {jobs}")
-    if executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
+    check_executor(executor, jobs)
     exp = name_or_file if isinstance(name_or_file, Experiment) else get_experiment(str(name_or_file), preset)
     kind = get_kind(exp.kind)
     out = Path(out).resolve()
@@ -548,6 +536,23 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             summary.elsewhere.append(o.key)
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def check_executor(executor: str, jobs: int) -> None:
+    """A ToyddError if ``executor`` and ``jobs`` cannot run here (before anything is written)."""
+    if executor not in EXECUTORS:
+        raise ToyddError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ToyddError(f"jobs must be a positive integer, got {jobs!r}")
+    if executor == "local" and jobs > 1:
+        # Refuse rather than silently ignore: someone asking for 4 jobs expects 4 workers.
+        raise ToyddError(f"the local executor trains one batch at a time; use --executor process "
+                         f"(or ray) for --jobs {jobs}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ToyddError("the ray executor needs Ray: pip install 'toydd[ray]'") from None
 
 
 def _ready_jobs(store: Store, jobs: list) -> tuple[list, list]:
