@@ -236,7 +236,7 @@ def display_hidden(run: RunResult) -> tuple[np.ndarray, str]:
     c = run.config
     if c.infinite:
         pts = data_mod.training_set(c.n, c.sparsity, DISPLAY_POINTS_INF, c.data_seed)
-        return hidden_vectors(pts, run.W), f"{DISPLAY_POINTS_INF:,} fresh points"
+        return hidden_vectors(pts, run.W), "fresh points (T = ∞: no training set)"
     return hidden_vectors(run.training_data(), run.W), "training points"
 
 

@@ -206,11 +206,13 @@ def vector_slider_data(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         H = plots._subsample(H_full, SLIDER_VECTORS, keep_longest=200)
         n_rep = int(np.sum(np.linalg.norm(np.asarray(r.W, np.float64), axis=0) > REPRESENTED_NORM))
         dd = r.arrays.get("data_dims")
+        shown = (f"{len(H):,} of {len(H_full):,}" if len(H) < len(H_full) else f"all {len(H_full):,}")
         info = (f"T = {plots.fmt_T(r.config.T)}, data seed {r.config.data_seed}: test loss "
                 f"{fmt_num(r.metrics.get('test_loss'), 4)}, ||W||_F = {fmt_num(r.metrics.get('weight_norm'))}, "
-                f"{n_rep} features with ||W_i|| > 0.5, max D_f = {fmt_num(r.metrics.get('max_feature_dim'))}"
+                f"{n_rep} feature{'' if n_rep == 1 else 's'} with ||W_i|| > 0.5, "
+                f"max D_f = {fmt_num(r.metrics.get('max_feature_dim'))}"
                 + (f", median D_X = {fmt_num(float(np.median(dd)))} (m/T = {fmt_num(r.config.m / r.config.T)})"
-                   if dd is not None and len(dd) else "") + f"; red: {what}.")
+                   if dd is not None and len(dd) else "") + f"; red: {shown} {what} drawn.")
         out.append({"label": plots.fmt_T(r.config.T), "W": [_round(W[:, 0]), _round(W[:, 1])],
                     "H": [_round(H[:, 0]), _round(H[:, 1])], "extW": plots.vector_extent(W),
                     "extH": plots.vector_extent(H_full), "info": info})
@@ -245,7 +247,8 @@ _SLIDER_JS = r"""
        line: {color: '%FEATURE%', width: 1}, marker: {size: 3}, hoverinfo: 'x+y'},
       {x: h.x, y: h.y, xaxis: 'x2', yaxis: 'y2', mode: 'lines+markers', name: 'hidden vectors h_i',
        line: {color: '%DATA%', width: 1}, marker: {size: 3}, hoverinfo: 'x+y'}];
-    const layout = {template: 'plotly_white', height: 430, margin: {l: 40, r: 20, t: 40, b: 30}, showlegend: false,
+    const layout = {template: 'plotly_white', height: 430, margin: {l: 40, r: 30, t: 40, b: 30}, showlegend: false,
+                    modebar: {orientation: 'v'},  // beside the panels, not over their titles on a phone
       xaxis: axis(hw, [0, 0.47], 'y'), yaxis: Object.assign(axis(hw, [0, 1], 'x'), {scaleanchor: 'x'}),
       xaxis2: axis(hh, [0.53, 1], 'y2'), yaxis2: Object.assign(axis(hh, [0, 1], 'x2'), {scaleanchor: 'x2'}),
       annotations: [

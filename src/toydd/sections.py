@@ -65,6 +65,7 @@ class ReportContext:
 
     def plotly(self, fig) -> str:
         self.plotly_charts += 1
+        fig.update_layout(modebar_orientation="v")  # beside the chart, never over its title on a narrow screen
         return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plotly-{self.plotly_charts}",
                            config=PLOTLY_CONFIG)
 
