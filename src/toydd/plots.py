@@ -95,9 +95,26 @@ def _styled(fn: Callable) -> Callable:
     return wrapper
 
 
+class _NotebookFigure(Figure):
+    """A Figure that a notebook shows inline when it ends a cell.
+
+    Jupyter draws a bare Figure only through the formatter pyplot's inline
+    backend registers, and these figures never touch pyplot (and this module
+    selects Agg): without ``_repr_png_`` a cell ending in ``fig_main(...)``
+    would print ``<Figure size 800x820>``.
+    """
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, facecolor="white")
+        return buf.getvalue()
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A Figure with its own Agg canvas (no pyplot, no global figure registry)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = _NotebookFigure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

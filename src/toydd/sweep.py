@@ -366,42 +366,14 @@ def run_batch(out: str | os.PathLike, configs: Sequence[TrainConfig], wait: bool
 
 # --- executors --------------------------------------------------------------------
 
-class _Bar:
-    """A rich progress bar in cost units with an ETA; a no-op when progress is off."""
+from .progress import ProgressBar  # noqa: E402 (beside its one user)
+
+
+class _Bar(ProgressBar):
+    """The sweep's progress line: work in cost units (``job_cost``), jobs done, elapsed, ETA (toydd.progress)."""
 
     def __init__(self, enabled: bool, title: str, total_cost: float, total_jobs: int):
-        self.enabled = enabled and total_jobs > 0
-        self.jobs_done = 0
-        self.total_jobs = total_jobs
-        if not self.enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[jobs]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False, refresh_per_second=4,
-        )
-        self.task = self.progress.add_task(title, total=max(total_cost, 1.0), jobs=self._jobs())
-        self.progress.start()
-
-    def _jobs(self) -> str:
-        return f"{self.jobs_done}/{self.total_jobs} jobs"
-
-    def advance(self, cost: float) -> None:
-        if self.enabled:
-            self.progress.advance(self.task, cost)
-
-    def jobs(self, n: int) -> None:
-        self.jobs_done += n
-        if self.enabled:
-            self.progress.update(self.task, jobs=self._jobs())
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
+        super().__init__(enabled, title, total_cost, total_jobs, unit="work")
 
 
 class _BatchProgress:

@@ -1,0 +1,117 @@
+"""Issue 17, the review's hostile half: one regression test per row (R1, R2, R3, R6, R12, R15), and the
+same classes of defect found beside them. Bad input is one `error: ...` line, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toydd.cli import main
+from toydd.config import TrainConfig
+from toydd.errors import ToyddError
+
+TINY = ["--n", 200, "--T", 5, "--steps", 50, "--sparsity", 0.99, "--test-size", 50, "--device", "cpu"]
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return ex.value.code, out, err
+
+
+def bad(capsys, needle, *args):
+    code, out, err = cli(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Bad input must be refused before any training starts."""
+    from toydd import training
+
+    def refuse(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(training, "train_batch", refuse)
+
+
+# --- R1: eps that float32 cannot hold -------------------------------------------------------------------
+
+@pytest.mark.parametrize("eps", ["1e-320", "5e-324", "1e-39", "0", "1e39"])
+def test_R1_eps_outside_float32_is_bad_input(capsys, tmp_path, no_training, eps):
+    line = bad(capsys, "eps", "train", *TINY, "--eps", eps, "--out", tmp_path / "o")
+    assert "float32" in line or "positive" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_R1_smallest_normal_eps_still_trains():
+    from toydd import train
+
+    # The smallest normal float32 (1.18e-38) and up are accepted, and train.
+    run = train(TrainConfig(n=200, T=5, steps=50, sparsity=0.99, test_size=50, eps=1.2e-38, device="cpu"))
+    assert run.metrics["failed_step"] is None
+
+
+def test_R1_mean_loss_norm_checks_the_eps_adam_uses():
+    with pytest.raises(ToyddError, match="eps"):
+        TrainConfig(eps=1e-300, loss_norm="mean")
+    TrainConfig(eps=1e-40, loss_norm="mean", n=10**4)  # Adam gets eps x n = 1e-36: a normal float32
+
+
+# --- R2: initial parameters that overflow float32 ------------------------------------------------------------
+
+@pytest.mark.parametrize("opt,value", [("--bias-init", "1e39"), ("--bias-init", "1e300"), ("--bias-init", "-1e39"),
+                                       ("--init-scale", "1e30"), ("--init-scale", "1e300")])
+def test_R2_huge_init_is_refused_naming_the_option(capsys, tmp_path, no_training, opt, value):
+    bad(capsys, opt.lstrip("-").replace("-", "_"), "train", *TINY, opt, value, "--out", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_R2_bounds_are_where_float32_overflows():
+    # n = 200, m = 2 measured: bias 1e18 gives an initial loss of 2e38 (finite, no headroom), 1e19 overflows;
+    # init_scale 3e9 gives 1.4e36, 1e10 overflows. The checks sit between.
+    TrainConfig(n=200, bias_init=1e17)
+    TrainConfig(n=200, init_scale=3e9)
+    TrainConfig(n=200, bias_init=-1e30)  # a negative bias is cut off by the ReLU: a dead but finite model
+    for kw in ({"bias_init": 1e19}, {"init_scale": 1e10}):
+        with pytest.raises(ToyddError, match=next(iter(kw))):
+            TrainConfig(n=200, **kw)
+
+
+def test_R2_experiment_file_base_is_refused_before_anything_is_written(capsys, tmp_path, no_training):
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nbase: {n: 50, steps: 5, bias_init: 1.0e+39}\ngrid: {T: [3]}\n")
+    bad(capsys, "bias_init", "sweep", f, "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- R3: options that do not apply to the construction -----------------------------------------------------
+
+@pytest.mark.parametrize("extra,needle", [(["--init-scale", "0"], "init_scale"), (["--bias-init", "3"], "bias_init"),
+                                          (["--init-scale", "0", "--bias-init", "3"], "does not apply"),
+                                          (["--init-seeds", "2"], "init_seeds")])
+def test_R3_construction_refuses_xavier_options(capsys, tmp_path, no_training, extra, needle):
+    line = bad(capsys, needle, "train", *TINY, "--init-method", "construction", *extra, "--out", tmp_path / "o")
+    assert "construction" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_R3_init_file_refuses_xavier_options(tmp_path):
+    with pytest.raises(ToyddError, match="bias_init does not apply to init_path"):
+        TrainConfig(init_path=str(tmp_path / "i.npz"), bias_init=1.0)
+    TrainConfig(init_method="construction")  # the plain construction is fine

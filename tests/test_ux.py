@@ -1,0 +1,248 @@
+"""Issue 17, what a researcher meets first: CLI help, `show` / `table` on a store, the progress line,
+the notebook API (dir(toydd), RunResult's repr), and the per-batch `seconds`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from toydd.cli import main
+from toydd.sweep import run_sweep
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+# Two experiments in one store: 2 + 1 tiny jobs (a second or two).
+EXP = """
+name = "{name}"
+description = "tiny"
+[base]
+n = 40
+m = 2
+sparsity = 0.9
+steps = 60
+test_size = 50
+snapshots = 2
+[grid]
+T = {Ts}
+"""
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return ex.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ux")
+    for name, Ts in (("alpha", "[3, 300]"), ("beta", "[7]")):
+        (tmp / f"{name}.toml").write_text(EXP.format(name=name, Ts=Ts))
+        assert run_sweep(str(tmp / f"{name}.toml"), tmp / "out", progress=False).ok
+    return tmp / "out"
+
+
+# --- help ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [[], ["train"], ["show"], ["sweep"], ["status"], ["table"], ["report"],
+                                     ["reproduce"]])
+def test_help_is_conventional(capsys, command):
+    code, out, _ = cli(capsys, *command, "--help")
+    assert code == 0
+    assert "<bool>" not in out  # flags (--json, --help, --untied, ...) take no value
+    usage = next(line for line in out.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage, usage
+
+
+def test_usage_names_arguments_in_capitals(capsys):
+    _, out, _ = cli(capsys, "show", "--help")
+    assert re.search(r"Usage: toydd show \[OPTIONS\] RUN_DIR", out), out
+
+
+def test_every_train_option_has_help(capsys):
+    import typer
+
+    from toydd import cli as cli_mod
+
+    command = typer.main.get_command(cli_mod.app)
+    for name, sub in command.commands.items():
+        if name == "bench":  # the bench command is another change's (issue 17 notes it)
+            continue
+        for p in sub.params:
+            assert p.help, f"toydd {name} {p.name} has no help text"
+
+
+def test_sweep_help_lists_every_experiment(capsys):
+    from toydd.experiments import experiment_names
+
+    _, out, _ = cli(capsys, "sweep", "--help")
+    text = re.sub(r"[│\s]+", " ", out)
+    for name in experiment_names() + ["mnist-dstar"]:
+        assert name in text, name
+    assert "..." not in text
+
+
+def test_flags_take_no_value(capsys):
+    code, _, err = cli(capsys, "status", "somewhere", "--json", "true")
+    assert code == 2 and "unexpected extra argument" in err.lower()
+
+
+# --- show / table on a store -----------------------------------------------------------------------------
+
+def test_show_on_a_results_directory_explains_itself(capsys, store):
+    code, out, err = cli(capsys, "show", store)
+    assert code == 2 and out == ""
+    line = err.strip()
+    assert line.startswith("error: ") and "\n" not in line
+    assert "is a results directory" in line and f"{store}/runs/<key>" in line and f"toydd status {store}" in line
+    assert "metrics.json" not in line
+    key = sorted(p.name for p in (store / "runs").iterdir())[0]
+    code, out, _ = cli(capsys, "show", store / "runs" / key)  # the run it points to is shown
+    assert code == 0 and "test loss" in out
+
+
+def test_table_experiment_filter_and_integer_T(capsys, store):
+    import json
+
+    code, out, _ = cli(capsys, "table", store)
+    assert code == 0
+    full = pd.read_csv(io.StringIO(out))
+    assert len(full) == 3
+    for name, Ts in (("alpha", {3, 300}), ("beta", {7})):
+        code, out, _ = cli(capsys, "table", store, "--experiment", name)
+        assert code == 0
+        df = pd.read_csv(io.StringIO(out))
+        keys = json.loads((store / "experiments" / f"{name}.json").read_text())["keys"]
+        assert sorted(df["key"]) == sorted(keys) and set(df["T"]) == Ts
+        assert set(df["experiments"]) == {name}
+    # T is written as an integer (300, not 300.0); so is an integer column pandas had turned into floats
+    lines = out.splitlines()
+    header = lines[0].split(",")
+    row = dict(zip(header, lines[1].split(",")))
+    assert row["T"] == "7" and row["steps"] == "60"
+    code, _, err = cli(capsys, "table", store, "--experiment", "gamma")
+    assert code == 2 and "no experiment 'gamma'" in err and "alpha" in err
+
+
+def test_csv_writes_inf_and_integers_with_gaps():
+    from toydd.cli import csv_text
+
+    df = pd.DataFrame({"T": [300.0, float("inf")], "warmup": [250.0, None], "lr": [1.0, 0.5],
+                       "train_loss": [0.25, float("nan")]})
+    lines = csv_text(df).splitlines()
+    assert lines[1] == "300,250,1.0,0.25" and lines[2] == "inf,,0.5,", lines
+
+
+# --- seconds of a batch -------------------------------------------------------------------------------------
+
+def test_batch_size_is_recorded_beside_the_shared_seconds(store):
+    from toydd.sweep import load_table
+
+    df = load_table(store)
+    assert (df["batch_size"] >= 1).all()
+    # Runs of one batch share `seconds` (the batch's wall time), and batch_size says how many shared it.
+    for _, g in df.groupby("seconds"):
+        assert (g["batch_size"] >= len(g)).all()
+
+
+def test_train_batch_records_batch_size():
+    from toydd import TrainConfig, train_batch
+
+    cfg = TrainConfig(n=40, m=2, T=5, sparsity=0.9, steps=20, test_size=50, snapshots=2)
+    runs = train_batch([cfg.replace(data_seed=s) for s in range(3)])
+    assert [r.metrics["batch_size"] for r in runs] == [3, 3, 3]
+    assert len({r.metrics["seconds"] for r in runs}) == 1
+
+
+# --- the notebook API ---------------------------------------------------------------------------------------
+
+def test_dir_lists_the_lazy_names_without_importing_them():
+    code = ("import sys, toydd; d = dir(toydd); "
+            "assert {'train', 'train_batch', 'load_run', 'save_run', 'RunResult', 'run_sweep', 'load_table', "
+            "'plots', 'TrainConfig'} <= set(d), d; "
+            "assert set(toydd.__all__) <= set(d); "
+            "assert 'toydd.training' not in sys.modules and 'matplotlib' not in sys.modules; "
+            "import toydd.plots; assert callable(toydd.plots.fig_main); print('ok')")
+    import os
+
+    import toydd
+
+    src = str(Path(toydd.__file__).resolve().parents[1])
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=src))
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_run_result_repr_is_short_and_says_what_matters(store):
+    from toydd import load_run
+
+    run = load_run(sorted((store / "runs").iterdir())[0])
+    text = repr(run)
+    assert len(text) < 1200, len(text)
+    for needle in ("n=40", "m=2", "T=", "test_loss=", "regime=", "W: (2, 40)", "snapshot_W", "path="):
+        assert needle in text, needle
+    assert "array(" not in text
+
+
+# --- progress -------------------------------------------------------------------------------------------------
+
+def _render(total, steps, jobs=None, unit="work", pause=0.3):
+    from rich.console import Console
+
+    from toydd.progress import ProgressBar
+
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=200)
+    bar = ProgressBar(True, "replication-gap (smoke)", total, jobs, unit=unit, console=con)
+    for k in steps:
+        bar.advance(k)
+        time.sleep(pause)
+    if jobs:
+        bar.jobs(1)
+    bar.close()
+    text = ANSI.sub("", buf.getvalue()).replace("\r", "\n")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_progress_line_is_labelled_and_fits_80_columns():
+    lines = _render(1000, [250, 250], jobs=24)
+    assert lines and all(len(line) <= 80 for line in lines), lines
+    last = lines[-1]
+    assert "50% of work" in last and "1/24 jobs" in last and "elapsed" in last and "ETA " in last, last
+    assert "-:--:--" not in "".join(lines)
+    assert "ETA measuring" in lines[0]  # nothing done yet: no made-up clock
+
+
+def test_progress_eta_comes_from_the_measured_rate():
+    from toydd.progress import eta_seconds
+
+    assert eta_seconds(0, 100, 5.0) is None
+    assert eta_seconds(25, 100, 10.0) == pytest.approx(30.0)  # 25 units in 10 s: 75 more take 30 s
+    assert eta_seconds(100, 100, 10.0) == 0.0
+    lines = _render(100, [50], unit="steps", pause=1.2)
+    m = re.search(r"50/100 steps, (\d+)s elapsed, ETA (\d+)s", lines[-1])
+    assert m, lines[-1]
+    assert abs(int(m.group(2)) - int(m.group(1))) <= 1  # half done: as long again
+
+
+def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
+    import os
+
+    import toydd
+
+    src = str(Path(toydd.__file__).resolve().parents[1])
+    (tmp_path / "e.toml").write_text(EXP.format(name="e", Ts="[3]"))
+    p = subprocess.run([sys.executable, "-m", "toydd", "sweep", tmp_path / "e.toml", "--out", tmp_path / "o"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=src))
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "jobs done" in p.stderr, p.stderr
+    assert "━" not in p.stderr and "ETA" not in p.stderr
