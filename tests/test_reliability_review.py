@@ -115,3 +115,70 @@ def test_R3_init_file_refuses_xavier_options(tmp_path):
     with pytest.raises(ToyddError, match="bias_init does not apply to init_path"):
         TrainConfig(init_path=str(tmp_path / "i.npz"), bias_init=1.0)
     TrainConfig(init_method="construction")  # the plain construction is fine
+
+
+# --- R6, R15: MNIST data files -------------------------------------------------------------------------------
+
+def _digits_npz(path: Path, X=None, y=None) -> Path:
+    X = np.zeros((14, 784), np.uint8) if X is None else X
+    y = np.zeros(len(X), np.int64) if y is None else y
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def _mnist_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Bad TOYDD_MNIST files and what the error line must say about each."""
+    full = _digits_npz(tmp_path / "full.npz")
+    blob = full.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(blob[: len(blob) // 2])
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    os.replace(tmp_path / "one.npy", tmp_path / "array.npz")  # a .npy named .npz
+    (tmp_path / "notes.npz").write_text("these are my digits\n")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    labels = np.zeros(14, np.uint64)
+    labels[3] = 2**64 - 1
+    _digits_npz(tmp_path / "labels.npz", y=labels)
+    pixels = np.zeros((14, 784))
+    pixels[0, 0] = 1e300
+    _digits_npz(tmp_path / "pixels.npz", X=pixels)
+    return {
+        "truncated.npz": (tmp_path / "truncated.npz", "truncated or corrupted .npz"),
+        "array.npz": (tmp_path / "array.npz", "is a .npy file"),
+        "notes.npz": (tmp_path / "notes.npz", "not an .npz file (a zip archive of arrays): it is text"),
+        "empty.npz": (tmp_path / "empty.npz", "it is empty"),
+        "labels.npz": (tmp_path / "labels.npz", "labels must lie in 0..9, got 0..18446744073709551615"),
+        "pixels.npz": (tmp_path / "pixels.npz", "pixel values must lie in [0, 1] or [0, 255], got [0, 1e+300]"),
+    }
+
+
+def test_R6_R15_bad_mnist_files_are_named_and_described(tmp_path):
+    from toydd import mnist
+
+    for name, (path, needle) in _mnist_files(tmp_path).items():
+        with pytest.raises(ToyddError) as e:
+            mnist.load_npz(path)
+        msg = str(e.value)
+        assert str(path) in msg and needle in msg, (name, msg)
+        assert "pickled" not in msg and "NaN or inf" not in msg and "got -1" not in msg, msg
+
+
+@pytest.mark.parametrize("name", ["truncated.npz", "array.npz", "notes.npz"])
+def test_R6_sweep_with_a_bad_TOYDD_MNIST_is_exit_2_naming_the_file(capsys, tmp_path, monkeypatch, name):
+    path, needle = _mnist_files(tmp_path)[name]
+    monkeypatch.setenv("TOYDD_MNIST", str(path))
+    bad(capsys, needle, "sweep", "mnist-dstar", "--preset", "quick", "--out", tmp_path / "out")
+
+
+def test_R15_huge_idx_header_reports_the_real_size(tmp_path):
+    from toydd import mnist
+
+    f = tmp_path / "train-images-idx3-ubyte"
+    f.write_bytes(b"\0\0\x08\x03" + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"\0" * 10)
+    with pytest.raises(ToyddError) as e:
+        mnist.read_idx(f)
+    size = (2**32 - 1) ** 3  # int64 wrapped this to 12,884,901,887
+    assert f"{size:,} bytes" in str(e.value) and "found 10" in str(e.value)
+    g = tmp_path / "train-images-idx3-ubyte.gz"
+    g.write_bytes(gzip.compress(f.read_bytes()))
+    with pytest.raises(ToyddError, match=f"{size:,} bytes"):
+        mnist.read_idx(g)
