@@ -5,6 +5,7 @@ the notebook API (dir(toydd), RunResult's repr), and the per-batch `seconds`.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -172,8 +173,6 @@ def test_dir_lists_the_lazy_names_without_importing_them():
             "assert set(toydd.__all__) <= set(d); "
             "assert 'toydd.training' not in sys.modules and 'matplotlib' not in sys.modules; "
             "import toydd.plots; assert callable(toydd.plots.fig_main); print('ok')")
-    import os
-
     import toydd
 
     src = str(Path(toydd.__file__).resolve().parents[1])
@@ -235,8 +234,6 @@ def test_progress_eta_comes_from_the_measured_rate():
 
 
 def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
-    import os
-
     import toydd
 
     src = str(Path(toydd.__file__).resolve().parents[1])
@@ -246,3 +243,59 @@ def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "jobs done" in p.stderr, p.stderr
     assert "━" not in p.stderr and "ETA" not in p.stderr
+
+
+# --- lock files (row 10) ---------------------------------------------------------------------------------------
+
+def test_sweep_leaves_no_lock_files_of_finished_jobs(store):
+    assert (store / "locks").is_dir()
+    assert list((store / "locks").iterdir()) == []
+
+
+def test_removed_lock_is_never_held_twice(tmp_path):
+    """A holder removes its lock while a second process waits on it: the waiter ends up holding the file at the
+    path (not the deleted one), and a third cannot take the job's lock meanwhile."""
+    import threading
+
+    from toydd.sweep import JobLock
+
+    path = tmp_path / "k.lock"
+    a = JobLock(path)
+    assert a.acquire(blocking=False)
+    b = JobLock(path)
+    got = []
+    t = threading.Thread(target=lambda: got.append(b.acquire(blocking=True)))
+    t.start()
+    time.sleep(0.3)  # b has opened the file and blocks in flock
+    assert got == []
+    a.release(remove=True)
+    t.join(10)
+    assert got == [True]
+    assert path.exists() and os.fstat(b.fd).st_ino == os.stat(path).st_ino  # b holds the file that is there now
+    c = JobLock(path)
+    assert not c.acquire(blocking=False)  # one holder only
+    b.release()
+    assert c.acquire(blocking=False)
+    c.release()
+
+
+def test_remove_done_locks_spares_held_and_unfinished_jobs(store, tmp_path):
+    import shutil
+
+    from toydd.sweep import JobLock, Store, remove_done_locks
+
+    out = tmp_path / "copy"
+    shutil.copytree(store, out)
+    st = Store(out)
+    done = sorted(p.name for p in (out / "runs").iterdir())
+    held, free = done[0], done[1]
+    for key in (held, free, "0123456789abcdef"):  # the last: a job with no run (pending or failed)
+        st.lock_path(key).write_text("")
+    other = JobLock(st.lock_path(held))
+    assert other.acquire(blocking=False)  # another sweep still at work on it
+    try:
+        assert remove_done_locks(st, [held, free, "0123456789abcdef"]) == 1
+    finally:
+        other.release()
+    assert st.lock_path(held).exists() and not st.lock_path(free).exists()
+    assert st.lock_path("0123456789abcdef").exists()
