@@ -182,3 +182,50 @@ def test_R15_huge_idx_header_reports_the_real_size(tmp_path):
     g.write_bytes(gzip.compress(f.read_bytes()))
     with pytest.raises(ToyddError, match=f"{size:,} bytes"):
         mnist.read_idx(g)
+
+
+# --- R12: SIGINT to the parent of a process-executor sweep ---------------------------------------------------
+
+SIG_EXP = """
+name = "sig"
+description = "12 one-job batches of about a second each"
+[base]
+n = 300
+m = 2
+sparsity = 0.95
+steps = 3000
+test_size = 100
+snapshots = 2
+[grid]
+T = [20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]
+"""
+
+
+def test_R12_sigint_to_the_parent_stops_the_process_sweep_promptly(tmp_path):
+    import toydd
+
+    f = tmp_path / "sig.toml"
+    f.write_text(SIG_EXP)
+    out = tmp_path / "out"
+    src = str(Path(toydd.__file__).resolve().parents[1])
+    p = subprocess.Popen([sys.executable, "-m", "toydd", "sweep", str(f), "--out", str(out), "--executor", "process",
+                          "--jobs", "2"], stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=src))
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "runs").is_dir() and any(not q.name.startswith(".") for q in (out / "runs").iterdir())):
+            assert p.poll() is None and time.monotonic() < deadline, "the sweep never finished a job"
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGINT)  # the parent alone, as `kill -INT PID` does (Ctrl-C signals the group)
+        t_int = time.monotonic()
+        started = {q.name for q in (out / "locks").iterdir()}  # every job a worker has begun (its lock file)
+        rc = p.wait(60)
+        stopped_after = time.monotonic() - t_int
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 130 and p.stderr.read().strip().splitlines()[-1] == "error: interrupted"
+    assert stopped_after < 10, stopped_after
+    # No job started after the interrupt: no new lock file, and every saved run is one that had begun.
+    assert {q.name for q in (out / "locks").iterdir()} <= started
+    runs = {q.name for q in (out / "runs").iterdir() if not q.name.startswith(".")}
+    assert {f"{k}.lock" for k in runs} <= started and len(runs) < 12

@@ -585,7 +585,17 @@ def _run_process(out: Path, batches: list[list[TrainConfig]], wait: bool, bar: _
                     bar.jobs(sum(o.status != "busy" for o in res))
                     outcomes += res
         except BaseException:
+            # Ctrl-C (or SIGINT to this process alone), a store error, a dead worker: stop now. Cancelling the
+            # queued futures is not enough, since leaving the `with` waits for the running batches and the
+            # pool may already have handed queued ones to the workers: they are terminated. A worker killed
+            # mid-batch leaves no half-written run (save_run is atomic) and its locks die with it.
+            workers = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for w in workers:
+                try:
+                    w.terminate()
+                except Exception:  # already gone
+                    pass
             raise
     return outcomes
 
