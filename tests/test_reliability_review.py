@@ -229,3 +229,37 @@ def test_R12_sigint_to_the_parent_stops_the_process_sweep_promptly(tmp_path):
     assert {q.name for q in (out / "locks").iterdir()} <= started
     runs = {q.name for q in (out / "runs").iterdir() if not q.name.startswith(".")}
     assert {f"{k}.lock" for k in runs} <= started and len(runs) < 12
+
+
+# --- R15: a full disk under a pipe: the error line alone ---------------------------------------------------
+
+FULL_DISK = """
+import errno, os, sys
+from toydd import storage
+real = storage._write_all
+
+def full(fh, data):  # the manifest fits, the runs do not
+    if os.sep + "runs" + os.sep in os.readlink(f"/proc/self/fd/{fh.fileno()}"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fh, data)
+
+storage._write_all = full
+from toydd.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+def test_R15_disk_full_under_a_pipe_is_one_line_without_a_stray_progress_line(tmp_path):
+    import toydd
+
+    f = tmp_path / "e.toml"
+    f.write_text(SIG_EXP.replace("steps = 3000", "steps = 200").replace("T = [20, 30, 40, 50, 60, 70, 80, 90, 100, "
+                                                                         "110, 120, 130]", "T = [5, 6]"))
+    src = str(Path(toydd.__file__).resolve().parents[1])
+    p = subprocess.run([sys.executable, "-c", FULL_DISK, "sweep", str(f), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=src, TOYDD_LOG_DIR=str(tmp_path / "logs")))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "No space left on device" in lines[0], p.stderr
