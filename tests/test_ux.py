@@ -299,3 +299,117 @@ def test_remove_done_locks_spares_held_and_unfinished_jobs(store, tmp_path):
         other.release()
     assert st.lock_path(held).exists() and not st.lock_path(free).exists()
     assert st.lock_path("0123456789abcdef").exists()
+
+
+# --- figures (row 9) ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Smoke sweeps of the experiments whose figures the review read: (table by experiment, runs, mnist runs)."""
+    import json
+
+    from toydd import load_run, load_table, mnist
+
+    out = tmp_path_factory.mktemp("smoke") / "store"
+    for name in ("t-sweep", "replication-gap", "repeated", "mnist-dstar"):
+        assert run_sweep(name, out, preset="smoke", progress=False).ok
+    table = load_table(out)
+    tables = {name: table[table["key"].isin(json.loads((out / "experiments" / f"{name}.json").read_text())["keys"])]
+              for name in ("t-sweep", "replication-gap", "repeated")}
+    t = tables["t-sweep"]
+    runs = [load_run(out / "runs" / k) for k in t.drop_duplicates("T")["key"]]
+    return tables, runs, mnist.load_runs(out)
+
+
+def tick_texts(ax) -> list[str]:
+    ax.figure.canvas.draw()
+    return [t.get_text() for axis in (ax.xaxis, ax.yaxis) for minor in (False, True)
+            for t in axis.get_ticklabels(minor=minor) if t.get_text()]
+
+
+def assert_plain_ticks(ax):
+    texts = tick_texts(ax)
+    assert texts, "no tick labels"
+    bad = [t for t in texts if "times" in t or "×" in t]
+    assert not bad, bad
+
+
+def assert_legend_off_the_data(fig):
+    """The legend is the figure's, drawn outside every axes (not over a line or a marker)."""
+    fig.canvas.draw()
+    assert all(ax.get_legend() is None for ax in fig.axes), "a legend inside an axes"
+    assert len(fig.legends) == 1
+    box = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        a = ax.get_window_extent()
+        overlap = min(box.x1, a.x1) - max(box.x0, a.x0) > 0 and min(box.y1, a.y1) - max(box.y0, a.y0) > 0
+        assert not overlap, (box, a)
+
+
+def test_narrow_log_axes_have_plain_tick_labels(smoke):
+    from toydd import plots, plots_mnist
+
+    tables, runs, mruns = smoke
+    gap = plots.fig_replication_gap(tables["replication-gap"])
+    ax_norm = gap.axes[1]
+    assert ax_norm.get_yscale() == "log" and ax_norm.get_ylabel() == "weight norm ||W||_F"
+    assert_plain_ticks(ax_norm)
+    for ax in (plots_mnist.fig_vs_step(plots_mnist.clean_runs(mruns)).axes[0],
+               plots.fig_training_curves(runs).axes[0],
+               plots.fig_repeated(tables["repeated"]).axes[0]):
+        assert "log" in (ax.get_xscale(), ax.get_yscale())
+        assert_plain_ticks(ax)
+    # The T axis of a narrow sweep (T = 3 ... 30): plain numbers at 1, 2, 5 x 10^k, not one lone 10^1.
+    labels = [t for t in tick_texts(gap.axes[0]) if t]
+    assert {"3", "10", "30"} <= set(labels) and not any("^" in t for t in labels), labels
+
+
+def test_plain_log_formatter_words():
+    from toydd.plots import PlainLogFormatter
+
+    f = PlainLogFormatter(labelOnlyBase=False)
+    assert [f._num_to_string(x, 0, 1) for x in (0.6, 1.9, 2.0, 300.0, 1000.0, 0.002)] == \
+        ["0.6", "1.9", "2", "300", "1,000", "0.002"]
+    assert f._num_to_string(1e6, 0, 1) == "$10^{6}$" and f._num_to_string(2e-5, 0, 1) == r"$2\times10^{-5}$"
+
+
+def test_legends_do_not_cover_the_data(smoke):
+    from toydd import plots, plots_mnist
+
+    tables, _, mruns = smoke
+    assert_legend_off_the_data(plots_mnist.fig_vs_step(plots_mnist.clean_runs(mruns)))
+    assert_legend_off_the_data(plots.fig_repeated(tables["repeated"]))
+
+
+def test_every_axis_is_titled_in_words(smoke):
+    from toydd import plots, plots_mnist
+
+    tables, runs, mruns = smoke
+    noise = plots_mnist.fig_label_noise(plots_mnist.noisy_runs(mruns))
+    left, right = noise.axes[:2]
+    assert left.get_ylabel() == "density of digits" and right.get_ylabel()
+    chance = [t.get_text() for t in right.get_legend().get_texts() if "chance" in t.get_text()]
+    assert chance, "the chance line is not in the legend"
+    gap = plots.fig_replication_gap(tables["replication-gap"])
+    figs = [gap, noise, plots_mnist.fig_vs_step(plots_mnist.clean_runs(mruns)),
+            plots_mnist.fig_train_vs_held_out(plots_mnist.clean_runs(mruns)),
+            plots.fig_training_curves(runs), plots.fig_repeated(tables["repeated"])]
+    for fig in figs:
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>":
+                continue
+            assert ax.get_xlabel(), (fig, ax.get_title())
+            # a row of panels shares one y title, on its first panel
+            first = ax.get_subplotspec().colspan.start == 0 if ax.get_subplotspec() else True
+            if first or fig is gap or fig is noise:
+                assert ax.get_ylabel() and ax.get_ylabel() not in ("D*", "||W||_F"), (ax.get_title(), ax.get_ylabel())
+
+
+def test_the_infinity_break_is_explained(smoke):
+    from toydd import plots
+
+    tables, runs, _ = smoke
+    fig = plots.fig_main(tables["t-sweep"], runs)
+    assert "∞: infinite data" in fig.axes[1].get_xlabel()
+    gap = plots.fig_replication_gap(tables["replication-gap"])  # finite T only: no break, no note
+    assert "∞" not in gap.axes[0].get_xlabel()
