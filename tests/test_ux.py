@@ -413,3 +413,13 @@ def test_the_infinity_break_is_explained(smoke):
     assert "∞: infinite data" in fig.axes[1].get_xlabel()
     gap = plots.fig_replication_gap(tables["replication-gap"])  # finite T only: no break, no note
     assert "∞" not in gap.axes[0].get_xlabel()
+
+
+@pytest.mark.parametrize("command", ["status", "table", "report"])
+def test_store_commands_on_a_run_directory_point_to_show(capsys, store, command):
+    run = sorted((store / "runs").iterdir())[0]
+    code, out, err = cli(capsys, command, run)
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {run} is a run directory (one trained model), not a results directory: " \
+                          f"see it with toydd show {run}"
+    assert not (run / "report").exists()

@@ -173,6 +173,13 @@ def show(run_dir: Path = typer.Argument(..., help="a run directory (DIR/runs/<ke
     _print_summary(load_run(run_dir, history=False))
 
 
+def _check_not_a_run(path: Path) -> None:
+    """The converse of _check_not_a_store: a run directory given where a results directory belongs."""
+    if (path / "metrics.json").is_file() and (path / "config.json").is_file() and not (path / "runs").is_dir():
+        raise ToyddError(f"{path} is a run directory (one trained model), not a results directory: "
+                         f"see it with toydd show {path}")
+
+
 def _check_not_a_store(path: Path) -> None:
     """A results directory given where a run directory belongs: say what it is and where its runs are."""
     if (path / "metrics.json").exists() or not ((path / "runs").is_dir() or (path / "experiments").is_dir()):
@@ -270,6 +277,7 @@ def status(out: Path = typer.Argument(..., help="results directory"),
     """Show done / running / failed / pending jobs of a results directory."""
     from . import sweep as sweep_mod
 
+    _check_not_a_run(Path(out))
     st = sweep_mod.status(out)
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else sweep_mod.format_status(st))
 
@@ -281,6 +289,7 @@ def table(out: Path = typer.Argument(..., help="results directory"),
     """One CSV row per trained model (config + metrics) on stdout."""
     from . import sweep as sweep_mod
 
+    _check_not_a_run(Path(out))
     sys.stdout.write(csv_text(sweep_mod.load_table(out, experiment)))
 
 
@@ -320,6 +329,7 @@ def report(out: Path = typer.Argument(..., help="results directory"),
 
     if not Path(out).is_dir():
         raise ToyddError(f"results directory not found: {out}")
+    _check_not_a_run(Path(out))
     path = report_mod.build_report(out, movies=movies, dpi=dpi)
     typer.echo(str(path))
 
