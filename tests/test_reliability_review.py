@@ -16,27 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toydd.cli import main
+from test_reliability_inputs import bad  # ARGS is bad input: exit 2, one `error:` line naming the problem
 from toydd.config import TrainConfig
 from toydd.errors import ToyddError
 
 TINY = ["--n", 200, "--T", 5, "--steps", 50, "--sparsity", 0.99, "--test-size", 50, "--device", "cpu"]
-
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return ex.value.code, out, err
-
-
-def bad(capsys, needle, *args):
-    code, out, err = cli(capsys, *args)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from toydd.cli import main
+from test_reliability_inputs import cli  # `toydd ARGS` in this process: (exit status, stdout, stderr)
 from toydd.sweep import run_sweep
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -34,13 +34,6 @@ snapshots = 2
 [grid]
 T = {Ts}
 """
-
-
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return ex.value.code, out, err
 
 
 @pytest.fixture(scope="module")

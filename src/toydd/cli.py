@@ -241,7 +241,7 @@ def _print_summary(result) -> None:
                   f"(gap {_num(mt['optimization_gap'], '+.3g')}: > 0 means training missed a better memorizing solution)")
     t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
     batch = mt.get("batch_size") or 1  # runs written before batch_size was recorded trained alone or did not say
-    t.add_row("time", f"{_num(mt['seconds'], '.1f')} s" + (f" (for a batch of {batch} models trained together)"
+    t.add_row("training time", f"{_num(mt['seconds'], '.1f')} s" + (f" (for a batch of {batch} models trained together)"
                                                           if batch > 1 else ""))
     con.print(t)
     if len(mt["instances"]) > 1:

@@ -85,7 +85,9 @@ class ProgressBar:
             TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=24)),
             BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=4)),
             _Status(table_column=Column(no_wrap=True)),
-            console=console, transient=False, refresh_per_second=4, expand=True)
+            # transient: the line goes when the work is done; the command's own summary line (the sweep's
+            # "N/N jobs done ... in 41.0s", train's table with its time) follows, so no time is printed twice.
+            console=console, transient=True, refresh_per_second=4, expand=True)
         self.task = self.progress.add_task(title, total=max(float(total), 1.0))
         self.progress.start()
 
