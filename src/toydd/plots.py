@@ -470,6 +470,7 @@ def _loss_yscale(ax, values: np.ndarray) -> None:
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() / v.min() > 30:
         ax.set_yscale("log")
+        plain_log_ticks(ax)
 
 
 def _baseline(ax) -> None:
@@ -588,7 +589,7 @@ def fig_norms(table: pd.DataFrame) -> Figure:
     plot_vs_T(ax, table, "bias_norm", tax, "#e07b00", r"$\|b\|_2$", marker="s")
     ax.axhline(PENTAGON_NORM, color=BASELINE_COLOR, ls=":", lw=1.0, label=r"$\sqrt{5}$ (ideal pentagon)")
     tax.decorate(ax)
-    ax.set_ylabel("norm")
+    ax.set_ylabel("parameter norm")
     ax.set_ylim(bottom=0)
     ax.legend(loc="best")
     ax.set_title("parameter norms against dataset size", loc="left")
