@@ -53,6 +53,7 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
 
 
 class _Command(_ConventionalHelp, typer.core.TyperCommand):
+    """A subcommand with conventional help and the usage line ``toydd show [OPTIONS] RUN_DIR``."""
 
     def collect_usage_pieces(self, ctx):
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -62,16 +63,13 @@ class _Command(_ConventionalHelp, typer.core.TyperCommand):
         return pieces
 
 
-def _command(**kwargs):
-    return app.command(cls=_Command, **kwargs)
-
-
 def _experiment_names() -> list[str]:
     """Every experiment ``toydd sweep`` runs by name (mnist-dstar is dispatched apart from the toy ones)."""
     from .experiments import experiment_names
 
     names = list(experiment_names())
     return names if "mnist-dstar" in names else names + ["mnist-dstar"]
+
 
 # Exit statuses (docs/RELIABILITY.md). Each non-zero one comes with one line `error: ...` on stderr.
 EXIT_OK = 0
@@ -81,7 +79,7 @@ EXIT_TRAIN_FAILED = 3  # `train` ran, but every init seed hit a non-finite loss 
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-@_command()
+@app.command()
 def train(
     n: Optional[int] = typer.Option(None, "--n", help="features (default 10,000, or the data file's)"),
     m: int = typer.Option(2, "--m", help="hidden dimensions"),
@@ -164,7 +162,7 @@ def train(
         raise typer.Exit(EXIT_TRAIN_FAILED)
 
 
-@_command()
+@app.command()
 def show(run_dir: Path = typer.Argument(..., help="a run directory (DIR/runs/<key> of a results directory)")) -> None:
     """Print a readable summary of a run directory."""
     from .storage import load_run
@@ -241,8 +239,8 @@ def _print_summary(result) -> None:
                   f"(gap {_num(mt['optimization_gap'], '+.3g')}: > 0 means training missed a better memorizing solution)")
     t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
     batch = mt.get("batch_size") or 1  # runs written before batch_size was recorded trained alone or did not say
-    t.add_row("training time", f"{_num(mt['seconds'], '.1f')} s" + (f" (for a batch of {batch} models trained together)"
-                                                          if batch > 1 else ""))
+    shared = f" (for a batch of {batch} models trained together)" if batch > 1 else ""
+    t.add_row("training time", f"{_num(mt['seconds'], '.1f')} s{shared}")
     con.print(t)
     if len(mt["instances"]) > 1:
         it = Table("init seed", "train loss", "test loss", "failed at")
@@ -252,7 +250,7 @@ def _print_summary(result) -> None:
         con.print(it)
 
 
-@_command()
+@app.command()
 def sweep(
     name: str = typer.Argument(..., metavar="EXPERIMENT", help=f"an experiment ({', '.join(_experiment_names())}) "
                                          "or a TOML/YAML experiment file"),
@@ -271,7 +269,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@_command()
+@app.command()
 def status(out: Path = typer.Argument(..., help="results directory"),
            as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """Show done / running / failed / pending jobs of a results directory."""
@@ -282,7 +280,7 @@ def status(out: Path = typer.Argument(..., help="results directory"),
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else sweep_mod.format_status(st))
 
 
-@_command()
+@app.command()
 def table(out: Path = typer.Argument(..., help="results directory"),
           experiment: Optional[str] = typer.Option(None, "--experiment",
                                                    help="only the runs of this experiment (default: all)")) -> None:
@@ -320,7 +318,7 @@ def csv_text(df) -> str:
     return df.to_csv(index=False)
 
 
-@_command()
+@app.command()
 def report(out: Path = typer.Argument(..., help="results directory"),
            movies: int = typer.Option(3, "--movies", min=0, help="training movies (GIF) per t-sweep; 0 for none"),
            dpi: int = typer.Option(150, "--dpi", min=1, max=1200, help="PNG resolution")) -> None:
@@ -334,7 +332,7 @@ def report(out: Path = typer.Argument(..., help="results directory"),
     typer.echo(str(path))
 
 
-@_command()
+@app.command()
 def reproduce(
     preset: str = typer.Option("quick", "--preset", help="smoke | quick | paper"),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="results directory"),
@@ -363,7 +361,7 @@ def reproduce(
         raise typer.Exit(1)
 
 
-@_command()
+@app.command()
 def bench(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     T: Optional[list[str]] = typer.Option(None, "--T", help="T values (default 100, 1000, 10000)"),
@@ -381,6 +379,12 @@ def bench(
         sys.stdout.write(json.dumps(res) + "\n")
     else:
         bench_mod.print_table(res)
+
+
+# Every subcommand, whoever declares it, gets the conventional help (typer has no app-wide command class).
+for _info in app.registered_commands:
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
 
 
 def _log_dir_candidates() -> list[Path]:
