@@ -2,7 +2,7 @@
 
 One line on stderr, redrawn in place::
 
-    t-sweep (quick) ━━━━━━━━━━━━╺━━━━━━━━━━━ 51% of work, 4/16 jobs, 13s elapsed, ETA 12s
+    t-sweep (quick) ━━━━━━━━━╺━━━━━━━━ 51% of work, 4/16 jobs, 13s elapsed, ETA 12s
 
 The bar and the percentage count *work units* (``sweep.job_cost``: steps x
 points x features x dimensions, or plain steps for ``train``), which advance
