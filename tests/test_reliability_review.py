@@ -249,8 +249,8 @@ def test_R15_disk_full_under_a_pipe_is_one_line_without_a_stray_progress_line(tm
     assert len(lines) == 1 and lines[0].startswith("error: ") and "No space left on device" in lines[0], p.stderr
 
 
-@pytest.mark.parametrize("opt,value,needle", [("--lr", "1e-320", "lr"), ("--lr", "1e38", "lr"),
-                                              ("--weight-decay", "1e300", "weight decay")])
-def test_R1_lr_and_weight_decay_outside_float32_are_bad_input(capsys, tmp_path, no_training, opt, value, needle):
-    line = bad(capsys, needle, "train", *TINY, opt, value, "--out", tmp_path / "o")
+@pytest.mark.parametrize("lr", ["1e-320", "1e-39"])
+def test_R1_subnormal_lr_is_bad_input(capsys, tmp_path, no_training, lr):
+    # (a huge lr stays a diverged training, exit 3: test_row11_diverged_training_saves_nothing_non_finite_and_exits_3)
+    line = bad(capsys, "lr", "train", *TINY, "--lr", lr, "--out", tmp_path / "o")
     assert "float32" in line

@@ -123,15 +123,10 @@ class TrainConfig:
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
-        # The same float32 bounds for the step: AdamW's first step is lr / (1 - beta1) and its decay factor
-        # 1 - lr * wd, both float32 (an inf there is a "diverged" run, not a result); an lr below the
-        # smallest normal float32 rounds to 0 there and trains nothing.
+        # As for eps below: an lr under the smallest normal float32 rounds to 0 in AdamW and trains nothing.
+        # (A huge lr or weight decay is a training that diverges, exit 3: docs/RELIABILITY.md row 11.)
         need(self.lr >= F32_TINY, f"lr {self.lr!r} is too small: AdamW runs in float32, where it is subnormal "
                                   f"or 0 (use lr >= {F32_TINY:.3g})")
-        need(self.lr / (1 - self.beta1) <= F32_MAX,
-             f"lr {self.lr:g} is too large: AdamW's first step lr / (1 - beta1) overflows float32 (max {F32_MAX:.3g})")
-        need(self.lr * self.weight_decay <= F32_MAX,
-             f"lr x weight decay ({self.lr:g} x {self.weight_decay:g}) overflows float32 (max {F32_MAX:.3g})")
         need(math.isfinite(self.eps) and self.eps > 0, f"eps must be positive and finite, got {self.eps}")
         # AdamW runs in float32 (training._adamw, training_torch): an eps below float32's smallest normal
         # number is subnormal there or rounds to 0 (a division by sqrt(v) = 0), and one above its max is inf.
