@@ -89,7 +89,7 @@ def train(
     warmup: Optional[int] = typer.Option(None, "--warmup", help="warm-up steps (default 5% of steps)"),
     lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (warm-up, then half-cosine to 0)"),
     weight_decay: float = typer.Option(1e-2, "--weight-decay", help="decoupled (AdamW) weight decay on W and b"),
-    eps: float = typer.Option(1e-8, "--eps", help="Adam eps (at least 1.2e-38: Adam runs in float32)"),
+    eps: float = typer.Option(1e-8, "--eps", help="Adam eps (in float32: eps, x n for --loss-norm mean, at least 1.2e-38)"),
     loss_norm: str = typer.Option("sum", "--loss-norm", help="sum (over features, the paper) | mean (over T*n, torch MSELoss)"),
     init_scale: float = typer.Option(1.0, "--init-scale", help="multiplies the Xavier std (Xavier init only)"),
     bias_init: float = typer.Option(0.0, "--bias-init", help="initial value of every b_i (Xavier init only)"),
