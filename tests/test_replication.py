@@ -137,11 +137,17 @@ def test_cli_recipe_flags(capsys):
     with pytest.raises(SystemExit) as ok:
         cli_main(["train", "--n", "100", "--m", "2", "--T", "6", "--sparsity", "0.9", "--steps", "20", "--test-size",
                   "50", "--loss-norm", "mean", "--eps", "1e-6", "--init-scale", "0.5", "--bias-init", "0.01",
-                  "--warmup-from-zero", "--init-method", "construction", "--json"])
+                  "--warmup-from-zero", "--json"])
     assert ok.value.code == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
     assert (cfg["loss_norm"], cfg["eps"], cfg["init_scale"], cfg["bias_init"], cfg["warmup_from_zero"],
-            cfg["init_method"]) == ("mean", 1e-6, 0.5, 0.01, True, "construction")
+            cfg["init_method"]) == ("mean", 1e-6, 0.5, 0.01, True, "xavier")
+    # --init-scale and --bias-init shape the Xavier draw only: the construction takes neither (issue 17, R3)
+    with pytest.raises(SystemExit) as ok:
+        cli_main(["train", "--n", "100", "--m", "2", "--T", "6", "--sparsity", "0.9", "--steps", "20", "--test-size",
+                  "50", "--init-method", "construction", "--json"])
+    assert ok.value.code == 0
+    assert json.loads(capsys.readouterr().out)["config"]["init_method"] == "construction"
     with pytest.raises(SystemExit) as e:
         cli_main(["train", "--n", "100", "--T", "6", "--steps", "5", "--loss-norm", "median"])
     assert e.value.code == 2

@@ -3,29 +3,45 @@
 Quick start (from a notebook)::
 
     import toydd
-    run = toydd.train(toydd.TrainConfig(n=1000, m=2, T=5, sparsity=0.99, steps=5000))
-    run.metrics["data_dims"]        # ~ m/T = 0.4 for every point: a memorized pentagon of points
-    toydd.metrics.feature_dimensionality(run.W)
+    run = toydd.train(toydd.TrainConfig(n=1000, m=2, T=5, sparsity=0.99, steps=3000, lr=1e-2, init_seeds=4))
+    run                                     # config, headline metrics, array shapes
+    run.arrays["data_dims"]                 # D_X per training point, ~ m/T = 0.4 each: a memorized pentagon
+    toydd.metrics.feature_dimensionality(run.W)   # D_f per feature
+
+``train``, ``train_batch``, ``load_run``, ``save_run``, ``RunResult``,
+``run_sweep``, ``load_table`` and the submodules (``toydd.plots``, ...) are
+loaded on first use: importing toydd compiles no kernels and imports no
+matplotlib. They are listed by ``dir(toydd)`` (so they tab-complete).
 """
 
 __version__ = "0.1.0"
+
+import importlib as _importlib
 
 from . import metrics  # noqa: E402,F401
 from .config import TrainConfig  # noqa: E402,F401
 from .errors import ToyddError  # noqa: E402,F401
 
+# Lazy names: where each one lives.
+_LAZY = {
+    "train": "training", "train_batch": "training",
+    "load_run": "storage", "save_run": "storage", "RunResult": "storage",
+    "run_sweep": "sweep", "load_table": "sweep",
+}
+_SUBMODULES = ("analysis", "data", "experiments", "metrics", "mnist", "plots", "plots_mnist", "replication",
+               "report", "storage", "sweep", "training")
+
+__all__ = ["TrainConfig", "ToyddError", "metrics", *_LAZY]
+
 
 def __getattr__(name):  # lazy: importing toydd must not compile kernels
-    if name in ("train", "train_batch"):
-        from . import training as _t
+    if name in _LAZY:
+        return getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return _importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'toydd' has no attribute {name!r}")
 
-        return getattr(_t, name)
-    if name in ("load_run", "save_run", "RunResult"):
-        from . import storage as _s
 
-        return getattr(_s, name)
-    if name in ("run_sweep", "load_table"):
-        from . import sweep as _w
-
-        return getattr(_w, name)
-    raise AttributeError(name)
+def __dir__():
+    public = {n for n in globals() if not n.startswith("_") or n.startswith("__")}
+    return sorted(public | set(_LAZY) | set(_SUBMODULES))

@@ -24,8 +24,52 @@ except ImportError:  # pragma: no cover
 from .config import TrainConfig, parse_T
 from .errors import ToyddError, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _ConventionalHelp:
+    """Conventional help: flags without a ``<bool>`` type, arguments as ``RUN_DIR``.
+
+    Typer's rich help prints a ``<bool>`` type beside every flag (``--json``,
+    even ``--help``) though a flag takes no value, and writes a required
+    argument as ``{run_dir}`` in the usage line. An empty metavar hides the
+    former; :class:`_Command` rebuilds the usage line click-style
+    (``[OPTIONS] RUN_DIR``).
+    """
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if isinstance(p, typer.core.TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""
+            elif isinstance(p, typer.core.TyperArgument) and p.metavar is None:
+                p.metavar = p.name.upper()
+        return params
+
+
+class _Group(_ConventionalHelp, typer.core.TyperGroup):
+    pass
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Superposition, memorization and double descent in toy models.")
+
+
+class _Command(_ConventionalHelp, typer.core.TyperCommand):
+    """A subcommand with conventional help and the usage line ``toydd show [OPTIONS] RUN_DIR``."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if isinstance(p, typer.core.TyperArgument):
+                pieces.append(p.metavar if p.required else f"[{p.metavar}]")
+        return pieces
+
+
+def _experiment_names() -> list[str]:
+    """Every experiment ``toydd sweep`` runs by name (mnist-dstar is dispatched apart from the toy ones)."""
+    from .experiments import experiment_names
+
+    names = list(experiment_names())
+    return names if "mnist-dstar" in names else names + ["mnist-dstar"]
+
 
 # Exit statuses (docs/RELIABILITY.md). Each non-zero one comes with one line `error: ...` on stderr.
 EXIT_OK = 0
@@ -35,39 +79,26 @@ EXIT_TRAIN_FAILED = 3  # `train` ran, but every init seed hit a non-finite loss 
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-def _progress(total: int, description: str, enabled: bool = True):
-    """A rich progress bar on stderr (with ETA), or a no-op when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                    disable=not (enabled and console.is_terminal))
-    task = prog.add_task(description, total=total)
-    return prog, (lambda k: prog.advance(task, k))
-
-
 @app.command()
 def train(
     n: Optional[int] = typer.Option(None, "--n", help="features (default 10,000, or the data file's)"),
     m: int = typer.Option(2, "--m", help="hidden dimensions"),
     T: Optional[str] = typer.Option(None, "--T", help="training points, or 'inf' (default 1,000, or the data file's)"),
     sparsity: float = typer.Option(0.999, "--sparsity", "-S", help="P(feature = 0)"),
-    steps: int = typer.Option(50_000, "--steps"),
+    steps: int = typer.Option(50_000, "--steps", help="full-batch AdamW steps"),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="warm-up steps (default 5% of steps)"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-2, "--weight-decay"),
-    eps: float = typer.Option(1e-8, "--eps", help="Adam eps"),
+    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (warm-up, then half-cosine to 0)"),
+    weight_decay: float = typer.Option(1e-2, "--weight-decay", help="decoupled (AdamW) weight decay on W and b"),
+    eps: float = typer.Option(1e-8, "--eps", help="Adam eps (in float32: eps, x n for --loss-norm mean, at least 1.2e-38)"),
     loss_norm: str = typer.Option("mean", "--loss-norm", help="mean (over T*n, torch MSELoss: the paper's figures; default) | sum (over features, the paper's text: Jermyn's replication)"),
-    init_scale: float = typer.Option(1.0, "--init-scale", help="multiplies the Xavier std"),
-    bias_init: float = typer.Option(0.0, "--bias-init", help="initial value of every b_i"),
+    init_scale: float = typer.Option(1.0, "--init-scale", help="multiplies the Xavier std (Xavier init only)"),
+    bias_init: float = typer.Option(0.0, "--bias-init", help="initial value of every b_i (Xavier init only)"),
     warmup_from_zero: bool = typer.Option(False, "--warmup-from-zero", help="warm-up lr*s/W (first step lr 0)"),
     init_method: str = typer.Option("xavier", "--init-method", help="xavier | construction (the explicit T-gon solution)"),
-    data_seed: int = typer.Option(0, "--data-seed"),
+    data_seed: int = typer.Option(0, "--data-seed", help="which synthetic training set"),
     init_seeds: int = typer.Option(1, "--init-seeds", help="best-of-k init seeds"),
     init_seed: int = typer.Option(0, "--init-seed", help="first init seed"),
-    test_size: int = typer.Option(10_000, "--test-size"),
+    test_size: int = typer.Option(10_000, "--test-size", help="fresh test points (shared by every model of one n, S)"),
     importance_decay: float = typer.Option(1.0, "--importance-decay", help="I_i = decay**i"),
     untied: bool = typer.Option(False, "--untied", help="untie W_up from W^T"),
     data: Optional[Path] = typer.Option(None, "--data", help=".npz with X (dense) or CSR arrays [, X_test]"),
@@ -104,9 +135,10 @@ def train(
         check_params(load_params(init), m, n, cfg.tied, str(init))
     if out is not None:  # before training: not writable, not ours to replace, ...
         check_run_target(out, overwrite)
-    prog, advance = _progress(cfg.steps * 1, f"training n={n} m={m} T={Tv}")
-    with prog:
-        result = train_fn(cfg, progress=advance)
+    from .progress import ProgressBar
+
+    with ProgressBar(True, f"train n={n} m={m} T={Tv}", cfg.steps, unit="steps") as bar:
+        result = train_fn(cfg, progress=bar.advance)
     if out is not None:
         save_run(out, result)
     if as_json:
@@ -131,11 +163,12 @@ def train(
 
 
 @app.command()
-def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+def show(run_dir: Path = typer.Argument(..., help="a run directory (DIR/runs/<key> of a results directory)")) -> None:
     """Print a readable summary of a run directory (a toy model's or an MNIST MLP's)."""
     from .jobs import MNIST, kind_of_run
     from .storage import verify_run
 
+    _check_not_a_store(Path(run_dir))
     verify_run(run_dir)  # a missing directory or file, a bad checksum: named first
     kind = kind_of_run(run_dir)
     result = kind.load_run(run_dir, arrays=True, history=False)
@@ -163,6 +196,27 @@ def _print_mnist_summary(result) -> None:
         if key in mt:
             t.add_row(label, _num(mt[key], spec))
     con.print(t)
+
+
+def _check_not_a_run(path: Path) -> None:
+    """The converse of _check_not_a_store: a run directory given where a results directory belongs."""
+    if (path / "metrics.json").is_file() and (path / "config.json").is_file() and not (path / "runs").is_dir():
+        raise ToyddError(f"{path} is a run directory (one trained model), not a results directory: "
+                         f"see it with toydd show {path}")
+
+
+def _check_not_a_store(path: Path) -> None:
+    """A results directory given where a run directory belongs: say what it is and where its runs are."""
+    if (path / "metrics.json").exists() or not ((path / "runs").is_dir() or (path / "experiments").is_dir()):
+        return
+    try:
+        keys = sorted(p.name for p in (path / "runs").iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        keys = []
+    example = f" (e.g. {path / 'runs' / keys[0]})" if keys else ""
+    raise ToyddError(f"{path} is a results directory, not a run directory: show one of its runs with "
+                     f"toydd show {path}/runs/<key>{example}; list them with toydd table {path}, "
+                     f"or see its progress with toydd status {path}")
 
 
 def _num(v, spec: str) -> str:
@@ -214,7 +268,9 @@ def _print_summary(result) -> None:
         t.add_row("explicit T-gon", f"train loss {_num(mt['construction_train_loss'], '.4g')} "
                   f"(gap {_num(mt['optimization_gap'], '+.3g')}: > 0 means training missed a better memorizing solution)")
     t.add_row("best init seed", f"{mt['best_init_seed']} of {len(mt['instances'])}")
-    t.add_row("time", f"{_num(mt['seconds'], '.1f')} s")
+    batch = mt.get("batch_size") or 1  # runs written before batch_size was recorded trained alone or did not say
+    shared = f" (for a batch of {batch} models trained together)" if batch > 1 else ""
+    t.add_row("training time", f"{_num(mt['seconds'], '.1f')} s{shared}")
     con.print(t)
     if len(mt["instances"]) > 1:
         it = Table("init seed", "train loss", "test loss", "failed at")
@@ -226,7 +282,8 @@ def _print_summary(result) -> None:
 
 @app.command()
 def sweep(
-    name: str = typer.Argument(..., help="experiment name (t-sweep, tm-grid, ...) or a TOML/YAML file"),
+    name: str = typer.Argument(..., metavar="EXPERIMENT", help=f"an experiment ({', '.join(_experiment_names())}) "
+                                         "or a TOML/YAML experiment file"),
     out: Path = typer.Option(..., "--out", help="results directory (created; resumed if it exists)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="smoke | quick | paper"),
     executor: str = typer.Option("local", "--executor", help="local | process | ray"),
@@ -234,7 +291,7 @@ def sweep(
     plan: bool = typer.Option(False, "--plan", help="list what would run and how long it would take here; train nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --plan: one JSON object on stdout"),
 ) -> None:
-    """Run (or resume) an experiment as a sweep into OUT."""
+    """Run (or resume) an experiment as a sweep into the results directory --out."""
     from . import sweep as sweep_mod
 
     if plan:
@@ -263,16 +320,47 @@ def status(out: Path = typer.Argument(..., help="results directory"),
     """Show done / running / failed / pending jobs of a results directory."""
     from . import sweep as sweep_mod
 
+    _check_not_a_run(Path(out))
     st = sweep_mod.status(out)
     typer.echo(json.dumps(st, indent=2, default=str) if as_json else sweep_mod.format_status(st))
 
 
 @app.command()
-def table(out: Path = typer.Argument(..., help="results directory")) -> None:
+def table(out: Path = typer.Argument(..., help="results directory"),
+          experiment: Optional[str] = typer.Option(None, "--experiment",
+                                                   help="only the runs of this experiment (default: all)")) -> None:
     """One CSV row per trained model (config + metrics) on stdout."""
     from . import sweep as sweep_mod
 
-    sys.stdout.write(sweep_mod.table_csv(out))
+    _check_not_a_run(Path(out))
+    sys.stdout.write(csv_text(sweep_mod.load_table(out, experiment)))
+
+
+def csv_text(df) -> str:
+    """A run table as CSV with integers written as integers.
+
+    ``load_table`` keeps ``T`` a float (``inf`` for infinite data), and pandas
+    turns an integer column with a missing value (``warmup``, ``failed_step``
+    unset for some runs) into floats: written as-is they read ``300.0``. ``T``
+    becomes an integer or ``inf``; a float column whose values are all whole
+    numbers and that has gaps (the mark of such an upcast) becomes an integer
+    column with empty cells.
+    """
+    import math
+
+    import pandas as pd
+
+    df = df.copy()
+    if "T" in df.columns:
+        df["T"] = pd.Series([int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
+                             for v in df["T"]], index=df.index, dtype=object)  # object: ints beside inf
+    for col in df.columns:
+        if col == "T" or df[col].dtype.kind != "f":
+            continue
+        vals = df[col].dropna()
+        if len(vals) < len(df[col]) and len(vals) and ((vals == vals.round()) & vals.abs().lt(2**53)).all():
+            df[col] = df[col].astype("Int64")
+    return df.to_csv(index=False)
 
 
 @app.command()
@@ -284,6 +372,7 @@ def report(out: Path = typer.Argument(..., help="results directory"),
 
     if not Path(out).is_dir():
         raise ToyddError(f"results directory not found: {out}")
+    _check_not_a_run(Path(out))
     path = report_mod.build_report(out, movies=movies, dpi=dpi)
     typer.echo(str(path))
 
@@ -341,6 +430,12 @@ def bench(
         sys.stdout.write(json.dumps(res) + "\n")
     else:
         bench_mod.print_table(res)
+
+
+# Every subcommand, whoever declares it, gets the conventional help (typer has no app-wide command class).
+for _info in app.registered_commands:
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
 
 
 def _log_dir_candidates() -> list[Path]:

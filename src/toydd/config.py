@@ -103,6 +103,9 @@ class TrainConfig:
             if not cond:
                 raise ToyddError(msg)
 
+        F32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max: parameters and losses are float32 in the kernels
+        F32_TINY = 1.1754943508222875e-38  # numpy.finfo(float32).tiny: the smallest normal float32
+
         # Types first, from the annotations: a YAML string, a bool where an int
         # belongs, a None where a value is needed is named, never compared. Every
         # check below can rely on them.
@@ -124,7 +127,19 @@ class TrainConfig:
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)")
+        # As for eps below: an lr under the smallest normal float32 rounds to 0 in AdamW and trains nothing.
+        # (A huge lr or weight decay is a training that diverges, exit 3: docs/RELIABILITY.md row 11.)
+        need(self.lr >= F32_TINY, f"lr {self.lr!r} is too small: AdamW runs in float32, where it is subnormal "
+                                  f"or 0 (use lr >= {F32_TINY:.3g})")
         need(math.isfinite(self.eps) and self.eps > 0, f"eps must be positive and finite, got {self.eps}")
+        # AdamW runs in float32 (training._adamw, training_torch): an eps below float32's smallest normal
+        # number is subnormal there or rounds to 0 (a division by sqrt(v) = 0), and one above its max is inf.
+        need(self.adam_eps >= F32_TINY,
+             f"eps {self.eps!r} is too small: Adam runs in float32, where it is subnormal or 0 "
+             f"(use eps >= {F32_TINY / (self.n if self.loss_norm == 'mean' else 1):.3g})")
+        need(self.adam_eps <= F32_MAX,
+             f"eps {self.eps!r} is too large: Adam's eps{' x n' if self.loss_norm == 'mean' else ''} "
+             f"overflows float32 (max {F32_MAX:.3g})")
         need(math.isfinite(self.importance_decay) and self.importance_decay > 0,
              f"importance decay must be positive and finite, got {self.importance_decay}")
         # I_i = decay**i must stay a float32 number: beyond ~3.4e38 every loss is inf.
@@ -148,6 +163,38 @@ class TrainConfig:
         if self.init_method == "construction":
             need(not math.isinf(self.T) and self.tied and self.m >= 2 and self.init_path is None,
                  "init_method construction needs a finite T, tied weights, m >= 2 and no init_path")
+        # init_scale and bias_init shape the Xavier draw only: with a construction or an init file they would
+        # change the run's key but not one bit of its training, so they are refused rather than ignored.
+        start = ("init_method construction" if self.init_method == "construction"
+                 else f"init_path {self.init_path}" if self.init_path is not None else None)
+        if start is not None:
+            for name, default in (("init_scale", 1.0), ("bias_init", 0.0)):
+                need(getattr(self, name) == default,
+                     f"{name} does not apply to {start} (it only shapes the Xavier initialization); "
+                     f"leave it at {default:g}")
+        if self.init_method == "construction":
+            need(self.init_seeds == 1, f"init_seeds must be 1 with init_method construction (every init seed "
+                                       f"starts from the same construction), got {self.init_seeds}")
+        elif self.init_path is None:  # an init file's values are checked when it is read (check_params)
+            # The kernels compute the loss in float32. At the Xavier draw a point's loss is about
+            # sum_i I_i (m s^4 + max(b, 0)^2), s = init_scale * sqrt(2 / (n + m)) the std of W's entries (for a
+            # unit-norm point h = W x has m entries of size s, W^T h one of size sqrt(m) s^2 per feature; the
+            # ReLU cuts a negative bias off). Measured at n = 200, m = 2 the loss is within a factor 3 of this;
+            # a factor 10 of headroom keeps every point of a training set finite. Refused here, before any
+            # training, rather than as "the loss is not finite" at step 0.
+            d = self.importance_decay
+            weight = self.n if d == 1 else (d ** self.n - 1) / (d - 1)  # sum_i I_i (finite: checked above)
+            budget = F32_MAX / 10 / weight  # what one feature's initial squared error may reach
+            xavier = math.sqrt(2.0 / (self.n + self.m))
+            need(self.init_scale * xavier <= (budget / self.m) ** 0.25,  # (never raise 1e300 to the 4th power)
+                 f"init_scale {self.init_scale:g} is too large: the initial loss would overflow float32 "
+                 f"(max {F32_MAX:.3g}); at n = {self.n}, m = {self.m} use init_scale <= "
+                 f"{(budget / self.m) ** 0.25 / xavier:.2g}")
+            need(self.bias_init >= -F32_MAX, f"bias_init {self.bias_init:g} is too large in magnitude: "
+                                             f"it overflows float32 (max {F32_MAX:.3g})")
+            need(self.bias_init <= math.sqrt(budget),
+                 f"bias_init {self.bias_init:g} is too large: the initial loss (about n x bias_init^2) would "
+                 f"overflow float32 (max {F32_MAX:.3g}); at n = {self.n} use bias_init <= {math.sqrt(budget):.2g}")
         need(self.history_every is None or self.history_every > 0,
              f"history_every must be a positive integer, got {self.history_every}")
         need(self.snapshots >= 0, f"snapshots must be >= 0, got {self.snapshots}")

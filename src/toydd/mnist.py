@@ -53,10 +53,13 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import pickle
 import struct
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -65,7 +68,7 @@ import numpy as np
 
 from .errors import ToyddError, one_line
 from .metrics import dstar_decomposition, max_data_dimensionality
-from .storage import RunResult, verify_run
+from .storage import RunResult, os_reason, verify_run
 
 NAME = "mnist-dstar"
 LEGACY_STORE = "mnist"  # DIR/mnist: where stores of toydd <= 0.1.0 kept these runs
@@ -94,6 +97,11 @@ Data = tuple  # (X_train float32 N x 784 in [0, 1], y_train int64, X_test, y_tes
 
 # --- data -----------------------------------------------------------------------------
 
+def _num(v: Any) -> str:
+    """A value for a message: integers exactly (2**64-1, not 1.84467e+19), floats compactly."""
+    return f"{v:g}" if isinstance(v, float) else str(int(v))
+
+
 def _check_xy(X: Any, y: Any, where: str, part: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate and normalize one (images, labels) pair: float32 N x 784 in [0, 1], int64 labels 0..9."""
     X, y = np.asarray(X), np.asarray(y)
@@ -109,21 +117,57 @@ def _check_xy(X: Any, y: Any, where: str, part: str) -> tuple[np.ndarray, np.nda
         raise ToyddError(f"{where}: {part} has {len(X)} images but labels of shape {y.shape}")
     if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating) or X.dtype == bool):
         raise ToyddError(f"{where}: {part} images must be numeric, got dtype {X.dtype}")
-    Xf = X.astype(np.float32)
-    if not np.all(np.isfinite(Xf)):
+    # Ranges are checked in the file's own dtype, before any cast: float32 turns a pixel of 1e300 into inf
+    # (reported as "NaN or inf") and int64 turns a uint64 label of 2**64-1 into -1.
+    if np.issubdtype(X.dtype, np.floating) and not np.all(np.isfinite(X)):
         raise ToyddError(f"{where}: {part} images contain NaN or inf")
-    lo, hi = float(Xf.min()), float(Xf.max())
+    lo, hi = X.min().item(), X.max().item()
     if lo < 0 or hi > 255:
-        raise ToyddError(f"{where}: {part} pixel values must lie in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
+        raise ToyddError(f"{where}: {part} pixel values must lie in [0, 1] or [0, 255], got [{_num(lo)}, {_num(hi)}]")
+    Xf = X.astype(np.float32)
     if hi > 1.0:  # 0..255 pixels
         Xf = Xf / 255.0
     if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating)
                                                    and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
         raise ToyddError(f"{where}: {part} labels must be integers 0..9, got dtype {y.dtype}")
-    yi = y.astype(np.int64)
-    if yi.min() < 0 or yi.max() > 9:
-        raise ToyddError(f"{where}: {part} labels must lie in 0..9, got {yi.min()}..{yi.max()}")
-    return np.ascontiguousarray(Xf), yi
+    ylo, yhi = y.min().item(), y.max().item()
+    if ylo < 0 or yhi > 9:
+        raise ToyddError(f"{where}: {part} labels must lie in 0..9, got {_num(ylo)}..{_num(yhi)}")
+    return np.ascontiguousarray(Xf), y.astype(np.int64)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; a ToyddError naming the file and saying what it holds instead.
+
+    The first bytes decide, not numpy's fallbacks: ``np.load`` reads a ``.npy`` as one array (no
+    ``.files``), and tries anything that is neither zip nor npy as a pickle, so a text file came back as
+    "pickled data" and a truncated zip as an unexpected BadZipFile.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ToyddError(f"MNIST file not found: {path}") from None
+    except OSError as e:
+        raise ToyddError(f"cannot read MNIST file {path}: {os_reason(e)}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise ToyddError(f"cannot read {path}: it is a .npy file (a single array), not an .npz; save the digits with "
+                         "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    if not head.startswith(b"PK"):
+        what = "empty" if not head else ("gzip-compressed" if head.startswith(b"\x1f\x8b") else
+                                        "text" if all(32 <= c < 127 or c in b"\t\r\n" for c in head) else
+                                        "something else")
+        raise ToyddError(f"cannot read {path}: not an .npz file (a zip archive of arrays): it is {what}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ToyddError(f"cannot read {path}: it holds object arrays (pickled Python objects), not numbers; "
+                             "save the digits as numeric arrays") from None
+        raise ToyddError(f"cannot read {path}: truncated or corrupted .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise ToyddError(f"cannot read {path}: truncated or corrupted .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
 
 
 def load_npz(path: str | os.PathLike) -> Data:
@@ -133,13 +177,7 @@ def load_npz(path: str | os.PathLike) -> Data:
     ``X, y`` with 70,000 digits is the usual 60,000 / 10,000 split.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ToyddError(f"MNIST file not found: {path}") from None
-    except (OSError, ValueError, EOFError, KeyError) as e:
-        raise ToyddError(f"cannot read {path} as .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
+    arrays = _read_npz(path)
     keys = set(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         Xtr, ytr = _check_xy(arrays["x_train"], arrays["y_train"], str(path), "x_train/y_train")
@@ -177,7 +215,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if ndim not in (1, 3) or len(raw) < 4 + 4 * ndim:
         raise ToyddError(f"{path}: IDX header with {ndim} dimension(s) (MNIST uses 1 for labels, 3 for images)")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # Python ints: three 32-bit sizes overflow int64 (a negative "size" was reported)
     body = raw[4 + 4 * ndim:]
     if len(body) != size:
         raise ToyddError(f"{path}: truncated or oversized IDX file: header says {size:,} bytes of data "

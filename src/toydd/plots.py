@@ -44,7 +44,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, LogFormatter, NullFormatter  # noqa: E402
 
 from .data import hidden_vectors  # noqa: E402,F401  (re-exported: the vector plots use it)
 from .metrics import REPRESENTED_NORM, feature_dimensionality  # noqa: E402
@@ -95,9 +95,26 @@ def styled(fn: Callable) -> Callable:
     return wrapper
 
 
+class _NotebookFigure(Figure):
+    """A Figure that a notebook shows inline when it ends a cell.
+
+    Jupyter draws a bare Figure only through the formatter pyplot's inline
+    backend registers, and these figures never touch pyplot (and this module
+    selects Agg): without ``_repr_png_`` a cell ending in ``fig_main(...)``
+    would print ``<Figure size 800x820>``.
+    """
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, facecolor="white")
+        return buf.getvalue()
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A Figure with its own Agg canvas (no pyplot, no global figure registry)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = _NotebookFigure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -114,6 +131,39 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+# --- tick labels on log axes ----------------------------------------------------------
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain numbers (0.6, 2, 300, 1,000) instead of 6×10⁻¹ or 1.9×10⁰.
+
+    Which ticks carry a label stays matplotlib's choice (decades; on an axis spanning about a decade or
+    less, the 2s and 5s or every minor tick too), only the wording changes. Far from 1 a power of ten
+    reads better than its digits, so 10⁵ and up and below 10⁻³ keep the exponent.
+    """
+
+    def set_locs(self, locs=None):
+        super().set_locs(locs)
+        # On an axis of one or two decades matplotlib labels the minor ticks 2, 3, 4 and 6 of each decade:
+        # as plain numbers ("0.02 0.03 0.04") they run into each other on a narrow panel; 2 and 5 do not.
+        if self._sublabels is not None and 1 < len(self._sublabels) < 9:
+            self._sublabels = {1, 2, 5}
+
+    def _num_to_string(self, x, vmin, vmax):
+        if x >= 1e5 or x < 1e-3:
+            e = math.floor(math.log10(x) + 1e-9)
+            c = x / 10.0**e
+            return f"$10^{{{e}}}$" if abs(c - 1) < 1e-6 else f"${c:.2g}\\times10^{{{e}}}$"
+        return f"{x:,.0f}" if x >= 100 or abs(x - round(x)) < 1e-9 else f"{x:.3g}"
+
+
+def plain_log_ticks(ax) -> None:
+    """PlainLogFormatter on every log axis of ``ax`` whose ticks toydd did not place itself (a T axis)."""
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log" and not isinstance(axis.get_major_locator(), FixedLocator):
+            axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+            axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 # --- T on a log axis, with inf at the right ----------------------------------------
@@ -161,7 +211,11 @@ class TAxis:
         return np.where(np.isinf(t), self.inf_pos, t)
 
     def decorate(self, ax, label: str = "training set size T") -> None:
-        """Log scale, decade ticks within the finite range, and an '∞' tick behind a break."""
+        """Log scale, decade ticks within the finite range, and an '∞' tick behind a labelled break.
+
+        An axis spanning less than two decades shows at most one power of ten, which says little: it
+        is labelled at 1, 2 and 5 times the powers of ten, in plain numbers (3, 5, 10, 20, 30).
+        """
         ax.set_xscale("log")
         if not self.has_finite:  # infinite data only: one position, one tick
             ax.set_xlim(self.inf_pos / 3, self.inf_pos * 3)
@@ -178,6 +232,11 @@ class TAxis:
         minors = [k * 10.0**d for d in range(d0, d1 + 1) for k in range(2, 10)
                   if self.lo / 1.6 <= k * 10.0**d <= self.hi * 1.6]
         ticks, labels = list(decades), [f"$10^{{{int(round(math.log10(t)))}}}$" for t in decades]
+        if len(decades) < 2:
+            ticks = sorted(decades + [t for t in minors if round(t / 10.0 ** math.floor(math.log10(t) + 1e-9)) in (2, 5)
+                                      or t in (self.lo, self.hi)])
+            labels = [fmt_T(t) for t in ticks]
+            minors = [t for t in minors if t not in ticks]
         if self.has_inf:
             ticks.append(self.inf_pos)
             labels.append("∞")
@@ -188,7 +247,8 @@ class TAxis:
         ax.xaxis.set_minor_locator(FixedLocator(minors))
         ax.xaxis.set_minor_formatter(NullFormatter())
         if label:
-            ax.set_xlabel(label)
+            # The dotted break and the ∞ behind it are no number on the scale: the title says so.
+            ax.set_xlabel(label + ("  (∞: infinite data, beyond the dotted break)" if self.has_inf else ""))
 
 
 # --- tables ---------------------------------------------------------------------
@@ -410,6 +470,7 @@ def _loss_yscale(ax, values: np.ndarray) -> None:
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() / v.min() > 30:
         ax.set_yscale("log")
+        plain_log_ticks(ax)
 
 
 def _baseline(ax) -> None:
@@ -528,7 +589,7 @@ def fig_norms(table: pd.DataFrame) -> Figure:
     plot_vs_T(ax, table, "bias_norm", tax, "#e07b00", r"$\|b\|_2$", marker="s")
     ax.axhline(PENTAGON_NORM, color=BASELINE_COLOR, ls=":", lw=1.0, label=r"$\sqrt{5}$ (ideal pentagon)")
     tax.decorate(ax)
-    ax.set_ylabel("norm")
+    ax.set_ylabel("parameter norm")
     ax.set_ylim(bottom=0)
     ax.legend(loc="best")
     ax.set_title("parameter norms against dataset size", loc="left")
@@ -712,9 +773,11 @@ def fig_repeated(table: pd.DataFrame) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("training set size over features T/N")
     ax.set_ylabel("repeats R of the repeated point")
+    plain_log_ticks(ax)
     cb = fig.colorbar(sc, ax=ax, pad=0.01)
     cb.set_label("fraction memorized (top 0.1% by $D_X$)")
-    ax.legend(loc="upper left")
+    # Below the axes, not in them: inside, "best" still covers a marker of a sparse phase diagram.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4)
     ax.set_title("when is a repeated point memorized?", loc="left")
     return fig
 
@@ -735,8 +798,9 @@ def fig_training_curves(runs: Sequence[RunResult]) -> Figure:
             ax.plot(np.maximum(steps, 1), loss, color=color, lw=1.1, label=f"T = {fmt_T(run.config.T)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step")
     ax.set_ylabel("training loss")
+    plain_log_ticks(ax)
     ax.legend(loc="best", ncol=2 if len(runs) > 6 else 1, fontsize=7)
     ax.set_title("training loss of the kept init seed", loc="left")
     return fig
@@ -808,8 +872,9 @@ def movie(run: RunResult, max_frames: int = 40, interval_ms: int = 250) -> anima
         if len(pos) and pos.max() / pos.min() > 10:  # log only when the loss spans decades
             ax_l.set_yscale("log")
     ax_l.set_xscale("log")
-    ax_l.set_xlabel("step")
+    ax_l.set_xlabel("training step")
     ax_l.set_ylabel("training loss")
+    plain_log_ticks(ax_l)
     ax_d = ax_l.twinx()
     ax_d.plot(np.maximum(geo["steps"], 1), geo["top_feature_dim"], color=FEATURE_COLOR, lw=1.0, ls="--",
               label="top $D_f$")
@@ -913,7 +978,7 @@ def fig_replication_gap(table: pd.DataFrame) -> Figure:
     ax_loss.legend(loc="best", fontsize=7)
     ax_norm.axhline(R.PAPER_SHAPE["plateau_weight_norm"], color="#2ca02c", ls=":", lw=1.0, label="sqrt(5) (paper's plateau)")
     ax_norm.set_yscale("log")
-    ax_norm.set_ylabel("||W||_F")
+    ax_norm.set_ylabel("weight norm ||W||_F")
     ax_norm.set_title("(b) weight norm, paper's lr and schedule", loc="left")
     ax_norm.legend(loc="best", fontsize=7)
 
@@ -948,6 +1013,8 @@ def fig_replication_gap(table: pd.DataFrame) -> Figure:
         ax_map.scatter([], [], s=40, marker="s", color=c, label=name)
     ax_map.legend(loc="lower right", fontsize=7, ncol=3)
     ax_map.set_title("(d) regime of the best cold start (its lr above)", loc="left")
+    ax_map.set_ylabel("recipe (loss normalization)")
     for ax in (ax_loss, ax_norm, ax_gap, ax_map):
         tax.decorate(ax)
+        plain_log_ticks(ax)
     return fig

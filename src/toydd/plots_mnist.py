@@ -12,10 +12,9 @@ import math
 from typing import Sequence
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
 
 from .mnist import PAPER_CLAIM, dstar_stats, flip_detection
-from .plots import DATA_COLOR, FEATURE_COLOR, new_figure, styled
+from .plots import DATA_COLOR, FEATURE_COLOR, new_figure, plain_log_ticks, styled
 from .storage import RunResult
 
 HELD_OUT_COLOR = "#7f7f7f"
@@ -46,7 +45,7 @@ def _epochs(run: RunResult) -> np.ndarray:
 
 def _logx(ax) -> None:
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(ax)
 
 
 def _log_bins(values: Sequence[np.ndarray], n: int = 60) -> np.ndarray:
@@ -85,12 +84,12 @@ def fig_histograms(runs: Sequence[RunResult]):
             ax.axvline(med, color="black", lw=1)
             ax.axvline(100 * med, color="black", lw=1, ls="--")
             ax.axvline(1.0, color=HELD_OUT_COLOR, lw=1, ls=":")
-            _logx(ax)
             ax.set_yscale("log")
+            _logx(ax)
             st = dstar_stats(d)
             ax.set_title(f"T={r.config.T:,}, epoch {_epochs(r)[j]}: max {st['max_ratio']:.0f}x", fontsize=8)
             if i == len(runs) - 1:
-                ax.set_xlabel("D* (log)")
+                ax.set_xlabel("D*, maximal data dimensionality")
             if j == 0:
                 ax.set_ylabel("training digits")
     fig.suptitle("D* of every training digit (solid: median; dashed: 100x median, the paper's outliers; "
@@ -159,10 +158,12 @@ def fig_vs_step(runs: Sequence[RunResult]):
                     label="held-out median")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain_log_ticks(ax)
         ax.set_xlabel("training step (init at 0.5)")
         ax.set_title(f"T={r.config.T:,}", fontsize=9)
-    axes[0].set_ylabel("D*")
-    axes[-1].legend(fontsize=7, loc="best")
+    axes[0].set_ylabel("D* of training digits")
+    # Below the panels: inside one, the legend sat on its "train p99" line.
+    fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=7)
     return fig
 
 
@@ -180,9 +181,9 @@ def fig_train_vs_held_out(runs: Sequence[RunResult]):
                     label=f"held out ({len(h):,})")
         _logx(ax)
         ax.set_xlabel("D* (held out: against the training digits' G)")
+        ax.set_ylabel("density of digits")
         ax.set_title(f"T={r.config.T:,}, epoch {_epochs(r)[-1]}", fontsize=9)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("density")
     return fig
 
 
@@ -202,7 +203,8 @@ def fig_label_noise(runs: Sequence[RunResult]):
         a0.hist(d[mask & (d > 0)], bins=bins, density=True, histtype="step", color=FLIP_COLOR, lw=2,
                 label=f"flipped ({len(fl)})")
         _logx(a0)
-        a0.set_xlabel("D*")
+        a0.set_xlabel("D*, maximal data dimensionality")
+        a0.set_ylabel("density of digits")
         a0.set_title(r.config.label(), fontsize=9)
         a0.legend(fontsize=7)
         steps = np.maximum(np.asarray(r.history["checkpoint_steps"], float), 0.5)
@@ -211,10 +213,13 @@ def fig_label_noise(runs: Sequence[RunResult]):
         a1.plot(steps, [x["auc"] for x in dets], marker="s", color="black", label="AUC")
         a1.plot(steps, np.asarray(r.history["checkpoint_flipped_fit"]), marker="^", color=HELD_OUT_COLOR,
                 label="flipped labels fitted")
-        a1.axhline(dets[0]["chance"], color=FLIP_COLOR, ls=":", lw=1)
+        a1.axhline(dets[0]["chance"], color=FLIP_COLOR, ls=":", lw=1,
+                   label=f"chance precision ({dets[0]['chance']:.2g}: k digits drawn at random)")
         a1.set_xscale("log")
+        plain_log_ticks(a1)
         a1.set_ylim(-0.02, 1.02)
         a1.set_xlabel("training step (init at 0.5)")
+        a1.set_ylabel("score: precision, AUC, share fitted")
         a1.legend(fontsize=7)
     return fig
 

@@ -92,6 +92,36 @@ class RunResult:
     history: dict[str, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
 
+    def __repr__(self) -> str:
+        # The dataclass repr printed every array in full (60,000 characters for a small run): a notebook
+        # cell showing `run` wants the config's key fields, the headline metrics and the shapes.
+        c, mt = self.config, self.metrics
+        if isinstance(c, TrainConfig):
+            T = "inf" if c.infinite else str(int(c.T))
+            cfg = (f"n={c.n}, m={c.m}, T={T}, sparsity={c.sparsity:g}, steps={c.steps}, lr={c.lr:g}, "
+                   f"weight_decay={c.weight_decay:g}, data_seed={c.data_seed}, init_seeds={c.init_seeds}"
+                   + ("" if c.tied else ", untied"))
+        else:  # another experiment's config (toydd.mnist.MnistConfig): its scalar fields
+            fields = getattr(c, "__dataclass_fields__", {})
+            cfg = ", ".join(f"{k}={getattr(c, k)!r}" for k in fields
+                            if isinstance(getattr(c, k), (int, float, str, bool)))[:240]
+        shown = []
+        for k in ("regime", "train_loss", "test_loss", "seconds", "failed_step"):
+            v = mt.get(k)
+            if k in mt and (v is not None or k != "failed_step"):
+                shown.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}")
+
+        def shapes(d: dict[str, np.ndarray]) -> str:
+            return "{" + ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in d.items()) + "}"
+
+        parts = [f"config=({cfg})", f"metrics=({', '.join(shown)}, ... {len(mt)} in all)",
+                 f"params={shapes(self.params)}", f"arrays={shapes(self.arrays)}"]
+        if self.history:
+            parts.append(f"history={shapes(self.history)}")
+        if self.path is not None:
+            parts.append(f"path={str(self.path)!r}")
+        return "RunResult(" + ", ".join(parts) + ")"
+
     @property
     def W(self) -> np.ndarray:
         return self.params["W"]

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ToyddError
 from .jobs import verify_job_run
@@ -189,7 +189,33 @@ class JobLock:
         self.fd: int | None = None
 
     def acquire(self, blocking: bool) -> bool:
-        # O_NOFOLLOW: the holder line below truncates the file, so never through a symlink to someone's file.
+        # The lock of a finished job is removed at the end of a sweep (remove_done_locks), by a process that
+        # holds it. Whoever opened that file before it was removed, and then got its flock, holds a lock on a
+        # file nobody else can find: so a lock counts only if it is still the file at the path (same inode),
+        # otherwise it is dropped and taken again on the file there now.
+        while True:
+            got = self._acquire_once(blocking)
+            if not got:
+                return False
+            try:
+                st = os.stat(self.path, follow_symlinks=False)
+                held = os.fstat(self.fd)
+                if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+        # Who holds it, for a human debugging a stuck sweep (not used for locking).
+        try:
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
+        except OSError:
+            pass
+        return True
+
+    def _acquire_once(self, blocking: bool) -> bool:
+        # O_NOFOLLOW: the holder line truncates the file, so never through a symlink to someone's file.
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(self.path, flags, 0o644)
@@ -215,20 +241,47 @@ class JobLock:
                 return False
             raise
         self.fd = fd
-        # Who holds it, for a human debugging a stuck sweep (not used for locking).
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
-        except OSError:
-            pass
         return True
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Drop the lock; with ``remove``, delete the lock file first, while it is still held.
+
+        Removing it while held is what keeps the protocol: anyone blocked on this file, or about to lock
+        it, finds it gone once they hold it and locks the new file at the path instead (see acquire).
+        """
         if self.fd is not None:
+            if remove:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass  # gone already, or a read-only store: a lock file left behind is harmless
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
 
 
+def remove_done_locks(store: Store, keys: Sequence[str]) -> int:
+    """Delete the lock files of the finished jobs among ``keys``; returns how many were removed.
+
+    A finished job is never trained again (its run is checked under the lock first), so its lock file is
+    clutter once the sweep ends. Each is removed only while this process holds it (JobLock.release(remove=
+    True)): a lock some other process holds (its owner is still at work) is left alone, and so is the lock
+    of a job that is not done (failed, pending) or a lock path that is not a plain file.
+    """
+    removed = 0
+    for key in keys:
+        path = store.lock_path(key)
+        if not path.is_file() or path.is_symlink():
+            continue
+        lock = JobLock(path)
+        try:
+            if not lock.acquire(blocking=False):
+                continue
+        except (ToyddError, OSError):
+            continue
+        done = store.is_done(key)
+        lock.release(remove=done)
+        removed += done
+    return removed
 
 
 def record_failure(store: Store, config: Any, kind: str, error: str,

@@ -15,9 +15,12 @@ Why a sweep survives ``kill -9`` and concurrent sweeps:
   the lock is the only one training that job; a second sweep skips it, and
   at the end waits for it (blocking) and trains it only if its owner died
   without finishing. The kernel drops the lock when the owner dies, however
-  it dies, so there are no stale locks to clean up. Lock files are never
-  deleted: deleting one while another process holds it would let a third
-  lock a fresh inode and train the same job twice.
+  it dies, so a stale lock never blocks anyone. At the end of a sweep the
+  lock files of finished jobs are deleted, each only by a process holding it
+  (:func:`toydd.store.remove_done_locks`); a lock taken on a file that was
+  deleted meanwhile does not count (:meth:`toydd.store.JobLock.acquire` checks
+  that it still is the file at the path), so no two processes ever hold one
+  job's lock.
 * Jobs are grouped into batches by their kind (toy models sharing
   ``TrainConfig.shape_key()`` train together as one batch of instances),
   largest batches first so that the longest work starts early.
@@ -49,7 +52,7 @@ from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, verify_job_run
 from .storage import DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, save_run
 from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
-                    require_store)
+                    remove_done_locks, require_store)
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -173,42 +176,14 @@ def run_batch(out: str | os.PathLike, configs: Sequence[Any], wait: bool = False
 
 # --- executors --------------------------------------------------------------------
 
-class _Bar:
-    """A rich progress bar in cost units with an ETA; a no-op when progress is off."""
+from .progress import ProgressBar  # noqa: E402 (beside its one user)
+
+
+class _Bar(ProgressBar):
+    """The sweep's progress line: work in cost units (``job_cost``), jobs done, elapsed, ETA (toydd.progress)."""
 
     def __init__(self, enabled: bool, title: str, total_cost: float, total_jobs: int):
-        self.enabled = enabled and total_jobs > 0
-        self.jobs_done = 0
-        self.total_jobs = total_jobs
-        if not self.enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[jobs]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False, refresh_per_second=4,
-        )
-        self.task = self.progress.add_task(title, total=max(total_cost, 1.0), jobs=self._jobs())
-        self.progress.start()
-
-    def _jobs(self) -> str:
-        return f"{self.jobs_done}/{self.total_jobs} jobs"
-
-    def advance(self, cost: float) -> None:
-        if self.enabled:
-            self.progress.advance(self.task, cost)
-
-    def jobs(self, n: int) -> None:
-        self.jobs_done += n
-        if self.enabled:
-            self.progress.update(self.task, jobs=self._jobs())
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
+        super().__init__(enabled, title, total_cost, total_jobs, unit="work")
 
 
 @dataclass(frozen=True)
@@ -319,7 +294,17 @@ def _run_process(out: Path, batches: list[list], wait: bool, bar: _Bar, jobs: in
                     bar.jobs(sum(o.status != "busy" for o in res))
                     outcomes += res
         except BaseException:
+            # Ctrl-C (or SIGINT to this process alone), a store error, a dead worker: stop now. Cancelling the
+            # queued futures is not enough, since leaving the `with` waits for the running batches and the
+            # pool may already have handed queued ones to the workers: they are terminated. A worker killed
+            # mid-batch leaves no half-written run (save_run is atomic) and its locks die with it.
+            procs = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for w in procs:
+                try:
+                    w.terminate()
+                except Exception:  # already gone
+                    pass
             raise
     return outcomes
 
@@ -523,6 +508,9 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             waiting = blocked
     finally:
         bar.close()
+    # The sweep is over: the lock files of its finished jobs are clutter (issue 17). Jobs another sweep
+    # still trains keep theirs; that sweep removes them when it ends.
+    remove_done_locks(store, [c.key() for c in exp.configs])
 
     for o in outcomes:
         if o.status in ("trained", "diverged"):

@@ -456,7 +456,8 @@ def _finish(ci, cfg, inst, P, loaded, imp, failed_step, hist_steps, hist_loss, s
         "hidden_norm_max": float(hn.max()) if len(hn) else None,
         "regime": M.regime(fd, dd, cfg.m, T),
         "steps": cfg.steps,
-        "seconds": seconds,
+        "seconds": seconds,  # wall time of the whole train_batch call, shared by every model of the batch
+        "batch_size": len({x.cfg_index for x in inst}),  # models trained together in that time
         "failed_step": r["failed_step"],
         "best_init_seed": r["init_seed"],
         "instances": rows,
