@@ -87,9 +87,9 @@ def count_trainings(monkeypatch):
     trained: list[str] = []
     real = training.train_batch
 
-    def counting(configs, progress=None):
+    def counting(configs, progress=None, **kw):
         trained.extend(c.key() for c in configs)
-        return real(configs, progress)
+        return real(configs, progress, **kw)
 
     monkeypatch.setattr(training, "train_batch", counting)
     return trained

@@ -301,17 +301,19 @@ def smoke(tmp_path_factory):
     """Smoke sweeps of the experiments whose figures the review read: (table by experiment, runs, mnist runs)."""
     import json
 
-    from toydd import load_run, load_table, mnist
+    from toydd import load_run, load_table
+    from toydd.results import load_results
 
     out = tmp_path_factory.mktemp("smoke") / "store"
     for name in ("t-sweep", "replication-gap", "repeated", "mnist-dstar"):
         assert run_sweep(name, out, preset="smoke", progress=False).ok
     table = load_table(out)
+    table = table[table["kind"] == "toy"]
     tables = {name: table[table["key"].isin(json.loads((out / "experiments" / f"{name}.json").read_text())["keys"])]
               for name in ("t-sweep", "replication-gap", "repeated")}
     t = tables["t-sweep"]
     runs = [load_run(out / "runs" / k) for k in t.drop_duplicates("T")["key"]]
-    return tables, runs, mnist.load_runs(out)
+    return tables, runs, load_results(out).runs("mnist-dstar")
 
 
 def tick_texts(ax) -> list[str]:
