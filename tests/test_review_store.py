@@ -125,3 +125,20 @@ def test_r13_a_killed_reports_temporary_folders_are_cleaned_next_time(prev):
     (kept / "notes.md").write_text("someone's")  # not a report file: never deleted
     report.build_report(prev, movies=0, log=lambda m: None, dpi=50)
     assert not dead.exists() and not old.exists() and (kept / "notes.md").exists()
+
+
+def test_r15_a_run_file_replaced_by_a_folder_is_named_as_such(prev):
+    from toydd.storage import CorruptRun, verify_run
+
+    run = sorted((prev / "runs").iterdir())[0]
+    (run / "arrays.safetensors").unlink()
+    (run / "arrays.safetensors").mkdir()
+    with pytest.raises(CorruptRun, match=r"arrays.safetensors: a directory, not the run's file"):
+        verify_run(run)
+
+
+def test_importing_toydd_plots_leaves_the_matplotlib_backend_alone():
+    code = ("import matplotlib; matplotlib.use('svg'); import toydd.plots, toydd.report; "
+            "print(matplotlib.get_backend())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "svg", p.stderr

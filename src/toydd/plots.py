@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless, deterministic: never pick an interactive backend
+# No matplotlib.use(): every figure here has its own Agg canvas (new_figure) and pyplot is never imported,
+# so toydd needs no backend, and a notebook user's pyplot backend is left as it was.
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

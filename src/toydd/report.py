@@ -151,7 +151,7 @@ _RUN_COLUMNS = {
             ("weight_norm", "||W||_F"), ("bias_norm", "||b||"), ("max_feature_dim", "max D_f"),
             ("represented_features", "#||W_i||>0.5"), ("median_data_dim", "median D_X"), ("regime", "regime"),
             ("repeated_points", "k repeated"), ("repeats", "R"), ("repeated_memorized_fraction", "memorized"),
-            ("seconds", "seconds")],
+            ("seconds", "seconds"), ("batch_size", "of a batch of")],
     "mnist": [("key", "key"), ("T", "T"), ("seed", "seed"), ("label_noise", "flipped"), ("hidden", "hidden"),
               ("epochs", "epochs"), ("train_acc", "train acc"), ("held_out_acc", "held-out acc"), ("rank", "rank"),
               ("dstar_median", "median D*"), ("dstar_p99_ratio", "D* p99/median"),

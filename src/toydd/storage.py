@@ -414,6 +414,9 @@ def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     for f in RUN_FILES[:-1]:
         p = run_dir / f
         if not p.is_file():
+            if os.path.lexists(p):  # say what is there instead: a folder, a broken link, a device...
+                what = "a directory" if p.is_dir() else "a broken link" if p.is_symlink() else "not a regular file"
+                raise CorruptRun(f"{p}: {what}, not the run's file")
             raise CorruptRun(f"{p}: missing")
         try:
             digest = _sha256(p)
