@@ -220,6 +220,10 @@ def test_progress_eta_comes_from_the_measured_rate():
     assert eta_seconds(0, 100, 5.0) is None
     assert eta_seconds(25, 100, 10.0) == pytest.approx(30.0)  # 25 units in 10 s: 75 more take 30 s
     assert eta_seconds(100, 100, 10.0) == 0.0
+    # with the cost model's estimate (issue 18): an ETA from the first second, then the measurement takes over
+    assert eta_seconds(0, 100, 0.0, estimate=200.0) == pytest.approx(200.0)
+    assert eta_seconds(10, 100, 10.0, estimate=200.0) == pytest.approx(0.8 * 180.0 + 0.2 * 90.0)
+    assert eta_seconds(50, 100, 10.0, estimate=200.0) == pytest.approx(10.0)  # half done: measured alone
     lines = _render(100, [50], unit="steps", pause=1.2)
     m = re.search(r"50/100 steps, (\d+)s elapsed, ETA (\d+)s", lines[-1])
     assert m, lines[-1]

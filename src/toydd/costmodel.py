@@ -178,7 +178,7 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
 
     model = model or load()
     store = Store(out) if out is not None and Path(out).is_dir() else None
-    workers = _parallel(executor, jobs)
+    workers = parallel_workers(executor, jobs)
     seen: set[str] = set()
     rows = []
     for exp in experiments:
@@ -205,7 +205,7 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
             "experiments": rows, "seconds": total_s, "advice": advice(total_s, executor, jobs, experiments)}
 
 
-def _parallel(executor: str, jobs: int) -> float:
+def parallel_workers(executor: str, jobs: int) -> float:
     """How many jobs' worth of work run at once: workers up to the cores here (Ray: the tasks in flight)."""
     cores = os.cpu_count() or 1
     if executor == "process":

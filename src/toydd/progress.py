@@ -36,13 +36,20 @@ def _clock(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def eta_seconds(completed: float, total: float, elapsed: float) -> float | None:
-    """Seconds left at the average rate so far; None before any work is measured."""
-    if completed <= 0 or elapsed <= 0:
-        return None
-    if completed >= total:
+def eta_seconds(completed: float, total: float, elapsed: float, estimate: float | None = None) -> float | None:
+    """Seconds left: from the cost model's ``estimate`` of the whole run at first, then more and more from the
+    average rate measured so far (weighted by the fraction of work done); None with neither."""
+    if total > 0 and completed >= total:
         return 0.0
-    return (total - completed) * elapsed / completed
+    left = 1.0 - completed / total if total > 0 else 1.0
+    modelled = None if estimate is None else max(estimate * left, 0.0)
+    if completed <= 0 or elapsed <= 0:
+        return modelled
+    measured = (total - completed) * elapsed / completed
+    if modelled is None:
+        return measured
+    w = min(1.0, 2.0 * completed / total)  # half the work done: the measurement alone
+    return (1.0 - w) * modelled + w * measured
 
 
 class ProgressBar:
@@ -55,8 +62,9 @@ class ProgressBar:
     """
 
     def __init__(self, enabled: bool, title: str, total: float, total_jobs: int | None = None,
-                 unit: str = "work", console: Any = None):
+                 unit: str = "work", console: Any = None, estimate_seconds: float | None = None):
         self.jobs_done = 0
+        self.estimate = estimate_seconds  # the cost model's (toydd.costmodel): an ETA from the first second
         self.total_jobs = total_jobs
         self.unit = unit
         self.enabled = bool(enabled) and (total_jobs is None or total_jobs > 0)
@@ -99,7 +107,7 @@ class ProgressBar:
         if self.total_jobs is not None:
             parts.append(f"{self.jobs_done}/{self.total_jobs} jobs")
         parts.append(f"{_clock(elapsed)} elapsed")
-        eta = eta_seconds(completed, total, elapsed)
+        eta = eta_seconds(completed, total, elapsed, self.estimate)
         parts.append("ETA measuring" if eta is None else f"ETA {_clock(eta)}")
         return ", ".join(parts)
 

@@ -182,8 +182,9 @@ from .progress import ProgressBar  # noqa: E402 (beside its one user)
 class _Bar(ProgressBar):
     """The sweep's progress line: work in cost units (``job_cost``), jobs done, elapsed, ETA (toydd.progress)."""
 
-    def __init__(self, enabled: bool, title: str, total_cost: float, total_jobs: int):
-        super().__init__(enabled, title, total_cost, total_jobs, unit="work")
+    def __init__(self, enabled: bool, title: str, total_cost: float, total_jobs: int,
+                 estimate_seconds: float | None = None):
+        super().__init__(enabled, title, total_cost, total_jobs, unit="work", estimate_seconds=estimate_seconds)
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,8 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
 
     work = _Work(kind.name, exp.params)
     bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
-               sum(kind.cost(c) for c in pending), len(pending))
+               sum(kind.cost(c) for c in pending), len(pending),
+               estimate_seconds=_estimate(exp, pending, executor, jobs) if progress and sys.stderr.isatty() else None)
     outcomes: list[JobOutcome] = []
     try:
         execute = _EXECUTE[executor]
@@ -524,6 +526,17 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             summary.elsewhere.append(o.key)
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _estimate(exp: Experiment, pending: list, executor: str, jobs: int) -> float | None:
+    """The cost model's seconds for ``pending`` (the progress line's ETA before anything is measured)."""
+    from . import costmodel
+
+    try:
+        model = costmodel.load(log=lambda m: print(m, file=sys.stderr))
+    except Exception:  # an estimate is a courtesy: never a reason for a sweep to fail
+        return None
+    return sum(model.job_seconds(exp.kind, c) for c in pending) / costmodel.parallel_workers(executor, jobs)
 
 
 def check_executor(executor: str, jobs: int) -> None:
