@@ -66,3 +66,13 @@ def test_train_alone_refuses_a_continuation():
 
     with pytest.raises(ToyddError, match="sweep"):
         train(TrainConfig(n=50, m=2, T=5, steps=2, test_size=20, init_from_run="0123456789abcdef"))
+
+
+def test_a_pool_gets_one_part_of_a_big_group_per_worker():
+    from toydd.jobs import TOY
+
+    base = TrainConfig(n=100, m=2, T=50, steps=10, test_size=50)
+    group = [base.replace(data_seed=d) for d in range(8)]
+    assert [len(b) for b in TOY.batches(group, 32)] == [8]
+    assert sorted(len(b) for b in TOY.batches(group, 32, min_parts=2)) == [4, 4]
+    assert len(TOY.batches(group[:1], 32, min_parts=4)) == 1

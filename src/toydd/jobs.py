@@ -48,8 +48,9 @@ class JobKind(Protocol):
     def cost(self, config: Any) -> float:
         """Relative work of one job (for scheduling and progress; any unit, consistent within a kind)."""
 
-    def batches(self, configs: Sequence[Any], max_instances: int) -> list[list[Any]]:
-        """Group jobs into batches that train together, costliest first."""
+    def batches(self, configs: Sequence[Any], max_instances: int, min_parts: int = 1) -> list[list[Any]]:
+        """Group jobs into batches that train together, costliest first (a group in at least ``min_parts``
+        batches where it has that many jobs, so that every worker of a pool gets work)."""
 
     def check(self, configs: Sequence[Any], params: dict[str, Any]) -> None:
         """Raise ToyddError before anything is written if these jobs cannot train here (missing data, ...)."""
@@ -87,7 +88,7 @@ class ToyModels:
         T = config.online_batch if config.infinite else int(config.T)
         return float(config.steps) * config.init_seeds * (T + self.STEP_OVERHEAD_POINTS) * config.n * config.m
 
-    def batches(self, configs: Sequence[TrainConfig], max_instances: int) -> list[list[TrainConfig]]:
+    def batches(self, configs: Sequence[TrainConfig], max_instances: int, min_parts: int = 1) -> list[list[TrainConfig]]:
         import math
 
         groups: dict[tuple, list[TrainConfig]] = {}
@@ -99,7 +100,7 @@ class ToyModels:
             size = max(1, max_instances // per_job)
             # Split into near-equal parts rather than size, size, ..., remainder:
             # equal parts finish together, which is what a worker pool wants.
-            parts = math.ceil(len(group) / size)
+            parts = min(len(group), max(math.ceil(len(group) / size), min_parts))
             q, r = divmod(len(group), parts)
             start = 0
             for k in range(parts):

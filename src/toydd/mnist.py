@@ -696,7 +696,7 @@ class MnistJobs:
         dstar = len(config.checkpoints) * config.T * config.hidden ** 2 * 4
         return float(passes + dstar)
 
-    def batches(self, configs, max_instances: int) -> list[list[MnistConfig]]:
+    def batches(self, configs, max_instances: int, min_parts: int = 1) -> list[list[MnistConfig]]:
         return [[c] for c in sorted(configs, key=lambda c: -self.cost(c))]
 
     def check(self, configs, params: dict[str, Any]) -> None:

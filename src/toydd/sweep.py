@@ -500,12 +500,15 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
                 break
             # Pass 1: everything nobody else is training. Pass 2: wait for the jobs
             # another sweep held, and train those its owner left unfinished.
-            wave = execute(out, kind.batches(ready, max_batch_instances), False, bar, jobs, work)
+            # With several workers a big group is split so that each gets a part (instances are independent:
+            # the results do not depend on how jobs are batched).
+            parts = jobs if executor != "local" else 1
+            wave = execute(out, kind.batches(ready, max_batch_instances, parts), False, bar, jobs, work)
             busy_keys = {o.key for o in wave if o.status == "busy"}
             if busy_keys:
                 busy = [c for c in ready if c.key() in busy_keys]
                 wave = [o for o in wave if o.status != "busy"]
-                wave += execute(out, kind.batches(busy, max_batch_instances), True, bar, jobs, work)
+                wave += execute(out, kind.batches(busy, max_batch_instances, parts), True, bar, jobs, work)
             outcomes += wave
             waiting = blocked
     finally:
