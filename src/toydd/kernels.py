@@ -361,6 +361,8 @@ class CpuWorkspace:
         self.dWin = np.empty((I, m, n), np.float32)
         self.dU = np.empty((I, m, n), np.float32)
         self.db = np.empty((I, n), np.float32)
+        self.tree = None  # tree_kernels.TreeWorkspace, made on the first step that tries the tree
+        self.use_tree = np.zeros(I, np.bool_)  # which instances the last step ran on the tree
 
 
 PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
@@ -379,13 +381,25 @@ def n_blocks(n_active_max: int) -> int:
     return int(min(MAX_BLOCKS, max(1, -(-n_active_max // MIN_BLOCK))))
 
 
+# Dense part of the CPU step: "dense" (every point), "tree" (tree-pruned, tree_kernels.py) or
+# "auto" (per instance and step, by a deterministic cost model). TOYDD_KERNEL sets it from outside.
+KERNELS = ("auto", "dense", "tree")
+DEFAULT_KERNEL = os.environ.get("TOYDD_KERNEL", "auto")
+
+
 def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndarray | None = None,
                        importance: np.ndarray | None = None, ws: CpuWorkspace | None = None,
-                       skip: bool = True) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
+                       skip: bool = True, kernel: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
     """Loss (I,), per-point loss (I, T) and gradients, numba CPU kernel.
 
-    Returned arrays live in the workspace ``ws`` and are overwritten by the next call.
+    ``kernel``: how the dense part is computed (see KERNELS; None: DEFAULT_KERNEL). Every
+    choice gives the same values up to float32 rounding. Returned arrays live in the
+    workspace ``ws`` and are overwritten by the next call.
     """
+    kernel = DEFAULT_KERNEL if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     I, m, n = W.shape
     T = data.T
     tied = U is None
@@ -400,17 +414,56 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
-    # Blocks per instance depend on that instance alone, so batching never changes its sums.
-    nblk = np.array([n_blocks(int(a)) for a in ws.n_active], np.int64)
     use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
+    use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
+    # Tree instances get no dense work (n_active 0, one block: the dense pass zeroes their block 0).
+    dense_active = np.where(use_tree, 0, ws.n_active)
+    # Blocks per instance depend on that instance alone, so batching never changes its sums.
+    nblk = np.array([n_blocks(int(a)) for a in dense_active], np.int64)
     _zero_dense_grads(ws.dU, ws.db)
     dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
-    dense(Uo, b, imp, ws.H, ws.active, ws.n_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    dense(Uo, b, imp, ws.H, ws.active, dense_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    if use_tree.any():
+        from . import tree_kernels as TK
+
+        TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.tree, float(two_c), ws.dU, ws.db,
+                     ws.dHpart[:, 0], ws.losspart[:, 0])
     _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, 2.0 / T, tied,
                  ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.point_loss, grads, ws
+
+
+def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.ndarray:
+    """Which instances run the dense part on the tree this step (I,) bool; builds their trees.
+
+    "auto" decides per instance from that instance's counts alone (T, active features, and
+    the nodes a coarse walk of its tree visits): deterministic, never timed, and batching
+    never changes an instance's choice. Small T and few active features skip the build.
+    """
+    from . import tree_kernels as TK
+
+    I, m, n = Uo.shape
+    T = ws.H.shape[1]
+    if kernel == "dense" or (kernel == "auto" and not TK.worth_trying(T, m)):
+        use = np.zeros(I, np.bool_)
+    elif kernel == "tree":
+        if m > TK.TREE_MAX_M:
+            raise ValueError(f"kernel='tree' supports m <= {TK.TREE_MAX_M}, got m = {m}")
+        use = np.ones(I, np.bool_)
+    else:
+        use = np.array([TK.worth_building(T, m, int(a)) for a in ws.n_active], np.bool_)
+    if use.any():
+        if ws.tree is None:
+            ws.tree = TK.TreeWorkspace(I, m, n, T)
+        TK.build(ws.H, use, ws.tree)
+        if kernel == "auto":
+            TK.walk(Uo, b, imp, ws.active, ws.n_active, use, ws.tree, two_c, TK.coarse_depth(ws.tree.topo))
+            tree, dense = TK.estimate(ws.tree, m, T, ws.n_active)
+            use &= tree < TK.TREE_GAIN * dense
+    ws.use_tree[:] = use
+    return use
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,574 @@
+"""Tree-pruned exact dense pass: a training step whose cost grows ~sqrt(T), not T.
+
+The dense part of the loss (see kernels.py) sums ``I_i ReLU(z_ti)^2`` over every
+(point, active feature) pair, with ``z_ti = U_i . h_t + b_i`` linear in the
+hidden vector ``h_t`` (m-dim). ReLU is linear on each side of 0, so a set of
+points whose bounding box lies entirely on one side of feature i's hyperplane
+``z = 0`` needs no per-point work for that feature:
+
+* the box is dead for i (``max_box z <= 0``): it adds nothing;
+* the box is linear for i (``min_box z > 0``): its contribution is a closed form
+  of the node's moments ``M0 = |N|, M1 = sum h_t, M2 = sum h_t h_t^T``:
+  ``dL/dU_i += c I_i (M2 U_i + b_i M1)``, ``dL/db_i += c I_i (U_i . M1 + b_i M0)``
+  (``c = 2/T``), and every point of the node gets ``dL/dh_t += c (A h_t + c_v)``
+  and a per-point loss ``h_t^T A h_t + 2 c_v . h_t + d`` with
+  ``A += I_i U_i U_i^T, c_v += I_i b_i U_i, d += I_i b_i^2`` accumulated on the
+  node and pushed down to its points once per step. Per-point losses stay exact.
+
+Points are put in a tree each step: sorted by the Morton code of ``h`` (so every
+node is a contiguous range of the sorted order), cut into leaves of ``LEAF``
+points, and a binary tree over the leaves (heap numbering: node k has children
+2k, 2k+1) carries each node's bounding box and float64 moments. A depth-first
+walk carries the list of still-undecided features down the tree; only features
+that straddle a leaf touch its points, with the same per-point arithmetic as the
+dense kernel.
+
+Certified decisions: the box bounds are computed in float64 (products of float32
+values are exact there) and a node is called dead or linear only beyond a margin
+that covers the float32 rounding of ``z`` in the dense kernel, so a pair is
+active here iff it is active there (``z = 0`` counts as inactive, as there).
+
+Determinism: the tree, the leaf size, the K top-level subtrees (one task each)
+and the reduction order over subtrees depend on T alone, never on the thread
+count or on the other instances of a batch; the dense-or-tree choice
+(:func:`choose`) is a function of counts (T, active features, nodes visited),
+never of wall-clock time.
+
+Shapes: ``I`` instances, ``m`` hidden dims, ``n`` features, ``T`` points,
+``NN`` heap slots of the tree (a power of two, < 4 T / LEAF + 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+LEAF = 32  # points per leaf: straddling leaves are processed point by point
+MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
+RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
+TREE_MAX_M = 16  # Morton codes need m * bits <= 62; beyond this the dense kernel is used
+# Relative margin for certified decisions: the dense kernel's float32 z = b + sum_k h_k u_k is within
+# (m + 1) 2^-24 (|b| + sum_k |h_k u_k|) of the exact value; (m + 2) 2^-22 leaves a 4x safety factor.
+MARGIN_ULP = 2.0 ** -22
+
+
+# ---------------------------------------------------------------------------
+# Tree topology: a function of T only (shared by every instance and every step)
+# ---------------------------------------------------------------------------
+
+class Topology:
+    """Halving tree over ``nl = ceil(T / LEAF)`` leaves in heap numbering (root 1)."""
+
+    def __init__(self, T: int):
+        self.T = T
+        self.nl = nl = max(1, -(-T // LEAF))
+        self.depth_max = int(math.ceil(math.log2(nl))) if nl > 1 else 0
+        self.NN = 2 << self.depth_max  # heap slots: indices 1 .. NN - 1
+        self.s0, self.s1, self.leaf, self.depth = _topology(T, nl, self.NN)
+        # K subtrees at depth log2(K) are the parallel tasks; every heap node there exists when nl >= K.
+        self.task_depth = min(int(math.log2(MAX_TASKS)), int(math.floor(math.log2(nl))))
+        self.K = 1 << self.task_depth
+
+
+@njit(cache=True)
+def _topology(T, nl, NN):
+    l0 = np.full(NN, -1, np.int64)
+    l1 = np.full(NN, -1, np.int64)
+    depth = np.zeros(NN, np.int64)
+    l0[1], l1[1] = 0, nl
+    for k in range(1, NN):
+        if l0[k] < 0 or l1[k] - l0[k] <= 1:
+            continue
+        mid = (l0[k] + l1[k]) // 2
+        l0[2 * k], l1[2 * k] = l0[k], mid
+        l0[2 * k + 1], l1[2 * k + 1] = mid, l1[k]
+        depth[2 * k] = depth[2 * k + 1] = depth[k] + 1
+    s0 = np.zeros(NN, np.int64)
+    s1 = np.zeros(NN, np.int64)  # s1 == s0: unused heap slot
+    leaf = np.zeros(NN, np.bool_)
+    for k in range(1, NN):
+        if l0[k] >= 0:
+            s0[k] = l0[k] * LEAF
+            s1[k] = min(l1[k] * LEAF, T)
+            leaf[k] = l1[k] - l0[k] == 1
+    return s0, s1, leaf, depth
+
+
+# ---------------------------------------------------------------------------
+# Build: Morton sort, leaf moments, internal nodes (per instance, every step)
+# ---------------------------------------------------------------------------
+
+def morton_bits(m: int, T: int) -> int:
+    """Bits per hidden dimension: enough cells to separate leaves, at most 62 bits in all."""
+    want = int(math.ceil((math.log2(max(T, 2)) + 4) / m))
+    return max(1, min(16, 62 // m, want))
+
+
+@njit(cache=True)
+def _spread_table(m):
+    """spread[v]: the 8 bits of v placed m bits apart (bit j -> bit j*m)."""
+    tab = np.zeros(256, np.uint64)
+    for v in range(256):
+        s = np.uint64(0)
+        for j in range(8):
+            if (v >> j) & 1:
+                s |= np.uint64(1) << np.uint64(j * m)
+        tab[v] = s
+    return tab
+
+
+@njit(cache=True, parallel=True)
+def _morton(H, use, bits, codes):
+    """codes[i, t]: Morton code of H[i, t] quantized to ``bits`` per dim on instance i's box."""
+    I, T, m = H.shape
+    tab = _spread_table(m)
+    lo = np.empty((I, m))
+    scale = np.empty((I, m))
+    for i in range(I):
+        for k in range(m):
+            a, c = np.inf, -np.inf
+            for t in range(T):
+                v = H[i, t, k]
+                a = min(a, v)
+                c = max(c, v)
+            lo[i, k] = a
+            w = c - a
+            scale[i, k] = ((1 << bits) - 1) / w if w > 0 and np.isfinite(w) else 0.0
+    qmax = (1 << bits) - 1
+    for r in prange(I * T):
+        i = r // T
+        t = r - i * T
+        if not use[i]:
+            continue
+        code = np.uint64(0)
+        for k in range(m):
+            x = (H[i, t, k] - lo[i, k]) * scale[i, k]
+            q = 0  # NaN -> 0
+            if x >= qmax:
+                q = qmax
+            elif x >= 0.0:
+                q = int(x)
+            part = tab[q & 255]
+            if bits > 8:
+                part |= tab[(q >> 8) & 255] << np.uint64(8 * m)
+            code |= part << np.uint64(k)
+        codes[i, t] = code
+
+
+@njit(cache=True, parallel=True)
+def _radix_argsort(codes, use, nbits, perm):
+    """perm[i]: stable argsort of codes[i] (LSD radix, RADIX_BITS per pass)."""
+    I, T = codes.shape
+    nb = 1 << RADIX_BITS
+    mask = np.uint64(nb - 1)
+    for i in prange(I):
+        if not use[i]:
+            continue
+        a = np.arange(T)
+        tmp = np.empty(T, np.int64)
+        cnt = np.empty(nb + 1, np.int64)
+        shift = 0
+        while shift < nbits:
+            cnt[:] = 0
+            sh = np.uint64(shift)
+            for t in range(T):
+                cnt[np.int64((codes[i, a[t]] >> sh) & mask) + 1] += 1
+            for dg in range(nb):
+                cnt[dg + 1] += cnt[dg]
+            for t in range(T):
+                dg = np.int64((codes[i, a[t]] >> sh) & mask)
+                tmp[cnt[dg]] = a[t]
+                cnt[dg] += 1
+            a, tmp = tmp, a
+            shift += RADIX_BITS
+        perm[i, :] = a
+
+
+@njit(cache=True, parallel=True)
+def _leaves(H, use, perm, s0, s1, leaf_nodes, Hs, lo, hi, M1, M2):
+    """Gather sorted hidden vectors Hs (I, m, T) and each leaf's box and float64 moments."""
+    I, T, m = H.shape
+    nl = leaf_nodes.shape[0]
+    for r in prange(I * nl):
+        i = r // nl
+        if not use[i]:
+            continue
+        k = leaf_nodes[r - i * nl]
+        for a in range(m):
+            lo[i, k, a] = np.inf
+            hi[i, k, a] = -np.inf
+            M1[i, k, a] = 0.0
+            for c in range(m):
+                M2[i, k, a, c] = 0.0
+        for s in range(s0[k], s1[k]):
+            t = perm[i, s]
+            for a in range(m):
+                v = H[i, t, a]
+                Hs[i, a, s] = v
+                va = np.float64(v)
+                lo[i, k, a] = min(lo[i, k, a], va)
+                hi[i, k, a] = max(hi[i, k, a], va)
+                M1[i, k, a] += va
+                for c in range(a + 1):
+                    M2[i, k, a, c] += va * np.float64(H[i, t, c])
+        for a in range(m):
+            for c in range(a):
+                M2[i, k, c, a] = M2[i, k, a, c]
+
+
+@njit(cache=True, parallel=True)
+def _internal(use, s0, s1, leaf, lo, hi, M1, M2):
+    """Internal nodes bottom-up (children have larger heap indices than parents)."""
+    I, NN, m = lo.shape
+    for i in prange(I):
+        if not use[i]:
+            continue
+        for k in range(NN - 1, 0, -1):
+            if s1[k] <= s0[k] or leaf[k]:
+                continue
+            l, r = 2 * k, 2 * k + 1
+            for a in range(m):
+                lo[i, k, a] = min(lo[i, l, a], lo[i, r, a])
+                hi[i, k, a] = max(hi[i, l, a], hi[i, r, a])
+                M1[i, k, a] = M1[i, l, a] + M1[i, r, a]
+                for c in range(m):
+                    M2[i, k, a, c] = M2[i, l, a, c] + M2[i, r, a, c]
+
+
+# ---------------------------------------------------------------------------
+# Walk: one task per (instance, top-level subtree)
+# ---------------------------------------------------------------------------
+
+@njit(cache=True, fastmath=True)
+def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, gU, pdH, ploss, zb):
+    """Straddling features x points of one leaf: the dense kernel's per-point arithmetic.
+
+    fastmath here only vectorizes sums; every decision was made (certified) by the caller.
+    """
+    m = Hs_i.shape[0]
+    L = s1 - s0
+    for q in range(nout):
+        a = lst[q]
+        bb = ba32[a]
+        for s in range(L):
+            zb[s] = bb
+        for k in range(m):
+            u = ua32[a, k]
+            for s in range(L):
+                zb[s] += u * Hs_i[k, s0 + s]
+        w = ia32[a]
+        gb = np.float32(0.0)
+        for s in range(L):
+            y = max(zb[s], np.float32(0.0))
+            wy = w * y
+            ploss[s0 + s] += wy * y
+            g = two_c * wy
+            zb[s] = g
+            gb += g
+        gU[m, a] += gb
+        for k in range(m):
+            u = ua32[a, k]
+            acc = np.float32(0.0)
+            for s in range(L):
+                acc += zb[s] * Hs_i[k, s0 + s]
+                pdH[k, s0 + s] += zb[s] * u
+            gU[k, a] += acc
+
+
+@njit(cache=True, parallel=True)
+def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
+          lo, hi, M1, M2, Hs, two_c, A, cv, d, pdH, ploss, gU, counts):
+    """Depth-first walk of each (instance, subtree) carrying the undecided features.
+
+    count_only: stop at ``max_depth`` and only count (node, feature) visits and the
+    (point, feature) pairs in straddling nodes there -> counts[i, task] (the cost model).
+    Otherwise: linear nodes accumulate into gU (I, K, m + 1, n_active positions) and
+    A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
+    """
+    I, m, n = U.shape
+    NN = s0.shape[0]
+    levels = int(depth.max()) - task_depth + 2
+    for w in prange(I * K):
+        i = w // K
+        task = w - i * K
+        if not use[i]:
+            continue
+        root = K + task
+        na = n_active[i]
+        ua = np.empty((na, m))
+        ua32 = np.empty((na, m), np.float32)
+        ba = np.empty(na)
+        ba32 = np.empty(na, np.float32)
+        ia = np.empty(na)
+        ia32 = np.empty(na, np.float32)
+        for a in range(na):
+            j = active[i, a]
+            ba32[a] = b[i, j]
+            ba[a] = ba32[a]
+            ia32[a] = imp[j]
+            ia[a] = ia32[a]
+            for k in range(m):
+                ua32[a, k] = U[i, k, j]
+                ua[a, k] = ua32[a, k]
+        g = gU[i, task]
+        if not count_only:
+            for k in range(m + 1):
+                for a in range(na):
+                    g[k, a] = 0.0
+        flist = np.empty((levels, na), np.int64)
+        flen = np.zeros(levels, np.int64)
+        for a in range(na):
+            flist[0, a] = a
+        flen[0] = na
+        stack = np.empty(2 * levels + 2, np.int64)
+        slev = np.empty(2 * levels + 2, np.int64)
+        top = 1
+        stack[0] = root
+        slev[0] = 0
+        zb = np.empty(LEAF, np.float32)
+        visits = 0
+        pairs = 0
+        margin_c = (m + 2) * MARGIN_ULP
+        while top > 0:
+            top -= 1
+            k = stack[top]
+            lv = slev[top]
+            cnt = s1[k] - s0[k]
+            stop = leaf[k] or (count_only and depth[k] >= max_depth)
+            nout = 0
+            for q in range(flen[lv]):
+                a = flist[lv, q]
+                bb = ba[a]
+                zmax = bb
+                zmin = bb
+                scale = abs(bb)
+                for kk in range(m):
+                    u = ua[a, kk]
+                    p = u * lo[i, k, kk]
+                    r = u * hi[i, k, kk]
+                    if p > r:
+                        zmax += p
+                        zmin += r
+                    else:
+                        zmax += r
+                        zmin += p
+                    scale += max(abs(p), abs(r))
+                visits += 1
+                marg = margin_c * scale + 1e-37
+                if zmax <= -marg:
+                    continue  # dead on the whole node
+                if zmin > marg:
+                    if not count_only:  # linear on the whole node: closed form of its moments
+                        wgt = ia[a]
+                        cw = two_c * wgt
+                        sb = bb * cnt
+                        for kk in range(m):
+                            sb += ua[a, kk] * M1[i, k, kk]
+                            t2 = bb * M1[i, k, kk]
+                            for jj in range(m):
+                                t2 += M2[i, k, kk, jj] * ua[a, jj]
+                                A[i, k, kk, jj] += wgt * ua[a, kk] * ua[a, jj]
+                            g[kk, a] += cw * t2
+                            cv[i, k, kk] += wgt * bb * ua[a, kk]
+                        g[m, a] += cw * sb
+                        d[i, k] += wgt * bb * bb
+                    continue
+                flist[lv + 1, nout] = a
+                nout += 1
+            if nout == 0:
+                continue
+            if stop:
+                pairs += nout * cnt
+                if not count_only:
+                    _leaf_pairs(Hs[i], s0[k], s1[k], flist[lv + 1], nout, ua32, ba32, ia32, np.float32(two_c),
+                                g, pdH[i], ploss[i], zb)
+                continue
+            flen[lv + 1] = nout
+            stack[top] = 2 * k + 1
+            slev[top] = lv + 1
+            stack[top + 1] = 2 * k
+            slev[top + 1] = lv + 1
+            top += 2
+        counts[i, task, 0] = visits
+        counts[i, task, 1] = pairs
+
+
+@njit(cache=True, parallel=True)
+def _push(use, perm, s0, s1, leaf, K, Hs, two_c, A, cv, d, pdH, ploss, dHout, lossout):
+    """Push node terms down to points; write dH / per-point loss in the original order.
+
+    Consumes and clears A, cv, d, pdH, ploss (so they are zero for the next step).
+    dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32).
+    """
+    I, NN, m = cv.shape
+    T = perm.shape[1]
+    for w in prange(I * K):
+        i = w // K
+        task = w - i * K
+        if not use[i]:
+            continue
+        stack = np.empty(2 * 64 + 2, np.int64)
+        top = 1
+        stack[0] = K + task
+        h = np.empty(m)
+        while top > 0:
+            top -= 1
+            k = stack[top]
+            if not leaf[k]:
+                for c in (2 * k, 2 * k + 1):
+                    for a in range(m):
+                        cv[i, c, a] += cv[i, k, a]
+                        for e in range(m):
+                            A[i, c, a, e] += A[i, k, a, e]
+                    d[i, c] += d[i, k]
+                stack[top] = 2 * k + 1
+                stack[top + 1] = 2 * k
+                top += 2
+            else:
+                for s in range(s0[k], s1[k]):
+                    for a in range(m):
+                        h[a] = Hs[i, a, s]
+                    lt = d[i, k] + ploss[i, s]
+                    for a in range(m):
+                        Ah = cv[i, k, a]
+                        for e in range(m):
+                            Ah += A[i, k, a, e] * h[e]
+                        lt += h[a] * (Ah + cv[i, k, a])
+                        dHout[i, perm[i, s], a] = two_c * Ah + pdH[i, a, s]
+                        pdH[i, a, s] = 0.0
+                    lossout[i, perm[i, s]] = max(lt, 0.0)
+                    ploss[i, s] = 0.0
+            for a in range(m):
+                cv[i, k, a] = 0.0
+                for e in range(m):
+                    A[i, k, a, e] = 0.0
+            d[i, k] = 0.0
+
+
+@njit(cache=True)
+def _reduce(use, active, n_active, K, gU, dU, db):
+    """Sum the K subtrees' gradient partials in a fixed order into dU (I, m, n), db (I, n)."""
+    I, m, n = dU.shape
+    for i in range(I):
+        if not use[i]:
+            continue
+        for a in range(n_active[i]):
+            j = active[i, a]
+            for k in range(m + 1):
+                s = 0.0
+                for task in range(K):
+                    s += gU[i, task, k, a]
+                if k < m:
+                    dU[i, k, j] = s
+                else:
+                    db[i, j] = s
+
+
+# ---------------------------------------------------------------------------
+# Driver and cost model
+# ---------------------------------------------------------------------------
+
+class TreeWorkspace:
+    """Per-(I, m, n, T) buffers of the tree path, reused across steps."""
+
+    def __init__(self, I: int, m: int, n: int, T: int):
+        self.shape = (I, m, n, T)
+        self.topo = tp = Topology(T)
+        self.leaf_nodes = np.flatnonzero(tp.leaf).astype(np.int64)
+        self.bits = morton_bits(m, T)
+        self.codes = np.zeros((I, T), np.uint64)
+        self.perm = np.zeros((I, T), np.int64)
+        self.Hs = np.zeros((I, m, T), np.float32)
+        self.lo = np.zeros((I, tp.NN, m))
+        self.hi = np.zeros((I, tp.NN, m))
+        self.M1 = np.zeros((I, tp.NN, m))
+        self.M2 = np.zeros((I, tp.NN, m, m))
+        # Accumulators consumed and cleared by _push: zero between steps.
+        self.A = np.zeros((I, tp.NN, m, m))
+        self.cv = np.zeros((I, tp.NN, m))
+        self.d = np.zeros((I, tp.NN))
+        self.pdH = np.zeros((I, m, T))
+        self.ploss = np.zeros((I, T))
+        self.gU = np.zeros((I, tp.K, m + 1, n))
+        self.counts = np.zeros((I, tp.K, 2), np.int64)
+        self.built = np.zeros(I, np.bool_)
+
+
+def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
+    """Sort the points of instances ``use`` by Morton code and fill boxes and moments."""
+    tp = tw.topo
+    m = H.shape[2]
+    _morton(H, use, tw.bits, tw.codes)
+    _radix_argsort(tw.codes, use, tw.bits * m, tw.perm)
+    _leaves(H, use, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
+    _internal(use, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
+    tw.built[:] = use
+
+
+def walk(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, count_depth: int | None = None) -> None:
+    tp = tw.topo
+    count_only = count_depth is not None
+    _walk(U, b, imp, active, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
+          tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, tw.Hs,
+          two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU, tw.counts)
+
+
+def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
+    """The dense part for instances ``use`` (tree already built): gradients into dU/db (their
+    active features), dH and per-point loss into dHout (I, T, m) / lossout (I, T)."""
+    tp = tw.topo
+    walk(U, b, imp, active, n_active, use, tw, two_c)
+    _push(use, tw.perm, tp.s0, tp.s1, tp.leaf, tp.K, tw.Hs, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss,
+          dHout, lossout)
+    _reduce(use, active, n_active, tp.K, tw.gU, dU, db)
+
+
+# --- cost model (deterministic: counts, never clocks) ------------------------------
+# Costs in ns on machine A (BENCHMARKS.md, "Tree-pruned exact step"), one thread. Only
+# their ratios matter, and only near the break-even point; the choice is conservative.
+COST_DENSE_PAIR = 0.45  # dense kernel, per (point, active feature) pair, m = 2 (scales ~ (m + 2) / 4)
+COST_BUILD_POINT = 40.0  # tree build per point (Morton, radix sort, moments), m = 2 (~ (m + 2) / 4)
+COST_VISIT = 4.0  # one (node, feature) test in the walk
+COST_LEAF_PAIR = 1.0  # one (point, feature) pair in a straddling leaf
+TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
+COARSE_POINTS = 1_024  # the cost model walks the tree down to nodes of about this many points
+TREE_GAIN = 0.7  # choose the tree only if its estimate is below this fraction of the dense estimate
+
+
+def worth_building(T: int, m: int, n_active: int) -> bool:
+    """Cheap first test: is the build (and the coarse walk) at most ~5% of a dense step?"""
+    if T < TREE_MIN_T or m > TREE_MAX_M:
+        return False
+    build = COST_BUILD_POINT * T
+    dense = COST_DENSE_PAIR * T * n_active
+    return build <= 0.05 * dense
+
+
+def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tree, dense) cost estimates (ns) per instance from the coarse walk's counts.
+
+    The coarse walk stops at nodes of ~COARSE_POINTS points; below them the straddling
+    pairs shrink as (LEAF / node size)^(1/m) (a hyperplane crosses ~N^((m-1)/m) of N cells).
+    """
+    tp = tw.topo
+    cdepth = coarse_depth(tp)
+    size = T / (1 << cdepth)
+    shrink = (LEAF / size) ** (1.0 / m) if size > LEAF else 1.0
+    c = tw.counts.sum(1).astype(np.float64)  # (I, 2)
+    fine_pairs = c[:, 1] * shrink
+    fine_visits = 2.0 * fine_pairs / LEAF * (tp.depth_max - cdepth + 1)
+    scale = (m + 2) / 4.0
+    tree = (COST_BUILD_POINT * scale * T + COST_VISIT * (c[:, 0] + fine_visits)
+            + COST_LEAF_PAIR * scale * fine_pairs)
+    dense = COST_DENSE_PAIR * scale * T * n_active.astype(np.float64)
+    return tree, dense
+
+
+def coarse_depth(tp: Topology) -> int:
+    return max(tp.task_depth, tp.depth_max - max(0, int(round(math.log2(COARSE_POINTS / LEAF)))))
+
+
+def worth_trying(T: int, m: int) -> bool:
+    return T >= TREE_MIN_T and m <= TREE_MAX_M
