@@ -242,39 +242,77 @@ def _internal(use, s0, s1, leaf, lo, hi, M1, M2):
 # ---------------------------------------------------------------------------
 
 @njit(cache=True, fastmath=True)
-def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, gU, pdH, ploss, zb):
-    """Straddling features x points of one leaf: the dense kernel's per-point arithmetic.
+def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, Uc, bc, ic, zz, gg, dU32, db32):
+    """Straddling features x points of one leaf, with the dense kernel's loop structure.
 
-    fastmath here only vectorizes sums; every decision was made (certified) by the caller.
+    Points outer, the leaf's straddling features inner in contiguous float32 copies (the
+    loop vectorizes over features, like kernels._dense_pass). fastmath only vectorizes the
+    sums: every dead/linear decision was made (certified) by the caller.
+    g (m + 1, n_active): this task's gradient partials; pdH (m, T), ploss (T): per point.
     """
     m = Hs_i.shape[0]
-    L = s1 - s0
     for q in range(nout):
         a = lst[q]
-        bb = ba32[a]
-        for s in range(L):
-            zb[s] = bb
+        bc[q] = ba32[a]
+        ic[q] = ia32[a]
+        db32[q] = 0.0
         for k in range(m):
-            u = ua32[a, k]
-            for s in range(L):
-                zb[s] += u * Hs_i[k, s0 + s]
-        w = ia32[a]
-        gb = np.float32(0.0)
-        for s in range(L):
-            y = max(zb[s], np.float32(0.0))
-            wy = w * y
-            ploss[s0 + s] += wy * y
-            g = two_c * wy
-            zb[s] = g
-            gb += g
-        gU[m, a] += gb
+            Uc[k, q] = ua32[a, k]
+            dU32[k, q] = 0.0
+    zero = np.float32(0.0)
+    if m == 2:  # the paper's case, fused into one pass per point
+        u0 = Uc[0]
+        u1 = Uc[1]
+        d0 = dU32[0]
+        d1 = dU32[1]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s]
+            lt = zero
+            e0 = zero
+            e1 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                d1[q] += gq * h1
+                e0 += gq * u0[q]
+                e1 += gq * u1[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            pdH[1, s] += e1
+    else:
+        for s in range(s0, s1):
+            for q in range(nout):
+                zz[q] = bc[q]
+            for k in range(m):
+                hk = Hs_i[k, s]
+                for q in range(nout):
+                    zz[q] += hk * Uc[k, q]
+            lt = zero
+            for q in range(nout):
+                y = max(zz[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                gg[q] = gq
+                db32[q] += gq
+            ploss[s] += lt
+            for k in range(m):
+                hk = Hs_i[k, s]
+                e = zero
+                for q in range(nout):
+                    dU32[k, q] += gg[q] * hk
+                    e += gg[q] * Uc[k, q]
+                pdH[k, s] += e
+    for q in range(nout):
+        a = lst[q]
+        g[m, a] += db32[q]
         for k in range(m):
-            u = ua32[a, k]
-            acc = np.float32(0.0)
-            for s in range(L):
-                acc += zb[s] * Hs_i[k, s0 + s]
-                pdH[k, s0 + s] += zb[s] * u
-            gU[k, a] += acc
+            g[k, a] += dU32[k, q]
 
 
 @njit(cache=True, parallel=True)
@@ -288,15 +326,15 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
     A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
     """
     I, m, n = U.shape
-    NN = s0.shape[0]
     levels = int(depth.max()) - task_depth + 2
+    margin_c = (m + 2) * MARGIN_ULP
     for w in prange(I * K):
         i = w // K
         task = w - i * K
         if not use[i]:
             continue
-        root = K + task
         na = n_active[i]
+        # This instance's active features, float64 for the decisions, float32 for the leaves.
         ua = np.empty((na, m))
         ua32 = np.empty((na, m), np.float32)
         ba = np.empty(na)
@@ -317,73 +355,100 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
             for k in range(m + 1):
                 for a in range(na):
                     g[k, a] = 0.0
+        # Scratch of the leaf loop (contiguous copies of a leaf's straddling features).
+        Uc = np.empty((m, na), np.float32)
+        dU32 = np.empty((m, na), np.float32)
+        bc = np.empty(na, np.float32)
+        ic = np.empty(na, np.float32)
+        zz = np.empty(na, np.float32)
+        gg = np.empty(na, np.float32)
+        db32 = np.empty(na, np.float32)
+        # flist[lv]: the features still undecided on entering a node at level lv below the task root.
         flist = np.empty((levels, na), np.int64)
         flen = np.zeros(levels, np.int64)
+        lin = np.empty(na, np.int64)
         for a in range(na):
             flist[0, a] = a
         flen[0] = na
         stack = np.empty(2 * levels + 2, np.int64)
         slev = np.empty(2 * levels + 2, np.int64)
         top = 1
-        stack[0] = root
+        stack[0] = K + task
         slev[0] = 0
-        zb = np.empty(LEAF, np.float32)
+        blo = np.empty(m)
+        bhi = np.empty(m)
+        Aloc = np.empty((m, m))
+        cloc = np.empty(m)
         visits = 0
         pairs = 0
-        margin_c = (m + 2) * MARGIN_ULP
         while top > 0:
             top -= 1
             k = stack[top]
             lv = slev[top]
             cnt = s1[k] - s0[k]
-            stop = leaf[k] or (count_only and depth[k] >= max_depth)
+            for kk in range(m):
+                blo[kk] = lo[i, k, kk]
+                bhi[kk] = hi[i, k, kk]
+            src = flist[lv]
+            dst = flist[lv + 1]
+            nin = flen[lv]
+            visits += nin
+            # Classify (branch-free): dead (z <= 0 on the whole box), linear (z > 0 on it), or straddling.
             nout = 0
-            for q in range(flen[lv]):
-                a = flist[lv, q]
+            nlin = 0
+            for q in range(nin):
+                a = src[q]
                 bb = ba[a]
                 zmax = bb
                 zmin = bb
                 scale = abs(bb)
                 for kk in range(m):
                     u = ua[a, kk]
-                    p = u * lo[i, k, kk]
-                    r = u * hi[i, k, kk]
-                    if p > r:
-                        zmax += p
-                        zmin += r
-                    else:
-                        zmax += r
-                        zmin += p
+                    p = u * blo[kk]
+                    r = u * bhi[kk]
+                    zmax += max(p, r)
+                    zmin += min(p, r)
                     scale += max(abs(p), abs(r))
-                visits += 1
                 marg = margin_c * scale + 1e-37
-                if zmax <= -marg:
-                    continue  # dead on the whole node
-                if zmin > marg:
-                    if not count_only:  # linear on the whole node: closed form of its moments
-                        wgt = ia[a]
-                        cw = two_c * wgt
-                        sb = bb * cnt
-                        for kk in range(m):
-                            sb += ua[a, kk] * M1[i, k, kk]
-                            t2 = bb * M1[i, k, kk]
-                            for jj in range(m):
-                                t2 += M2[i, k, kk, jj] * ua[a, jj]
-                                A[i, k, kk, jj] += wgt * ua[a, kk] * ua[a, jj]
-                            g[kk, a] += cw * t2
-                            cv[i, k, kk] += wgt * bb * ua[a, kk]
-                        g[m, a] += cw * sb
-                        d[i, k] += wgt * bb * bb
-                    continue
-                flist[lv + 1, nout] = a
-                nout += 1
+                is_lin = zmin > marg
+                dst[nout] = a
+                nout += (zmax > -marg) and not is_lin
+                lin[nlin] = a
+                nlin += is_lin
+            if not count_only and nlin > 0:
+                # Linear features: closed form of the node's moments; point terms pushed down later.
+                Aloc[:] = 0.0
+                cloc[:] = 0.0
+                dloc = 0.0
+                for q in range(nlin):
+                    a = lin[q]
+                    wgt = ia[a]
+                    cw = two_c * wgt
+                    bb = ba[a]
+                    sb = bb * cnt
+                    for kk in range(m):
+                        uk = ua[a, kk]
+                        sb += uk * M1[i, k, kk]
+                        t2 = bb * M1[i, k, kk]
+                        for jj in range(m):
+                            t2 += M2[i, k, kk, jj] * ua[a, jj]
+                            Aloc[kk, jj] += wgt * uk * ua[a, jj]
+                        g[kk, a] += cw * t2
+                        cloc[kk] += wgt * bb * uk
+                    g[m, a] += cw * sb
+                    dloc += wgt * bb * bb
+                for kk in range(m):
+                    cv[i, k, kk] += cloc[kk]
+                    for jj in range(m):
+                        A[i, k, kk, jj] += Aloc[kk, jj]
+                d[i, k] += dloc
             if nout == 0:
                 continue
-            if stop:
+            if leaf[k] or (count_only and depth[k] >= max_depth):
                 pairs += nout * cnt
                 if not count_only:
-                    _leaf_pairs(Hs[i], s0[k], s1[k], flist[lv + 1], nout, ua32, ba32, ia32, np.float32(two_c),
-                                g, pdH[i], ploss[i], zb)
+                    _leaf_pairs(Hs[i], s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
+                                g, pdH[i], ploss[i], Uc, bc, ic, zz, gg, dU32, db32)
                 continue
             flen[lv + 1] = nout
             stack[top] = 2 * k + 1
