@@ -260,10 +260,10 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
             Uc[k, q] = ua32[a, k]
             dU32[k, q] = 0.0
     zero = np.float32(0.0)
-    if m == 2:  # the paper's case, fused into one pass per point
+    if m == 2:  # the paper's case: one fused pass per point (the loop vectorizes over features)
         u0 = Uc[0]
-        u1 = Uc[1]
         d0 = dU32[0]
+        u1 = Uc[1]
         d1 = dU32[1]
         for s in range(s0, s1):
             h0 = Hs_i[0, s]
@@ -278,12 +278,128 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
                 gq = two_c * wy
                 db32[q] += gq
                 d0[q] += gq * h0
-                d1[q] += gq * h1
                 e0 += gq * u0[q]
+                d1[q] += gq * h1
                 e1 += gq * u1[q]
             ploss[s] += lt
             pdH[0, s] += e0
             pdH[1, s] += e1
+    elif m <= 4:
+        # m <= 4: one fused pass per point; rows m..3 of Uc (and h) are zero padding
+        u0 = Uc[0]
+        d0 = dU32[0]
+        u1 = Uc[1]
+        d1 = dU32[1]
+        u2 = Uc[2]
+        d2 = dU32[2]
+        u3 = Uc[3]
+        d3 = dU32[3]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s] if 1 < m else zero
+            h2 = Hs_i[2, s] if 2 < m else zero
+            h3 = Hs_i[3, s] if 3 < m else zero
+            lt = zero
+            e0 = zero
+            e1 = zero
+            e2 = zero
+            e3 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q] + h2 * u2[q] + h3 * u3[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                e0 += gq * u0[q]
+                d1[q] += gq * h1
+                e1 += gq * u1[q]
+                d2[q] += gq * h2
+                e2 += gq * u2[q]
+                d3[q] += gq * h3
+                e3 += gq * u3[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            if 1 < m:
+                pdH[1, s] += e1
+            if 2 < m:
+                pdH[2, s] += e2
+            if 3 < m:
+                pdH[3, s] += e3
+    elif m <= 8:
+        # m <= 8: one fused pass per point; rows m..7 of Uc (and h) are zero padding
+        u0 = Uc[0]
+        d0 = dU32[0]
+        u1 = Uc[1]
+        d1 = dU32[1]
+        u2 = Uc[2]
+        d2 = dU32[2]
+        u3 = Uc[3]
+        d3 = dU32[3]
+        u4 = Uc[4]
+        d4 = dU32[4]
+        u5 = Uc[5]
+        d5 = dU32[5]
+        u6 = Uc[6]
+        d6 = dU32[6]
+        u7 = Uc[7]
+        d7 = dU32[7]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s] if 1 < m else zero
+            h2 = Hs_i[2, s] if 2 < m else zero
+            h3 = Hs_i[3, s] if 3 < m else zero
+            h4 = Hs_i[4, s] if 4 < m else zero
+            h5 = Hs_i[5, s] if 5 < m else zero
+            h6 = Hs_i[6, s] if 6 < m else zero
+            h7 = Hs_i[7, s] if 7 < m else zero
+            lt = zero
+            e0 = zero
+            e1 = zero
+            e2 = zero
+            e3 = zero
+            e4 = zero
+            e5 = zero
+            e6 = zero
+            e7 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q] + h2 * u2[q] + h3 * u3[q] + h4 * u4[q] + h5 * u5[q] + h6 * u6[q] + h7 * u7[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                e0 += gq * u0[q]
+                d1[q] += gq * h1
+                e1 += gq * u1[q]
+                d2[q] += gq * h2
+                e2 += gq * u2[q]
+                d3[q] += gq * h3
+                e3 += gq * u3[q]
+                d4[q] += gq * h4
+                e4 += gq * u4[q]
+                d5[q] += gq * h5
+                e5 += gq * u5[q]
+                d6[q] += gq * h6
+                e6 += gq * u6[q]
+                d7[q] += gq * h7
+                e7 += gq * u7[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            if 1 < m:
+                pdH[1, s] += e1
+            if 2 < m:
+                pdH[2, s] += e2
+            if 3 < m:
+                pdH[3, s] += e3
+            if 4 < m:
+                pdH[4, s] += e4
+            if 5 < m:
+                pdH[5, s] += e5
+            if 6 < m:
+                pdH[6, s] += e6
+            if 7 < m:
+                pdH[7, s] += e7
     else:
         for s in range(s0, s1):
             for q in range(nout):
@@ -356,8 +472,10 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
                 for a in range(na):
                     g[k, a] = 0.0
         # Scratch of the leaf loop (contiguous copies of a leaf's straddling features).
-        Uc = np.empty((m, na), np.float32)
-        dU32 = np.empty((m, na), np.float32)
+        # (rows m .. pad - 1 stay zero: the fused leaf loops run m = 3, 4 as 4 and m = 5 .. 8 as 8)
+        pad = m if m == 2 or m > 8 else (4 if m <= 4 else 8)
+        Uc = np.zeros((pad, na), np.float32)
+        dU32 = np.zeros((pad, na), np.float32)
         bc = np.empty(na, np.float32)
         ic = np.empty(na, np.float32)
         zz = np.empty(na, np.float32)
