@@ -260,19 +260,33 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
                 dU[i, k, j] = dU64[k, a]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
-                 dHpart, losspart, dW, dU, db, dH, point_loss, loss):
+                 dHpart, losspart, dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
     """Reduce the dense partials, add the sparse corrections, and the input path.
 
-    One task per instance (instances never share memory). ``dW`` receives the
-    gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
+    One task per (instance, chunk of points); ``partU.shape[1]`` chunks (a function of T
+    alone, see sparse_chunks). With one chunk the task adds straight into dU/db/dW (the
+    summation order of the original serial pass); with more, each chunk sums into its own
+    partials (I, C, ...), added in chunk order afterwards, so results never depend on threads.
+    ``dW`` receives the gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
     """
     I, m, n = U.shape
     T = H.shape[1]
-    for i in range(I):
+    C = partU.shape[1]
+    for w in prange(I * C):
+        i = w // C
+        c = w - i * C
+        t0 = c * T // C
+        t1 = (c + 1) * T // C
+        if C == 1:
+            tU, tb, tW = dU[i], db[i], dW[i]
+        else:
+            tU, tb, tW = partU[i, c], partb[i, c], partW[i, c]
+            tU[:] = 0.0
+            tb[:] = 0.0
         total = 0.0
-        for t in range(T):
+        for t in range(t0, t1):
             lt = 0.0
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
@@ -292,29 +306,55 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                 lt += imp[j] * (x * x - 2.0 * x * y)
                 if zz > 0.0:
                     gs = -two_c * imp[j] * x
-                    db[i, j] += gs
+                    tb[j] += gs
                     for k in range(m):
-                        dU[i, k, j] += gs * H[i, t, k]
+                        tU[k, j] += gs * H[i, t, k]
                         dH[i, t, k] += gs * U[i, k, j]
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
-        loss[i] = total / T
+        closs[i, c] = total
         # Input path: dL/dW[:, j] += x_tj * dH[t, :]. Tied: straight into dU (= dL/dW).
         if not tied:
-            for j in range(n):
-                for k in range(m):
-                    dW[i, k, j] = 0.0
-        for t in range(T):
+            tW[:] = 0.0
+        for t in range(t0, t1):
             for p in range(indptr[i, t], indptr[i, t + 1]):
                 j = indices[p]
                 x = values[p]
                 for k in range(m):
                     if tied:
-                        dU[i, k, j] += x * dH[i, t, k]
+                        tU[k, j] += x * dH[i, t, k]
                     else:
-                        dW[i, k, j] += x * dH[i, t, k]
+                        tW[k, j] += x * dH[i, t, k]
+    for i in range(I):
+        total = 0.0
+        for c in range(C):
+            total += closs[i, c]
+        loss[i] = total / T
+    if C > 1:
+        for r in prange(I * n):
+            i = r // n
+            j = r - i * n
+            for c in range(C):
+                db[i, j] += partb[i, c, j]
+                for k in range(m):
+                    dU[i, k, j] += partU[i, c, k, j]
+            if not tied:
+                for k in range(m):
+                    s = np.float32(0.0)
+                    for c in range(C):
+                        s += partW[i, c, k, j]
+                    dW[i, k, j] = s
+
+
+SPARSE_CHUNK_T = 65_536  # from this T on the sparse pass runs in SPARSE_CHUNKS chunks of points
+SPARSE_CHUNKS = 16
+
+
+def sparse_chunks(T: int) -> int:
+    """Chunks of points of the sparse pass: a function of T alone (bit-identical on any core count)."""
+    return SPARSE_CHUNKS if T >= SPARSE_CHUNK_T else 1
 
 
 @njit(cache=True)
@@ -361,6 +401,12 @@ class CpuWorkspace:
         self.dWin = np.empty((I, m, n), np.float32)
         self.dU = np.empty((I, m, n), np.float32)
         self.db = np.empty((I, n), np.float32)
+        C = sparse_chunks(T)
+        big = C > 1  # per-chunk partials of the sparse pass (dummies with one chunk)
+        self.partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
+        self.partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
+        self.partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
+        self.closs = np.empty((I, C), np.float64)
         self.tree = None  # tree_kernels.TreeWorkspace, made on the first step that tries the tree
         self.use_tree = np.zeros(I, np.bool_)  # which instances the last step ran on the tree
 
@@ -430,7 +476,8 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.tree, float(two_c), ws.dU, ws.db,
                      ws.dHpart[:, 0], ws.losspart[:, 0])
     _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, 2.0 / T, tied,
-                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss)
+                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                 ws.partU, ws.partb, ws.partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.point_loss, grads, ws
 

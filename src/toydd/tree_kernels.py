@@ -159,7 +159,8 @@ def _morton(H, use, bits, codes):
 
 @njit(cache=True, parallel=True)
 def _radix_argsort(codes, use, nbits, perm):
-    """perm[i]: stable argsort of codes[i] (LSD radix, RADIX_BITS per pass)."""
+    """perm[i]: stable argsort of codes[i] (LSD radix, RADIX_BITS per pass; keys travel with
+    their indices so every pass streams through memory)."""
     I, T = codes.shape
     nb = 1 << RADIX_BITS
     mask = np.uint64(nb - 1)
@@ -167,21 +168,26 @@ def _radix_argsort(codes, use, nbits, perm):
         if not use[i]:
             continue
         a = np.arange(T)
-        tmp = np.empty(T, np.int64)
+        key = codes[i].copy()
+        a2 = np.empty(T, np.int64)
+        key2 = np.empty(T, np.uint64)
         cnt = np.empty(nb + 1, np.int64)
         shift = 0
         while shift < nbits:
-            cnt[:] = 0
             sh = np.uint64(shift)
+            cnt[:] = 0
             for t in range(T):
-                cnt[np.int64((codes[i, a[t]] >> sh) & mask) + 1] += 1
+                cnt[np.int64((key[t] >> sh) & mask) + 1] += 1
             for dg in range(nb):
                 cnt[dg + 1] += cnt[dg]
             for t in range(T):
-                dg = np.int64((codes[i, a[t]] >> sh) & mask)
-                tmp[cnt[dg]] = a[t]
-                cnt[dg] += 1
-            a, tmp = tmp, a
+                dg = np.int64((key[t] >> sh) & mask)
+                c = cnt[dg]
+                a2[c] = a[t]
+                key2[c] = key[t]
+                cnt[dg] = c + 1
+            a, a2 = a2, a
+            key, key2 = key2, key
             shift += RADIX_BITS
         perm[i, :] = a
 
