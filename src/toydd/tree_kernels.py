@@ -47,6 +47,7 @@ from numba import njit, prange
 
 LEAF = 32  # points per leaf: straddling leaves are processed point by point
 MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
+TASK_POINTS = 4_096  # points per task at least (each task pays O(active features) to start)
 RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
 TREE_MAX_M = 16  # Morton codes need m * bits <= 62; beyond this the dense kernel is used
 # Relative margin for certified decisions: the dense kernel's float32 z = b + sum_k h_k u_k is within
@@ -68,8 +69,13 @@ class Topology:
         self.NN = 2 << self.depth_max  # heap slots: indices 1 .. NN - 1
         self.s0, self.s1, self.leaf, self.depth = _topology(T, nl, self.NN)
         # K subtrees at depth log2(K) are the parallel tasks; every heap node there exists when nl >= K.
-        self.task_depth = min(int(math.log2(MAX_TASKS)), int(math.floor(math.log2(nl))))
-        self.K = 1 << self.task_depth
+        self.K = self.tasks(T)
+        self.task_depth = self.K.bit_length() - 1
+
+    @staticmethod
+    def tasks(T: int) -> int:
+        """Subtree tasks: a power of two, at most MAX_TASKS, about TASK_POINTS points each."""
+        return min(MAX_TASKS, 1 << (max(1, T // TASK_POINTS).bit_length() - 1))
 
 
 @njit(cache=True)
@@ -438,7 +444,23 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
 
 
 @njit(cache=True, parallel=True)
-def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
+def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
+    """Each instance's active features, contiguous, once per step for all its tasks:
+    ua (I, n, m), ba, ia (I, n) in float32 (widened to float64 for the decisions)."""
+    I, m, n = U.shape
+    for i in prange(I):
+        if not use[i]:
+            continue
+        for a in range(n_active[i]):
+            j = active[i, a]
+            ba[i, a] = b[i, j]
+            ia[i, a] = imp[j]
+            for k in range(m):
+                ua[i, a, k] = U[i, k, j]
+
+
+@njit(cache=True, parallel=True)
+def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
           lo, hi, M1, M2, Hs, two_c, A, cv, d, pdH, ploss, gU, counts):
     """Depth-first walk of each (instance, subtree) carrying the undecided features.
 
@@ -447,7 +469,7 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
     Otherwise: linear nodes accumulate into gU (I, K, m + 1, n_active positions) and
     A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
     """
-    I, m, n = U.shape
+    I, n, m = ua32_all.shape
     levels = int(depth.max()) - task_depth + 2
     margin_c = (m + 2) * MARGIN_ULP
     for w in prange(I * K):
@@ -456,22 +478,10 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
         if not use[i]:
             continue
         na = n_active[i]
-        # This instance's active features, float64 for the decisions, float32 for the leaves.
-        ua = np.empty((na, m))
-        ua32 = np.empty((na, m), np.float32)
-        ba = np.empty(na)
-        ba32 = np.empty(na, np.float32)
-        ia = np.empty(na)
-        ia32 = np.empty(na, np.float32)
-        for a in range(na):
-            j = active[i, a]
-            ba32[a] = b[i, j]
-            ba[a] = ba32[a]
-            ia32[a] = imp[j]
-            ia[a] = ia32[a]
-            for k in range(m):
-                ua32[a, k] = U[i, k, j]
-                ua[a, k] = ua32[a, k]
+        # This instance's active features (see _gather); float32 values widen exactly to float64.
+        ua32 = ua32_all[i]
+        ba32 = ba32_all[i]
+        ia32 = ia32_all[i]
         g = gU[i, task]
         if not count_only:
             for k in range(m + 1):
@@ -488,9 +498,9 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
         gg = np.empty(na, np.float32)
         db32 = np.empty(na, np.float32)
         # flist[lv]: the features still undecided on entering a node at level lv below the task root.
-        flist = np.empty((levels, na), np.int64)
+        flist = np.empty((levels, na), np.int32)
         flen = np.zeros(levels, np.int64)
-        lin = np.empty(na, np.int64)
+        lin = np.empty(na, np.int32)
         for a in range(na):
             flist[0, a] = a
         flen[0] = na
@@ -522,12 +532,12 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
             nlin = 0
             for q in range(nin):
                 a = src[q]
-                bb = ba[a]
+                bb = np.float64(ba32[a])
                 zmax = bb
                 zmin = bb
                 scale = abs(bb)
                 for kk in range(m):
-                    u = ua[a, kk]
+                    u = np.float64(ua32[a, kk])
                     p = u * blo[kk]
                     r = u * bhi[kk]
                     zmax += max(p, r)
@@ -546,17 +556,18 @@ def _walk(U, b, imp, active, n_active, use, s0, s1, leaf, depth, task_depth, K, 
                 dloc = 0.0
                 for q in range(nlin):
                     a = lin[q]
-                    wgt = ia[a]
+                    wgt = np.float64(ia32[a])
                     cw = two_c * wgt
-                    bb = ba[a]
+                    bb = np.float64(ba32[a])
                     sb = bb * cnt
                     for kk in range(m):
-                        uk = ua[a, kk]
+                        uk = np.float64(ua32[a, kk])
                         sb += uk * M1[i, k, kk]
                         t2 = bb * M1[i, k, kk]
                         for jj in range(m):
-                            t2 += M2[i, k, kk, jj] * ua[a, jj]
-                            Aloc[kk, jj] += wgt * uk * ua[a, jj]
+                            uj = np.float64(ua32[a, jj])
+                            t2 += M2[i, k, kk, jj] * uj
+                            Aloc[kk, jj] += wgt * uk * uj
                         g[kk, a] += cw * t2
                         cloc[kk] += wgt * bb * uk
                     g[m, a] += cw * sb
@@ -681,6 +692,9 @@ class TreeWorkspace:
         self.pdH = np.zeros((I, m, T))
         self.ploss = np.zeros((I, T))
         self.gU = np.zeros((I, tp.K, m + 1, n))
+        self.ua = np.zeros((I, n, m), np.float32)
+        self.ba = np.zeros((I, n), np.float32)
+        self.ia = np.zeros((I, n), np.float32)
         self.counts = np.zeros((I, tp.K, 2), np.int64)
         self.built = np.zeros(I, np.bool_)
 
@@ -699,7 +713,8 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
 def walk(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, count_depth: int | None = None) -> None:
     tp = tw.topo
     count_only = count_depth is not None
-    _walk(U, b, imp, active, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
+    _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
+    _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
           tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, tw.Hs,
           two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU, tw.counts)
 
@@ -715,24 +730,39 @@ def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float,
 
 
 # --- cost model (deterministic: counts, never clocks) ------------------------------
-# Costs in ns on machine A (BENCHMARKS.md, "Tree-pruned exact step"), one thread. Only
-# their ratios matter, and only near the break-even point; the choice is conservative.
-COST_DENSE_PAIR = 0.45  # dense kernel, per (point, active feature) pair, m = 2 (scales ~ (m + 2) / 4)
-COST_BUILD_POINT = 40.0  # tree build per point (Morton, radix sort, moments), m = 2 (~ (m + 2) / 4)
-COST_VISIT = 4.0  # one (node, feature) test in the walk
-COST_LEAF_PAIR = 1.0  # one (point, feature) pair in a straddling leaf
+# ns per unit of work, wall clock with 2 threads, fitted on real training states at m = 1, 2, 3,
+# 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
+# only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
+DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
+LEAF_PAIR_NS = (0.0, 1.4, 1.4, 1.5, 1.8, 2.5, 2.5, 2.5, 2.5)  # [m]: per straddling-leaf pair, walk included
+TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
+AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
 COARSE_POINTS = 1_024  # the cost model walks the tree down to nodes of about this many points
-TREE_GAIN = 0.7  # choose the tree only if its estimate is below this fraction of the dense estimate
+TREE_GAIN = 0.8  # choose the tree only if its estimate is below this fraction of the dense estimate
+MAX_WASTE = 0.08  # build a tree only if building it and the coarse walk cost <= 8% of a dense step
+
+
+def build_point_ns(m: int) -> float:
+    """Tree build and push-down per point (Morton code, radix sort, moments, scatter back)."""
+    return 30.0 + 8.0 * m
+
+
+def worth_trying(T: int, m: int) -> bool:
+    return T >= TREE_MIN_T and m <= AUTO_MAX_M
 
 
 def worth_building(T: int, m: int, n_active: int) -> bool:
-    """Cheap first test: is the build (and the coarse walk) at most ~5% of a dense step?"""
-    if T < TREE_MIN_T or m > TREE_MAX_M:
+    """Cheap first test, before any tree exists: could the tree pay for its build?
+
+    If the coarse walk then picks the dense kernel, the build and the walk were wasted:
+    allowed only when they cost at most MAX_WASTE of the dense step.
+    """
+    if not worth_trying(T, m):
         return False
-    build = COST_BUILD_POINT * T
-    dense = COST_DENSE_PAIR * T * n_active
-    return build <= 0.05 * dense
+    K = Topology.tasks(T)
+    overhead = build_point_ns(m) * T + 2 * TASK_FEATURE_NS * K * n_active
+    return overhead <= MAX_WASTE * DENSE_PAIR_NS[m] * T * n_active
 
 
 def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -742,22 +772,14 @@ def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[n
     pairs shrink as (LEAF / node size)^(1/m) (a hyperplane crosses ~N^((m-1)/m) of N cells).
     """
     tp = tw.topo
-    cdepth = coarse_depth(tp)
-    size = T / (1 << cdepth)
+    size = T / (1 << coarse_depth(tp))
     shrink = (LEAF / size) ** (1.0 / m) if size > LEAF else 1.0
-    c = tw.counts.sum(1).astype(np.float64)  # (I, 2)
-    fine_pairs = c[:, 1] * shrink
-    fine_visits = 2.0 * fine_pairs / LEAF * (tp.depth_max - cdepth + 1)
-    scale = (m + 2) / 4.0
-    tree = (COST_BUILD_POINT * scale * T + COST_VISIT * (c[:, 0] + fine_visits)
-            + COST_LEAF_PAIR * scale * fine_pairs)
-    dense = COST_DENSE_PAIR * scale * T * n_active.astype(np.float64)
+    fine_pairs = tw.counts[:, :, 1].sum(1) * shrink
+    na = n_active.astype(np.float64)
+    tree = build_point_ns(m) * T + LEAF_PAIR_NS[m] * fine_pairs + TASK_FEATURE_NS * tp.K * na
+    dense = DENSE_PAIR_NS[m] * T * na
     return tree, dense
 
 
 def coarse_depth(tp: Topology) -> int:
     return max(tp.task_depth, tp.depth_max - max(0, int(round(math.log2(COARSE_POINTS / LEAF)))))
-
-
-def worth_trying(T: int, m: int) -> bool:
-    return T >= TREE_MIN_T and m <= TREE_MAX_M
