@@ -501,6 +501,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
         flist = np.empty((levels, na), np.int32)
         flen = np.zeros(levels, np.int64)
         lin = np.empty(na, np.int32)
+        cls = np.empty(na, np.int8)
         for a in range(na):
             flist[0, a] = a
         flen[0] = na
@@ -527,28 +528,49 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
             dst = flist[lv + 1]
             nin = flen[lv]
             visits += nin
-            # Classify (branch-free): dead (z <= 0 on the whole box), linear (z > 0 on it), or straddling.
+            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it).
+            # A loop without branches or stores that depend on earlier iterations (it vectorizes);
+            # the compaction below is a second, cheap loop.
+            if m == 2:
+                lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
+                for q in range(nin):
+                    a = src[q]
+                    bb = np.float64(ba32[a])
+                    u0 = np.float64(ua32[a, 0])
+                    u1 = np.float64(ua32[a, 1])
+                    p0 = u0 * lo0
+                    r0 = u0 * hi0
+                    p1 = u1 * lo1
+                    r1 = u1 * hi1
+                    zmax = bb + max(p0, r0) + max(p1, r1)
+                    zmin = bb + min(p0, r0) + min(p1, r1)
+                    marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
+                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+            else:
+                for q in range(nin):
+                    a = src[q]
+                    bb = np.float64(ba32[a])
+                    zmax = bb
+                    zmin = bb
+                    scale = abs(bb)
+                    for kk in range(m):
+                        u = np.float64(ua32[a, kk])
+                        p = u * blo[kk]
+                        r = u * bhi[kk]
+                        zmax += max(p, r)
+                        zmin += min(p, r)
+                        scale += max(abs(p), abs(r))
+                    marg = margin_c * scale + 1e-37
+                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
             nout = 0
             nlin = 0
             for q in range(nin):
+                c = cls[q]
                 a = src[q]
-                bb = np.float64(ba32[a])
-                zmax = bb
-                zmin = bb
-                scale = abs(bb)
-                for kk in range(m):
-                    u = np.float64(ua32[a, kk])
-                    p = u * blo[kk]
-                    r = u * bhi[kk]
-                    zmax += max(p, r)
-                    zmin += min(p, r)
-                    scale += max(abs(p), abs(r))
-                marg = margin_c * scale + 1e-37
-                is_lin = zmin > marg
                 dst[nout] = a
-                nout += (zmax > -marg) and not is_lin
+                nout += c == 1
                 lin[nlin] = a
-                nlin += is_lin
+                nlin += c == 2
             if not count_only and nlin > 0:
                 # Linear features: closed form of the node's moments; point terms pushed down later.
                 Aloc[:] = 0.0
