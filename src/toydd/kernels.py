@@ -33,6 +33,13 @@ SIMD and threads, compiles in seconds, caches to disk, and needs no compiler
 at install time. torch.compile would need a C++ toolchain at run time and
 recompiles per shape; a C++ extension needs a build step on install.
 
+Large T: the dense part can also run on a tree of the points (tree_kernels.py):
+nodes whose box lies on one side of a feature's hyperplane z = 0 are skipped or
+summed in closed form from their moments, so its cost grows ~sqrt(T) for m = 2.
+``loss_and_grads_cpu(kernel=...)`` chooses per instance and step ("auto": a
+deterministic cost model; "dense"; "tree"); every choice gives the same values up
+to float32 rounding.
+
 The torch path (``_loss_and_grads_torch``) computes the same thing chunked over
 points with dense matmuls. It is what runs on CUDA (where bandwidth is plenty)
 and it is tested against the same reference on CPU.
@@ -260,6 +267,21 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
                 dU[i, k, j] = dU64[k, a]
 
 
+@njit(cache=True)
+def _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW):
+    """dL/dW[:, j] += x_tj * dH[t, :] for points t0 .. t1 - 1. Tied: straight into dU (= dL/dW)."""
+    m = dH.shape[2]
+    for t in range(t0, t1):
+        for p in range(indptr[i, t], indptr[i, t + 1]):
+            j = indices[p]
+            x = values[p]
+            for k in range(m):
+                if tied:
+                    tU[k, j] += x * dH[i, t, k]
+                else:
+                    tW[k, j] += x * dH[i, t, k]
+
+
 @njit(cache=True, parallel=True)
 def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                  dHpart, losspart, dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
@@ -285,6 +307,8 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             tU, tb, tW = partU[i, c], partb[i, c], partW[i, c]
             tU[:] = 0.0
             tb[:] = 0.0
+        if not tied:
+            tW[:] = 0.0
         total = 0.0
         for t in range(t0, t1):
             lt = 0.0
@@ -314,19 +338,11 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
+            if C > 1:  # chunked: the input path of this point now, while its non-zeros are in cache
+                _input_path(indptr, indices, values, dH, tied, i, t, t + 1, tU, tW)
         closs[i, c] = total
-        # Input path: dL/dW[:, j] += x_tj * dH[t, :]. Tied: straight into dU (= dL/dW).
-        if not tied:
-            tW[:] = 0.0
-        for t in range(t0, t1):
-            for p in range(indptr[i, t], indptr[i, t + 1]):
-                j = indices[p]
-                x = values[p]
-                for k in range(m):
-                    if tied:
-                        tU[k, j] += x * dH[i, t, k]
-                    else:
-                        tW[k, j] += x * dH[i, t, k]
+        if C == 1:  # one chunk: after every correction, the summation order of the serial pass
+            _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW)
     for i in range(I):
         total = 0.0
         for c in range(C):
