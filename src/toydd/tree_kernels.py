@@ -756,11 +756,12 @@ def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float,
 # 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
 # only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
 DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
-LEAF_PAIR_NS = (0.0, 1.4, 1.4, 1.5, 1.8, 2.5, 2.5, 2.5, 2.5)  # [m]: per straddling-leaf pair, walk included
+LEAF_PAIR_NS = (0.0, 1.4, 1.4, 2.2, 2.5, 3.0, 3.0, 3.0, 3.0)  # [m]: per straddling-leaf pair, walk included
 TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
 AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
-COARSE_POINTS = 1_024  # the cost model walks the tree down to nodes of about this many points
+COARSE_POINTS = 2_048  # the cost model walks the tree down to nodes of about this many points
+VISIT_NS = 4.0  # one (node, feature) test of the coarse walk
 TREE_GAIN = 0.8  # choose the tree only if its estimate is below this fraction of the dense estimate
 MAX_WASTE = 0.08  # build a tree only if building it and the coarse walk cost <= 8% of a dense step
 
@@ -783,7 +784,8 @@ def worth_building(T: int, m: int, n_active: int) -> bool:
     if not worth_trying(T, m):
         return False
     K = Topology.tasks(T)
-    overhead = build_point_ns(m) * T + 2 * TASK_FEATURE_NS * K * n_active
+    coarse_visits = n_active * 2 * max(1, T // COARSE_POINTS)
+    overhead = build_point_ns(m) * T + VISIT_NS * coarse_visits + TASK_FEATURE_NS * K * n_active
     return overhead <= MAX_WASTE * DENSE_PAIR_NS[m] * T * n_active
 
 
