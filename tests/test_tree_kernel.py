@@ -150,7 +150,7 @@ def test_tree_is_deterministic_across_thread_counts():
 def test_auto_choice_is_deterministic_and_per_instance():
     """auto: same inputs -> bit-identical outputs; the choice is per instance and never
     depends on the batch; small T stays dense."""
-    n, T = 8000, 16384
+    n, T = 10000, 16384
     bd, W, b, _ = _problem(2, 1, n, T, 0.999, True, seed=2)  # m = 1: sorted points, the tree wins by far
     b[1] = -5.0  # instance 1: every feature provably dead -> nothing to prune -> dense
     first, ws = _run(W, b, bd, kernel="auto")
