@@ -16,6 +16,7 @@ polluted by each other.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -59,22 +60,24 @@ def _make_reference(n: int, m: int, T: int, sparsity: float):
     return step
 
 
-def _make_fast(n: int, m: int, T: int, sparsity: float):
+def _make_fast(n: int, m: int, T: int, sparsity: float, kernel: str | None = None,
+               params: dict | None = None, data=None):
+    """One training step of toydd's loop at ``params`` (default: Xavier init, seed 0)."""
     from .config import TrainConfig
     from .data import training_set
     from .kernels import BatchData
-    from .training import ParamBatch, _NumbaBackend, xavier_normal
+    from .training import ParamBatch, NumbaBackend, xavier_normal
 
-    data = BatchData.stack([training_set(n, sparsity, T, 0)])
+    data = BatchData.stack([training_set(n, sparsity, T, 0)]) if data is None else data
     P = ParamBatch(1, m, n, True)
-    P.set(0, xavier_normal(m, n, 0, tied=True))
+    P.set(0, xavier_normal(m, n, 0, tied=True) if params is None else params)
     init = P.flat.copy()
-    be = _NumbaBackend(P, np.ones(n, np.float32), np.array([1e-2]), TrainConfig(n=n, m=m, T=T))
+    be = NumbaBackend(P, np.ones(n, np.float32), np.array([1e-2]), TrainConfig(n=n, m=m, T=T), kernel)
     live = np.ones(1, bool)
     state = {"s": 0}
 
     def step():
-        # Tiny lr keeps the state at init (all features alive) across repetitions.
+        # Tiny lr keeps the state (at init: all features alive) across repetitions.
         be.loss_and_grads(data)
         state["s"] += 1
         be.adamw(live, 1e-12, state["s"])
@@ -82,10 +85,12 @@ def _make_fast(n: int, m: int, T: int, sparsity: float):
     def reset():
         P.flat[:] = init
 
+    step.backend = be  # the kernel's workspace (which path ran) for the kernel scan
     return step, reset
 
 
-def _child(path: str, n: int, m: int, T: int, sparsity: float, steps: int) -> None:
+def _child(path: str, n: int, m: int, T: int, sparsity: float, steps: int, kernel: str | None = None,
+           states: str | None = None, state_step: int | None = None) -> None:
     """Run in a subprocess: print the growth of peak RSS (bytes) over a few steps."""
     import torch  # noqa: F401  (import cost is not the path's memory)
 
@@ -102,7 +107,8 @@ def _child(path: str, n: int, m: int, T: int, sparsity: float, steps: int) -> No
     if path == "reference":
         step = _make_reference(n, m, T, sparsity)
     else:
-        step, _ = _make_fast(n, m, T, sparsity)
+        params = None if states is None else _load_states(states, [state_step])[0][1]
+        step, _ = _make_fast(n, m, T, sparsity, kernel, params)
     for _ in range(steps):
         step()
     try:
@@ -120,9 +126,11 @@ def _status_kib(field: str) -> int:
     raise OSError(field)
 
 
-def peak_memory(path: str, n: int, m: int, T: int, sparsity: float = 0.999, steps: int = 2) -> float | None:
+def peak_memory(path: str, n: int, m: int, T: int, sparsity: float = 0.999, steps: int = 2,
+                kernel: str | None = None, states: str | None = None, state_step: int | None = None) -> float | None:
     """Peak memory (bytes) of ``steps`` training steps of ``path`` in a fresh process."""
-    code = f"from toydd.bench import _child; _child({path!r}, {n}, {m}, {T}, {sparsity}, {steps})"
+    code = (f"from toydd.bench import _child; _child({path!r}, {n}, {m}, {T}, {sparsity}, {steps}, {kernel!r}, "
+            f"{states!r}, {state_step!r})")
     try:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
         return float(json.loads(p.stdout.strip().splitlines()[-1])["peak_bytes"])
@@ -154,8 +162,6 @@ def run(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, reference_max_
         seconds: float = 2.0, sparsity: float = 0.999, memory: bool = True) -> dict:
     """Time a training step of each path for each T; returns a JSON-able dict."""
     from .errors import ToyddError
-
-    import math
 
     Ts = Ts or [100, 1_000, 10_000]
 
@@ -209,6 +215,104 @@ def print_table(res: dict) -> None:
         t.add_row(str(r["n"]), str(r["m"]), str(r["T"]), f(r["fast_ms"], ".3f"), f(r["reference_ms"], ".1f"),
                   f(r["speedup"], ".0f") + ("x" if r["speedup"] else ""), f(r.get("fast_peak_mib"), ".0f"),
                   f(r.get("reference_peak_mib"), ".0f"))
+    con = Console()
+    con.print(t)
+    mc = res["machine"]
+    con.print(f"{mc['cpu']}, {mc['cores']} cores; python {mc['python']}, torch {mc['torch']}, numba {mc['numba']}")
+
+
+# --- dense vs tree kernel over T (issue 13) -------------------------------------------
+
+def _load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
+    """(label, {"W", "b"}) of the snapshots of a saved run (benchmarks/tree_states.py's .npz,
+    or a run's history.safetensors with snapshot_steps / snapshot_W / snapshot_b)."""
+    from .errors import ToyddError
+
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        z = load_file(path)
+        have, Ws, bs = z["snapshot_steps"], z["snapshot_W"], z["snapshot_b"]
+    else:
+        with np.load(path) as z:
+            have, Ws, bs = z["steps"], z["W"], z["b"]
+    have = [int(x) for x in have]
+    want = have if steps is None else steps
+    out = []
+    for st in want:
+        if st not in have:
+            raise ToyddError(f"{path}: no snapshot at step {st} (have {have})")
+        k = have.index(st)
+        out.append((f"step {st}", {"W": np.ascontiguousarray(Ws[k], np.float32),
+                                   "b": np.ascontiguousarray(bs[k], np.float32)}))
+    return out
+
+
+def run_kernels(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, kernels: list[str] | None = None,
+                states: str | None = None, state_steps: list[int] | None = None, seconds: float = 2.0,
+                sparsity: float = 0.999, memory: bool = True) -> dict:
+    """ms per training step of each dense-part kernel (kernels.KERNELS) for each T and state.
+
+    States: Xavier init (b = 0), or the snapshots of ``states`` (a saved run) at
+    ``state_steps`` (default: all). The same model is applied to a fresh training set of
+    each T (data seed 0), so a state saved at one T is timed at every T.
+    """
+    from .data import training_set
+    from .errors import ToyddError
+    from .kernels import KERNELS, BatchData
+
+    Ts = Ts or [1_000, 10_000, 100_000]
+    kernels = kernels or ["dense", "tree"]
+    for k in kernels:
+        if k not in KERNELS:
+            raise ToyddError(f"kernel must be one of {', '.join(KERNELS)}, got {k!r}")
+    for T in Ts:
+        if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T != int(T) or T < 1:
+            raise ToyddError(f"T must be a positive integer, got {T!r}")
+    todo = [("init (Xavier, b = 0)", None, None)]
+    if states:
+        todo = [(label, p, int(label.split()[1])) for label, p in _load_states(states, state_steps)]
+        if m != todo[0][1]["W"].shape[0] or n != todo[0][1]["W"].shape[1]:
+            m, n = todo[0][1]["W"].shape
+    rows = []
+    for T in [int(t) for t in Ts]:
+        data = BatchData.stack([training_set(n, sparsity, T, 0)])
+        for label, params, st in todo:
+            base = None
+            for k in kernels:
+                step, _ = _make_fast(n, m, T, sparsity, k, params, data)
+                ws_ms = 1e3 * _median_time(step, seconds, min_reps=3)
+                ws = step.backend.ws
+                row = {"n": n, "m": m, "T": T, "state": label, "kernel": k, "ms": ws_ms,
+                       "n_active": int(ws.n_active[0]), "ran_tree": bool(ws.use_tree[0])}
+                if ws.use_tree[0]:
+                    visits, pairs = (int(x) for x in ws.tree.counts[0].sum(0))
+                    row.update(tree_visits=visits, tree_leaf_pairs=pairs,
+                               dense_pairs_over_tree_work=T * row["n_active"] / max(1, visits + pairs))
+                if k == "dense":
+                    base = ws_ms
+                row["speedup_vs_dense"] = None if base is None else base / ws_ms
+                if memory:
+                    row["peak_mib"] = _mib(peak_memory("fast", n, m, T, sparsity, 2, k, states, st))
+                rows.append(row)
+                del step
+        del data
+    return {"machine": machine(), "states": states or "Xavier init, b = 0", "rows": rows}
+
+
+def print_kernel_table(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("T", "state", "kernel", "ms/step", "vs dense", "active features", "ran tree", "pairs / tree work",
+              "peak MiB", title=f"one training step per dense-part kernel (n = {res['rows'][0]['n'] if res['rows'] else '-'}, "
+              f"m = {res['rows'][0]['m'] if res['rows'] else '-'}; states: {res['states']})")
+    f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+    for r in res["rows"]:
+        t.add_row(str(r["T"]), r["state"], r["kernel"], f(r["ms"], ".2f"),
+                  f(r["speedup_vs_dense"], ".2f") + ("x" if r["speedup_vs_dense"] else ""), str(r["n_active"]),
+                  "yes" if r["ran_tree"] else "no", f(r.get("dense_pairs_over_tree_work"), ".1f"),
+                  f(r.get("peak_mib"), ".0f"))
     con = Console()
     con.print(t)
     mc = res["machine"]

@@ -420,10 +420,31 @@ def bench(
     m: int = typer.Option(2, "--m"),
     reference_max_T: int = typer.Option(10_000, "--reference-max-T", help="skip the dense reference above this T"),
     seconds: float = typer.Option(2.0, "--seconds", help="time budget per measurement"),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="dense-part kernels to compare instead of the "
+                                         "reference, comma-separated: auto, dense, tree (e.g. dense,tree)"),
+    states: Optional[str] = typer.Option(None, "--states", help="with --kernel: time the snapshots of a saved run "
+                                         "(benchmarks/tree_states.py .npz or a run's history.safetensors)"),
+    state_steps: Optional[str] = typer.Option(None, "--state-steps", help="with --states: snapshot steps, "
+                                              "comma-separated (default: all)"),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="with --kernel: peak memory per row"),
 ) -> None:
     """Time one training step against the dense-autograd reference, in this process."""
     from . import bench as bench_mod
 
+    T = [t for v in T for t in v.split(",") if t] if T else T  # --T 1000,10000 or --T 1000 --T 10000
+    if kernel is not None:
+        Ts = [parse_T(t) for t in T] if T else [1_000, 10_000, 100_000]
+        try:
+            steps = None if state_steps is None else [int(x) for x in state_steps.split(",") if x]
+        except ValueError:
+            raise ToyddError(f"--state-steps must be comma-separated integers, got {state_steps!r}") from None
+        res = bench_mod.run_kernels(n=n, m=m, Ts=Ts, kernels=[k for k in kernel.split(",") if k], states=states,
+                                    state_steps=steps, seconds=seconds, memory=memory)
+        if as_json:
+            sys.stdout.write(json.dumps(res) + "\n")
+        else:
+            bench_mod.print_kernel_table(res)
+        return
     Ts = [parse_T(t) for t in T] if T else [100, 1_000, 10_000]  # bench.run rejects inf
     res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds)
     if as_json:

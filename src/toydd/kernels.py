@@ -33,6 +33,13 @@ SIMD and threads, compiles in seconds, caches to disk, and needs no compiler
 at install time. torch.compile would need a C++ toolchain at run time and
 recompiles per shape; a C++ extension needs a build step on install.
 
+Large T: the dense part can also run on a tree of the points (tree_kernels.py):
+nodes whose box lies on one side of a feature's hyperplane z = 0 are skipped or
+summed in closed form from their moments, so its cost grows ~sqrt(T) for m = 2.
+``loss_and_grads_cpu(kernel=...)`` chooses per instance and step ("auto": a
+deterministic cost model; "dense"; "tree"); every choice gives the same values up
+to float32 rounding.
+
 The torch path (``loss_and_grads_torch``) computes the same thing chunked over
 points with dense matmuls. It is what runs on CUDA (where bandwidth is plenty)
 and it is tested against the same reference on CPU.
@@ -261,18 +268,49 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
 
 
 @njit(cache=True)
+def _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW):
+    """dL/dW[:, j] += x_tj * dH[t, :] for points t0 .. t1 - 1. Tied: straight into dU (= dL/dW)."""
+    m = dH.shape[2]
+    for t in range(t0, t1):
+        for p in range(indptr[i, t], indptr[i, t + 1]):
+            j = indices[p]
+            x = values[p]
+            for k in range(m):
+                if tied:
+                    tU[k, j] += x * dH[i, t, k]
+                else:
+                    tW[k, j] += x * dH[i, t, k]
+
+
+@njit(cache=True, parallel=True)
 def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
-                 dHpart, losspart, dW, dU, db, dH, point_loss, loss):
+                 dHpart, losspart, dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
     """Reduce the dense partials, add the sparse corrections, and the input path.
 
-    One task per instance (instances never share memory). ``dW`` receives the
-    gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
+    One task per (instance, chunk of points); ``partU.shape[1]`` chunks (a function of T
+    alone, see sparse_chunks). With one chunk the task adds straight into dU/db/dW (the
+    summation order of the original serial pass); with more, each chunk sums into its own
+    partials (I, C, ...), added in chunk order afterwards, so results never depend on threads.
+    ``dW`` receives the gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
     """
     I, m, n = U.shape
     T = H.shape[1]
-    for i in range(I):
+    C = partU.shape[1]
+    for w in prange(I * C):
+        i = w // C
+        c = w - i * C
+        t0 = c * T // C
+        t1 = (c + 1) * T // C
+        if C == 1:
+            tU, tb, tW = dU[i], db[i], dW[i]
+        else:
+            tU, tb, tW = partU[i, c], partb[i, c], partW[i, c]
+            tU[:] = 0.0
+            tb[:] = 0.0
+        if not tied:
+            tW[:] = 0.0
         total = 0.0
-        for t in range(T):
+        for t in range(t0, t1):
             lt = 0.0
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
@@ -292,29 +330,47 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                 lt += imp[j] * (x * x - 2.0 * x * y)
                 if zz > 0.0:
                     gs = -two_c * imp[j] * x
-                    db[i, j] += gs
+                    tb[j] += gs
                     for k in range(m):
-                        dU[i, k, j] += gs * H[i, t, k]
+                        tU[k, j] += gs * H[i, t, k]
                         dH[i, t, k] += gs * U[i, k, j]
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
+            if C > 1:  # chunked: the input path of this point now, while its non-zeros are in cache
+                _input_path(indptr, indices, values, dH, tied, i, t, t + 1, tU, tW)
+        closs[i, c] = total
+        if C == 1:  # one chunk: after every correction, the summation order of the serial pass
+            _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW)
+    for i in range(I):
+        total = 0.0
+        for c in range(C):
+            total += closs[i, c]
         loss[i] = total / T
-        # Input path: dL/dW[:, j] += x_tj * dH[t, :]. Tied: straight into dU (= dL/dW).
-        if not tied:
-            for j in range(n):
+    if C > 1:
+        for r in prange(I * n):
+            i = r // n
+            j = r - i * n
+            for c in range(C):
+                db[i, j] += partb[i, c, j]
                 for k in range(m):
-                    dW[i, k, j] = 0.0
-        for t in range(T):
-            for p in range(indptr[i, t], indptr[i, t + 1]):
-                j = indices[p]
-                x = values[p]
+                    dU[i, k, j] += partU[i, c, k, j]
+            if not tied:
                 for k in range(m):
-                    if tied:
-                        dU[i, k, j] += x * dH[i, t, k]
-                    else:
-                        dW[i, k, j] += x * dH[i, t, k]
+                    s = np.float32(0.0)
+                    for c in range(C):
+                        s += partW[i, c, k, j]
+                    dW[i, k, j] = s
+
+
+SPARSE_CHUNK_T = 65_536  # from this T on the sparse pass runs in SPARSE_CHUNKS chunks of points
+SPARSE_CHUNKS = 16
+
+
+def sparse_chunks(T: int) -> int:
+    """Chunks of points of the sparse pass: a function of T alone (bit-identical on any core count)."""
+    return SPARSE_CHUNKS if T >= SPARSE_CHUNK_T else 1
 
 
 @njit(cache=True)
@@ -361,6 +417,14 @@ class CpuWorkspace:
         self.dWin = np.empty((I, m, n), np.float32)
         self.dU = np.empty((I, m, n), np.float32)
         self.db = np.empty((I, n), np.float32)
+        C = sparse_chunks(T)
+        big = C > 1  # per-chunk partials of the sparse pass (dummies with one chunk)
+        self.partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
+        self.partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
+        self.partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
+        self.closs = np.empty((I, C), np.float64)
+        self.tree = None  # tree_kernels.TreeWorkspace, made on the first step that tries the tree
+        self.use_tree = np.zeros(I, np.bool_)  # which instances the last step ran on the tree
 
 
 PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
@@ -379,13 +443,25 @@ def n_blocks(n_active_max: int) -> int:
     return int(min(MAX_BLOCKS, max(1, -(-n_active_max // MIN_BLOCK))))
 
 
+# Dense part of the CPU step: "dense" (every point), "tree" (tree-pruned, tree_kernels.py) or
+# "auto" (per instance and step, by a deterministic cost model). TOYDD_KERNEL sets it from outside.
+KERNELS = ("auto", "dense", "tree")
+DEFAULT_KERNEL = os.environ.get("TOYDD_KERNEL", "auto")
+
+
 def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndarray | None = None,
                        importance: np.ndarray | None = None, ws: CpuWorkspace | None = None,
-                       skip: bool = True) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
+                       skip: bool = True, kernel: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
     """Loss (I,), per-point loss (I, T) and gradients, numba CPU kernel.
 
-    Returned arrays live in the workspace ``ws`` and are overwritten by the next call.
+    ``kernel``: how the dense part is computed (see KERNELS; None: DEFAULT_KERNEL). Every
+    choice gives the same values up to float32 rounding. Returned arrays live in the
+    workspace ``ws`` and are overwritten by the next call.
     """
+    kernel = DEFAULT_KERNEL if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     I, m, n = W.shape
     T = data.T
     tied = U is None
@@ -400,17 +476,57 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
-    # Blocks per instance depend on that instance alone, so batching never changes its sums.
-    nblk = np.array([n_blocks(int(a)) for a in ws.n_active], np.int64)
     use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
+    use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
+    # Tree instances get no dense work (n_active 0, one block: the dense pass zeroes their block 0).
+    dense_active = np.where(use_tree, 0, ws.n_active)
+    # Blocks per instance depend on that instance alone, so batching never changes its sums.
+    nblk = np.array([n_blocks(int(a)) for a in dense_active], np.int64)
     _zero_dense_grads(ws.dU, ws.db)
     dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
-    dense(Uo, b, imp, ws.H, ws.active, ws.n_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    dense(Uo, b, imp, ws.H, ws.active, dense_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    if use_tree.any():
+        from . import tree_kernels as TK
+
+        TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.tree, float(two_c), ws.dU, ws.db,
+                     ws.dHpart[:, 0], ws.losspart[:, 0])
     _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, 2.0 / T, tied,
-                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss)
+                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                 ws.partU, ws.partb, ws.partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.point_loss, grads, ws
+
+
+def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.ndarray:
+    """Which instances run the dense part on the tree this step (I,) bool; builds their trees.
+
+    "auto" decides per instance from that instance's counts alone (T, active features, and
+    the nodes a coarse walk of its tree visits): deterministic, never timed, and batching
+    never changes an instance's choice. Small T and few active features skip the build.
+    """
+    from . import tree_kernels as TK
+
+    I, m, n = Uo.shape
+    T = ws.H.shape[1]
+    if kernel == "dense" or (kernel == "auto" and not TK.worth_trying(T, m)):
+        use = np.zeros(I, np.bool_)
+    elif kernel == "tree":
+        if m > TK.TREE_MAX_M:
+            raise ValueError(f"kernel='tree' supports m <= {TK.TREE_MAX_M}, got m = {m}")
+        use = np.ones(I, np.bool_)
+    else:
+        use = np.array([TK.worth_building(T, m, int(a)) for a in ws.n_active], np.bool_)
+    if use.any():
+        if ws.tree is None:
+            ws.tree = TK.TreeWorkspace(I, m, n, T)
+        TK.build(ws.H, use, ws.tree)
+        if kernel == "auto":
+            TK.walk(Uo, b, imp, ws.active, ws.n_active, use, ws.tree, two_c, TK.coarse_depth(ws.tree.topo))
+            tree, dense = TK.estimate(ws.tree, m, T, ws.n_active)
+            use &= tree < TK.TREE_GAIN * dense
+    ws.use_tree[:] = use
+    return use
 
 
 # ---------------------------------------------------------------------------

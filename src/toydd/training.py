@@ -220,16 +220,18 @@ def snapshot_steps(steps: int, count: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], s, [steps]]))
 
 
-def train(config: TrainConfig, progress: ProgressFn | None = None, engine: str = "auto") -> RunResult:
+def train(config: TrainConfig, progress: ProgressFn | None = None, engine: str = "auto",
+          kernel: str | None = None) -> RunResult:
     """Train one configuration (best of ``config.init_seeds`` init seeds)."""
-    return train_batch([config], progress, engine)[0]
+    return train_batch([config], progress, engine, kernel)[0]
 
 
-class _NumbaBackend:
+class NumbaBackend:
     """Parameters, gradients and AdamW state in numpy; the numba kernel computes loss and gradients."""
 
-    def __init__(self, P: ParamBatch, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig):
+    def __init__(self, P: ParamBatch, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig, kernel: str | None = None):
         self.P, self.imp, self.wd, self.cfg = P, imp, wd, cfg
+        self.kernel = kernel  # dense part: auto | dense | tree (None: kernels.DEFAULT_KERNEL)
         self.G = ParamBatch(P.I, P.m, P.n, P.tied)  # gradients, same layout as P
         self.Mo = np.zeros_like(P.flat)
         self.V = np.zeros_like(P.flat)
@@ -238,7 +240,7 @@ class _NumbaBackend:
 
     def loss_and_grads(self, batch: BatchData) -> np.ndarray:
         P, G = self.P, self.G
-        loss, _, grads, self.ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, self.imp, self.ws)
+        loss, _, grads, self.ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, self.imp, self.ws, kernel=self.kernel)
         G.W[:] = grads.W
         G.b[:] = grads.b
         if not P.tied:
@@ -264,12 +266,16 @@ class _NumbaBackend:
 
 
 def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
-                engine: str = "auto", inits: list[dict[str, np.ndarray] | None] | None = None) -> list[RunResult]:
+                engine: str = "auto", kernel: str | None = None,
+                inits: list[dict[str, np.ndarray] | None] | None = None) -> list[RunResult]:
     """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config.
 
     ``engine``: ``numba`` (CPU kernel), ``torch`` (the torch path on the configs'
     device, CPU included: how the CUDA path is checked without a GPU), or
-    ``auto`` (torch on a GPU, numba otherwise).
+    ``auto`` (torch on a GPU, numba otherwise). ``kernel``: the numba engine's dense part,
+    ``auto`` (per step and instance, a deterministic cost model), ``dense`` or ``tree``
+    (see kernels.loss_and_grads_cpu); None: ``kernels.DEFAULT_KERNEL`` (``auto``, or the
+    ``TOYDD_KERNEL`` environment variable). All give the same losses up to float32 rounding.
     """
     if not configs:
         return []
@@ -296,7 +302,7 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     if engine not in ("auto", "numba", "torch"):
         raise ToyddError(f"engine must be auto, numba or torch, got {engine!r}")
     if engine == "numba" or (engine == "auto" and device == "cpu"):
-        backend = _NumbaBackend(P, imp, wd, c0)
+        backend = NumbaBackend(P, imp, wd, c0, kernel)
     else:
         from .training_torch import TorchBackend
 

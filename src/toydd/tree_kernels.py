@@ -1,0 +1,809 @@
+"""Tree-pruned exact dense pass: a training step whose cost grows ~sqrt(T), not T.
+
+The dense part of the loss (see kernels.py) sums ``I_i ReLU(z_ti)^2`` over every
+(point, active feature) pair, with ``z_ti = U_i . h_t + b_i`` linear in the
+hidden vector ``h_t`` (m-dim). ReLU is linear on each side of 0, so a set of
+points whose bounding box lies entirely on one side of feature i's hyperplane
+``z = 0`` needs no per-point work for that feature:
+
+* the box is dead for i (``max_box z <= 0``): it adds nothing;
+* the box is linear for i (``min_box z > 0``): its contribution is a closed form
+  of the node's moments ``M0 = |N|, M1 = sum h_t, M2 = sum h_t h_t^T``:
+  ``dL/dU_i += c I_i (M2 U_i + b_i M1)``, ``dL/db_i += c I_i (U_i . M1 + b_i M0)``
+  (``c = 2/T``), and every point of the node gets ``dL/dh_t += c (A h_t + c_v)``
+  and a per-point loss ``h_t^T A h_t + 2 c_v . h_t + d`` with
+  ``A += I_i U_i U_i^T, c_v += I_i b_i U_i, d += I_i b_i^2`` accumulated on the
+  node and pushed down to its points once per step. Per-point losses stay exact.
+
+Points are put in a tree each step: sorted by the Morton code of ``h`` (so every
+node is a contiguous range of the sorted order), cut into leaves of ``LEAF``
+points, and a binary tree over the leaves (heap numbering: node k has children
+2k, 2k+1) carries each node's bounding box and float64 moments. A depth-first
+walk carries the list of still-undecided features down the tree; only features
+that straddle a leaf touch its points, with the same per-point arithmetic as the
+dense kernel.
+
+Certified decisions: the box bounds are computed in float64 (products of float32
+values are exact there) and a node is called dead or linear only beyond a margin
+that covers the float32 rounding of ``z`` in the dense kernel, so a pair is
+active here iff it is active there (``z = 0`` counts as inactive, as there).
+
+Determinism: the tree, the leaf size, the K top-level subtrees (one task each)
+and the reduction order over subtrees depend on T alone, never on the thread
+count or on the other instances of a batch; the dense-or-tree choice
+(:func:`choose`) is a function of counts (T, active features, nodes visited),
+never of wall-clock time.
+
+Shapes: ``I`` instances, ``m`` hidden dims, ``n`` features, ``T`` points,
+``NN`` heap slots of the tree (a power of two, < 4 T / LEAF + 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+LEAF = 32  # points per leaf: straddling leaves are processed point by point
+MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
+TASK_POINTS = 4_096  # points per task at least (each task pays O(active features) to start)
+RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
+TREE_MAX_M = 16  # Morton codes need m * bits <= 62; beyond this the dense kernel is used
+# Relative margin for certified decisions: the dense kernel's float32 z = b + sum_k h_k u_k is within
+# (m + 1) 2^-24 (|b| + sum_k |h_k u_k|) of the exact value; (m + 2) 2^-22 leaves a 4x safety factor.
+MARGIN_ULP = 2.0 ** -22
+
+
+# ---------------------------------------------------------------------------
+# Tree topology: a function of T only (shared by every instance and every step)
+# ---------------------------------------------------------------------------
+
+class Topology:
+    """Halving tree over ``nl = ceil(T / LEAF)`` leaves in heap numbering (root 1)."""
+
+    def __init__(self, T: int):
+        self.T = T
+        self.nl = nl = max(1, -(-T // LEAF))
+        self.depth_max = int(math.ceil(math.log2(nl))) if nl > 1 else 0
+        self.NN = 2 << self.depth_max  # heap slots: indices 1 .. NN - 1
+        self.s0, self.s1, self.leaf, self.depth = _topology(T, nl, self.NN)
+        # K subtrees at depth log2(K) are the parallel tasks; every heap node there exists when nl >= K.
+        self.K = self.tasks(T)
+        self.task_depth = self.K.bit_length() - 1
+
+    @staticmethod
+    def tasks(T: int) -> int:
+        """Subtree tasks: a power of two, at most MAX_TASKS, about TASK_POINTS points each."""
+        return min(MAX_TASKS, 1 << (max(1, T // TASK_POINTS).bit_length() - 1))
+
+
+@njit(cache=True)
+def _topology(T, nl, NN):
+    l0 = np.full(NN, -1, np.int64)
+    l1 = np.full(NN, -1, np.int64)
+    depth = np.zeros(NN, np.int64)
+    l0[1], l1[1] = 0, nl
+    for k in range(1, NN):
+        if l0[k] < 0 or l1[k] - l0[k] <= 1:
+            continue
+        mid = (l0[k] + l1[k]) // 2
+        l0[2 * k], l1[2 * k] = l0[k], mid
+        l0[2 * k + 1], l1[2 * k + 1] = mid, l1[k]
+        depth[2 * k] = depth[2 * k + 1] = depth[k] + 1
+    s0 = np.zeros(NN, np.int64)
+    s1 = np.zeros(NN, np.int64)  # s1 == s0: unused heap slot
+    leaf = np.zeros(NN, np.bool_)
+    for k in range(1, NN):
+        if l0[k] >= 0:
+            s0[k] = l0[k] * LEAF
+            s1[k] = min(l1[k] * LEAF, T)
+            leaf[k] = l1[k] - l0[k] == 1
+    return s0, s1, leaf, depth
+
+
+# ---------------------------------------------------------------------------
+# Build: Morton sort, leaf moments, internal nodes (per instance, every step)
+# ---------------------------------------------------------------------------
+
+def morton_bits(m: int, T: int) -> int:
+    """Bits per hidden dimension: enough cells to separate leaves, at most 62 bits in all."""
+    want = int(math.ceil((math.log2(max(T, 2)) + 4) / m))
+    return max(1, min(16, 62 // m, want))
+
+
+@njit(cache=True)
+def _spread_table(m):
+    """spread[v]: the 8 bits of v placed m bits apart (bit j -> bit j*m)."""
+    tab = np.zeros(256, np.uint64)
+    for v in range(256):
+        s = np.uint64(0)
+        for j in range(8):
+            if (v >> j) & 1:
+                s |= np.uint64(1) << np.uint64(j * m)
+        tab[v] = s
+    return tab
+
+
+@njit(cache=True, parallel=True)
+def _morton(H, use, bits, codes):
+    """codes[i, t]: Morton code of H[i, t] quantized to ``bits`` per dim on instance i's box."""
+    I, T, m = H.shape
+    tab = _spread_table(m)
+    lo = np.empty((I, m))
+    scale = np.empty((I, m))
+    for i in range(I):
+        for k in range(m):
+            a, c = np.inf, -np.inf
+            for t in range(T):
+                v = H[i, t, k]
+                a = min(a, v)
+                c = max(c, v)
+            lo[i, k] = a
+            w = c - a
+            scale[i, k] = ((1 << bits) - 1) / w if w > 0 and np.isfinite(w) else 0.0
+    qmax = (1 << bits) - 1
+    for r in prange(I * T):
+        i = r // T
+        t = r - i * T
+        if not use[i]:
+            continue
+        code = np.uint64(0)
+        for k in range(m):
+            x = (H[i, t, k] - lo[i, k]) * scale[i, k]
+            q = 0  # NaN -> 0
+            if x >= qmax:
+                q = qmax
+            elif x >= 0.0:
+                q = int(x)
+            part = tab[q & 255]
+            if bits > 8:
+                part |= tab[(q >> 8) & 255] << np.uint64(8 * m)
+            code |= part << np.uint64(k)
+        codes[i, t] = code
+
+
+@njit(cache=True, parallel=True)
+def _radix_argsort(codes, use, nbits, perm):
+    """perm[i]: stable argsort of codes[i] (LSD radix, RADIX_BITS per pass; keys travel with
+    their indices so every pass streams through memory)."""
+    I, T = codes.shape
+    nb = 1 << RADIX_BITS
+    mask = np.uint64(nb - 1)
+    for i in prange(I):
+        if not use[i]:
+            continue
+        a = np.arange(T)
+        key = codes[i].copy()
+        a2 = np.empty(T, np.int64)
+        key2 = np.empty(T, np.uint64)
+        cnt = np.empty(nb + 1, np.int64)
+        shift = 0
+        while shift < nbits:
+            sh = np.uint64(shift)
+            cnt[:] = 0
+            for t in range(T):
+                cnt[np.int64((key[t] >> sh) & mask) + 1] += 1
+            for dg in range(nb):
+                cnt[dg + 1] += cnt[dg]
+            for t in range(T):
+                dg = np.int64((key[t] >> sh) & mask)
+                c = cnt[dg]
+                a2[c] = a[t]
+                key2[c] = key[t]
+                cnt[dg] = c + 1
+            a, a2 = a2, a
+            key, key2 = key2, key
+            shift += RADIX_BITS
+        perm[i, :] = a
+
+
+@njit(cache=True, parallel=True)
+def _leaves(H, use, perm, s0, s1, leaf_nodes, Hs, lo, hi, M1, M2):
+    """Gather sorted hidden vectors Hs (I, m, T) and each leaf's box and float64 moments."""
+    I, T, m = H.shape
+    nl = leaf_nodes.shape[0]
+    for r in prange(I * nl):
+        i = r // nl
+        if not use[i]:
+            continue
+        k = leaf_nodes[r - i * nl]
+        for a in range(m):
+            lo[i, k, a] = np.inf
+            hi[i, k, a] = -np.inf
+            M1[i, k, a] = 0.0
+            for c in range(m):
+                M2[i, k, a, c] = 0.0
+        for s in range(s0[k], s1[k]):
+            t = perm[i, s]
+            for a in range(m):
+                v = H[i, t, a]
+                Hs[i, a, s] = v
+                va = np.float64(v)
+                lo[i, k, a] = min(lo[i, k, a], va)
+                hi[i, k, a] = max(hi[i, k, a], va)
+                M1[i, k, a] += va
+                for c in range(a + 1):
+                    M2[i, k, a, c] += va * np.float64(H[i, t, c])
+        for a in range(m):
+            for c in range(a):
+                M2[i, k, c, a] = M2[i, k, a, c]
+
+
+@njit(cache=True, parallel=True)
+def _internal(use, s0, s1, leaf, lo, hi, M1, M2):
+    """Internal nodes bottom-up (children have larger heap indices than parents)."""
+    I, NN, m = lo.shape
+    for i in prange(I):
+        if not use[i]:
+            continue
+        for k in range(NN - 1, 0, -1):
+            if s1[k] <= s0[k] or leaf[k]:
+                continue
+            l, r = 2 * k, 2 * k + 1
+            for a in range(m):
+                lo[i, k, a] = min(lo[i, l, a], lo[i, r, a])
+                hi[i, k, a] = max(hi[i, l, a], hi[i, r, a])
+                M1[i, k, a] = M1[i, l, a] + M1[i, r, a]
+                for c in range(m):
+                    M2[i, k, a, c] = M2[i, l, a, c] + M2[i, r, a, c]
+
+
+# ---------------------------------------------------------------------------
+# Walk: one task per (instance, top-level subtree)
+# ---------------------------------------------------------------------------
+
+@njit(cache=True, fastmath=True)
+def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, Uc, bc, ic, zz, gg, dU32, db32):
+    """Straddling features x points of one leaf, with the dense kernel's loop structure.
+
+    Points outer, the leaf's straddling features inner in contiguous float32 copies (the
+    loop vectorizes over features, like kernels._dense_pass). fastmath only vectorizes the
+    sums: every dead/linear decision was made (certified) by the caller.
+    g (m + 1, n_active): this task's gradient partials; pdH (m, T), ploss (T): per point.
+    """
+    m = Hs_i.shape[0]
+    for q in range(nout):
+        a = lst[q]
+        bc[q] = ba32[a]
+        ic[q] = ia32[a]
+        db32[q] = 0.0
+        for k in range(m):
+            Uc[k, q] = ua32[a, k]
+            dU32[k, q] = 0.0
+    zero = np.float32(0.0)
+    if m == 2:  # the paper's case: one fused pass per point (the loop vectorizes over features)
+        u0 = Uc[0]
+        d0 = dU32[0]
+        u1 = Uc[1]
+        d1 = dU32[1]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s]
+            lt = zero
+            e0 = zero
+            e1 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                e0 += gq * u0[q]
+                d1[q] += gq * h1
+                e1 += gq * u1[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            pdH[1, s] += e1
+    elif m <= 4:
+        # m <= 4: one fused pass per point; rows m..3 of Uc (and h) are zero padding
+        u0 = Uc[0]
+        d0 = dU32[0]
+        u1 = Uc[1]
+        d1 = dU32[1]
+        u2 = Uc[2]
+        d2 = dU32[2]
+        u3 = Uc[3]
+        d3 = dU32[3]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s] if 1 < m else zero
+            h2 = Hs_i[2, s] if 2 < m else zero
+            h3 = Hs_i[3, s] if 3 < m else zero
+            lt = zero
+            e0 = zero
+            e1 = zero
+            e2 = zero
+            e3 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q] + h2 * u2[q] + h3 * u3[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                e0 += gq * u0[q]
+                d1[q] += gq * h1
+                e1 += gq * u1[q]
+                d2[q] += gq * h2
+                e2 += gq * u2[q]
+                d3[q] += gq * h3
+                e3 += gq * u3[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            if 1 < m:
+                pdH[1, s] += e1
+            if 2 < m:
+                pdH[2, s] += e2
+            if 3 < m:
+                pdH[3, s] += e3
+    elif m <= 8:
+        # m <= 8: one fused pass per point; rows m..7 of Uc (and h) are zero padding
+        u0 = Uc[0]
+        d0 = dU32[0]
+        u1 = Uc[1]
+        d1 = dU32[1]
+        u2 = Uc[2]
+        d2 = dU32[2]
+        u3 = Uc[3]
+        d3 = dU32[3]
+        u4 = Uc[4]
+        d4 = dU32[4]
+        u5 = Uc[5]
+        d5 = dU32[5]
+        u6 = Uc[6]
+        d6 = dU32[6]
+        u7 = Uc[7]
+        d7 = dU32[7]
+        for s in range(s0, s1):
+            h0 = Hs_i[0, s]
+            h1 = Hs_i[1, s] if 1 < m else zero
+            h2 = Hs_i[2, s] if 2 < m else zero
+            h3 = Hs_i[3, s] if 3 < m else zero
+            h4 = Hs_i[4, s] if 4 < m else zero
+            h5 = Hs_i[5, s] if 5 < m else zero
+            h6 = Hs_i[6, s] if 6 < m else zero
+            h7 = Hs_i[7, s] if 7 < m else zero
+            lt = zero
+            e0 = zero
+            e1 = zero
+            e2 = zero
+            e3 = zero
+            e4 = zero
+            e5 = zero
+            e6 = zero
+            e7 = zero
+            for q in range(nout):
+                y = max(bc[q] + h0 * u0[q] + h1 * u1[q] + h2 * u2[q] + h3 * u3[q] + h4 * u4[q] + h5 * u5[q] + h6 * u6[q] + h7 * u7[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                db32[q] += gq
+                d0[q] += gq * h0
+                e0 += gq * u0[q]
+                d1[q] += gq * h1
+                e1 += gq * u1[q]
+                d2[q] += gq * h2
+                e2 += gq * u2[q]
+                d3[q] += gq * h3
+                e3 += gq * u3[q]
+                d4[q] += gq * h4
+                e4 += gq * u4[q]
+                d5[q] += gq * h5
+                e5 += gq * u5[q]
+                d6[q] += gq * h6
+                e6 += gq * u6[q]
+                d7[q] += gq * h7
+                e7 += gq * u7[q]
+            ploss[s] += lt
+            pdH[0, s] += e0
+            if 1 < m:
+                pdH[1, s] += e1
+            if 2 < m:
+                pdH[2, s] += e2
+            if 3 < m:
+                pdH[3, s] += e3
+            if 4 < m:
+                pdH[4, s] += e4
+            if 5 < m:
+                pdH[5, s] += e5
+            if 6 < m:
+                pdH[6, s] += e6
+            if 7 < m:
+                pdH[7, s] += e7
+    else:
+        for s in range(s0, s1):
+            for q in range(nout):
+                zz[q] = bc[q]
+            for k in range(m):
+                hk = Hs_i[k, s]
+                for q in range(nout):
+                    zz[q] += hk * Uc[k, q]
+            lt = zero
+            for q in range(nout):
+                y = max(zz[q], zero)
+                wy = ic[q] * y
+                lt += wy * y
+                gq = two_c * wy
+                gg[q] = gq
+                db32[q] += gq
+            ploss[s] += lt
+            for k in range(m):
+                hk = Hs_i[k, s]
+                e = zero
+                for q in range(nout):
+                    dU32[k, q] += gg[q] * hk
+                    e += gg[q] * Uc[k, q]
+                pdH[k, s] += e
+    for q in range(nout):
+        a = lst[q]
+        g[m, a] += db32[q]
+        for k in range(m):
+            g[k, a] += dU32[k, q]
+
+
+@njit(cache=True, parallel=True)
+def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
+    """Each instance's active features, contiguous, once per step for all its tasks:
+    ua (I, n, m), ba, ia (I, n) in float32 (widened to float64 for the decisions)."""
+    I, m, n = U.shape
+    for i in prange(I):
+        if not use[i]:
+            continue
+        for a in range(n_active[i]):
+            j = active[i, a]
+            ba[i, a] = b[i, j]
+            ia[i, a] = imp[j]
+            for k in range(m):
+                ua[i, a, k] = U[i, k, j]
+
+
+@njit(cache=True, parallel=True)
+def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
+          lo, hi, M1, M2, Hs, two_c, A, cv, d, pdH, ploss, gU, counts):
+    """Depth-first walk of each (instance, subtree) carrying the undecided features.
+
+    count_only: stop at ``max_depth`` and only count (node, feature) visits and the
+    (point, feature) pairs in straddling nodes there -> counts[i, task] (the cost model).
+    Otherwise: linear nodes accumulate into gU (I, K, m + 1, n_active positions) and
+    A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
+    """
+    I, n, m = ua32_all.shape
+    levels = int(depth.max()) - task_depth + 2
+    margin_c = (m + 2) * MARGIN_ULP
+    for w in prange(I * K):
+        i = w // K
+        task = w - i * K
+        if not use[i]:
+            continue
+        na = n_active[i]
+        # This instance's active features (see _gather); float32 values widen exactly to float64.
+        ua32 = ua32_all[i]
+        ba32 = ba32_all[i]
+        ia32 = ia32_all[i]
+        g = gU[i, task]
+        if not count_only:
+            for k in range(m + 1):
+                for a in range(na):
+                    g[k, a] = 0.0
+        # Scratch of the leaf loop (contiguous copies of a leaf's straddling features).
+        # (rows m .. pad - 1 stay zero: the fused leaf loops run m = 3, 4 as 4 and m = 5 .. 8 as 8)
+        pad = m if m == 2 or m > 8 else (4 if m <= 4 else 8)
+        Uc = np.zeros((pad, na), np.float32)
+        dU32 = np.zeros((pad, na), np.float32)
+        bc = np.empty(na, np.float32)
+        ic = np.empty(na, np.float32)
+        zz = np.empty(na, np.float32)
+        gg = np.empty(na, np.float32)
+        db32 = np.empty(na, np.float32)
+        # flist[lv]: the features still undecided on entering a node at level lv below the task root.
+        flist = np.empty((levels, na), np.int32)
+        flen = np.zeros(levels, np.int64)
+        lin = np.empty(na, np.int32)
+        cls = np.empty(na, np.int8)
+        for a in range(na):
+            flist[0, a] = a
+        flen[0] = na
+        stack = np.empty(2 * levels + 2, np.int64)
+        slev = np.empty(2 * levels + 2, np.int64)
+        top = 1
+        stack[0] = K + task
+        slev[0] = 0
+        blo = np.empty(m)
+        bhi = np.empty(m)
+        Aloc = np.empty((m, m))
+        cloc = np.empty(m)
+        visits = 0
+        pairs = 0
+        while top > 0:
+            top -= 1
+            k = stack[top]
+            lv = slev[top]
+            cnt = s1[k] - s0[k]
+            for kk in range(m):
+                blo[kk] = lo[i, k, kk]
+                bhi[kk] = hi[i, k, kk]
+            src = flist[lv]
+            dst = flist[lv + 1]
+            nin = flen[lv]
+            visits += nin
+            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it).
+            # A loop without branches or stores that depend on earlier iterations (it vectorizes);
+            # the compaction below is a second, cheap loop.
+            if m == 2:
+                lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
+                for q in range(nin):
+                    a = src[q]
+                    bb = np.float64(ba32[a])
+                    u0 = np.float64(ua32[a, 0])
+                    u1 = np.float64(ua32[a, 1])
+                    p0 = u0 * lo0
+                    r0 = u0 * hi0
+                    p1 = u1 * lo1
+                    r1 = u1 * hi1
+                    zmax = bb + max(p0, r0) + max(p1, r1)
+                    zmin = bb + min(p0, r0) + min(p1, r1)
+                    marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
+                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+            else:
+                for q in range(nin):
+                    a = src[q]
+                    bb = np.float64(ba32[a])
+                    zmax = bb
+                    zmin = bb
+                    scale = abs(bb)
+                    for kk in range(m):
+                        u = np.float64(ua32[a, kk])
+                        p = u * blo[kk]
+                        r = u * bhi[kk]
+                        zmax += max(p, r)
+                        zmin += min(p, r)
+                        scale += max(abs(p), abs(r))
+                    marg = margin_c * scale + 1e-37
+                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+            nout = 0
+            nlin = 0
+            for q in range(nin):
+                c = cls[q]
+                a = src[q]
+                dst[nout] = a
+                nout += c == 1
+                lin[nlin] = a
+                nlin += c == 2
+            if not count_only and nlin > 0:
+                # Linear features: closed form of the node's moments; point terms pushed down later.
+                Aloc[:] = 0.0
+                cloc[:] = 0.0
+                dloc = 0.0
+                for q in range(nlin):
+                    a = lin[q]
+                    wgt = np.float64(ia32[a])
+                    cw = two_c * wgt
+                    bb = np.float64(ba32[a])
+                    sb = bb * cnt
+                    for kk in range(m):
+                        uk = np.float64(ua32[a, kk])
+                        sb += uk * M1[i, k, kk]
+                        t2 = bb * M1[i, k, kk]
+                        for jj in range(m):
+                            uj = np.float64(ua32[a, jj])
+                            t2 += M2[i, k, kk, jj] * uj
+                            Aloc[kk, jj] += wgt * uk * uj
+                        g[kk, a] += cw * t2
+                        cloc[kk] += wgt * bb * uk
+                    g[m, a] += cw * sb
+                    dloc += wgt * bb * bb
+                for kk in range(m):
+                    cv[i, k, kk] += cloc[kk]
+                    for jj in range(m):
+                        A[i, k, kk, jj] += Aloc[kk, jj]
+                d[i, k] += dloc
+            if nout == 0:
+                continue
+            if leaf[k] or (count_only and depth[k] >= max_depth):
+                pairs += nout * cnt
+                if not count_only:
+                    _leaf_pairs(Hs[i], s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
+                                g, pdH[i], ploss[i], Uc, bc, ic, zz, gg, dU32, db32)
+                continue
+            flen[lv + 1] = nout
+            stack[top] = 2 * k + 1
+            slev[top] = lv + 1
+            stack[top + 1] = 2 * k
+            slev[top + 1] = lv + 1
+            top += 2
+        counts[i, task, 0] = visits
+        counts[i, task, 1] = pairs
+
+
+@njit(cache=True, parallel=True)
+def _push(use, perm, s0, s1, leaf, K, Hs, two_c, A, cv, d, pdH, ploss, dHout, lossout):
+    """Push node terms down to points; write dH / per-point loss in the original order.
+
+    Consumes and clears A, cv, d, pdH, ploss (so they are zero for the next step).
+    dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32).
+    """
+    I, NN, m = cv.shape
+    T = perm.shape[1]
+    for w in prange(I * K):
+        i = w // K
+        task = w - i * K
+        if not use[i]:
+            continue
+        stack = np.empty(2 * 64 + 2, np.int64)
+        top = 1
+        stack[0] = K + task
+        h = np.empty(m)
+        while top > 0:
+            top -= 1
+            k = stack[top]
+            if not leaf[k]:
+                for c in (2 * k, 2 * k + 1):
+                    for a in range(m):
+                        cv[i, c, a] += cv[i, k, a]
+                        for e in range(m):
+                            A[i, c, a, e] += A[i, k, a, e]
+                    d[i, c] += d[i, k]
+                stack[top] = 2 * k + 1
+                stack[top + 1] = 2 * k
+                top += 2
+            else:
+                for s in range(s0[k], s1[k]):
+                    for a in range(m):
+                        h[a] = Hs[i, a, s]
+                    lt = d[i, k] + ploss[i, s]
+                    for a in range(m):
+                        Ah = cv[i, k, a]
+                        for e in range(m):
+                            Ah += A[i, k, a, e] * h[e]
+                        lt += h[a] * (Ah + cv[i, k, a])
+                        dHout[i, perm[i, s], a] = two_c * Ah + pdH[i, a, s]
+                        pdH[i, a, s] = 0.0
+                    lossout[i, perm[i, s]] = max(lt, 0.0)
+                    ploss[i, s] = 0.0
+            for a in range(m):
+                cv[i, k, a] = 0.0
+                for e in range(m):
+                    A[i, k, a, e] = 0.0
+            d[i, k] = 0.0
+
+
+@njit(cache=True)
+def _reduce(use, active, n_active, K, gU, dU, db):
+    """Sum the K subtrees' gradient partials in a fixed order into dU (I, m, n), db (I, n)."""
+    I, m, n = dU.shape
+    for i in range(I):
+        if not use[i]:
+            continue
+        for a in range(n_active[i]):
+            j = active[i, a]
+            for k in range(m + 1):
+                s = 0.0
+                for task in range(K):
+                    s += gU[i, task, k, a]
+                if k < m:
+                    dU[i, k, j] = s
+                else:
+                    db[i, j] = s
+
+
+# ---------------------------------------------------------------------------
+# Driver and cost model
+# ---------------------------------------------------------------------------
+
+class TreeWorkspace:
+    """Per-(I, m, n, T) buffers of the tree path, reused across steps."""
+
+    def __init__(self, I: int, m: int, n: int, T: int):
+        self.shape = (I, m, n, T)
+        self.topo = tp = Topology(T)
+        self.leaf_nodes = np.flatnonzero(tp.leaf).astype(np.int64)
+        self.bits = morton_bits(m, T)
+        self.codes = np.zeros((I, T), np.uint64)
+        self.perm = np.zeros((I, T), np.int64)
+        self.Hs = np.zeros((I, m, T), np.float32)
+        self.lo = np.zeros((I, tp.NN, m))
+        self.hi = np.zeros((I, tp.NN, m))
+        self.M1 = np.zeros((I, tp.NN, m))
+        self.M2 = np.zeros((I, tp.NN, m, m))
+        # Accumulators consumed and cleared by _push: zero between steps.
+        self.A = np.zeros((I, tp.NN, m, m))
+        self.cv = np.zeros((I, tp.NN, m))
+        self.d = np.zeros((I, tp.NN))
+        self.pdH = np.zeros((I, m, T))
+        self.ploss = np.zeros((I, T))
+        self.gU = np.zeros((I, tp.K, m + 1, n))
+        self.ua = np.zeros((I, n, m), np.float32)
+        self.ba = np.zeros((I, n), np.float32)
+        self.ia = np.zeros((I, n), np.float32)
+        self.counts = np.zeros((I, tp.K, 2), np.int64)
+        self.built = np.zeros(I, np.bool_)
+
+
+def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
+    """Sort the points of instances ``use`` by Morton code and fill boxes and moments."""
+    tp = tw.topo
+    m = H.shape[2]
+    _morton(H, use, tw.bits, tw.codes)
+    _radix_argsort(tw.codes, use, tw.bits * m, tw.perm)
+    _leaves(H, use, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
+    _internal(use, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
+    tw.built[:] = use
+
+
+def walk(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, count_depth: int | None = None) -> None:
+    tp = tw.topo
+    count_only = count_depth is not None
+    _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
+    _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
+          tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, tw.Hs,
+          two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU, tw.counts)
+
+
+def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
+    """The dense part for instances ``use`` (tree already built): gradients into dU/db (their
+    active features), dH and per-point loss into dHout (I, T, m) / lossout (I, T)."""
+    tp = tw.topo
+    walk(U, b, imp, active, n_active, use, tw, two_c)
+    _push(use, tw.perm, tp.s0, tp.s1, tp.leaf, tp.K, tw.Hs, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss,
+          dHout, lossout)
+    _reduce(use, active, n_active, tp.K, tw.gU, dU, db)
+
+
+# --- cost model (deterministic: counts, never clocks) ------------------------------
+# ns per unit of work, wall clock with 2 threads, fitted on real training states at m = 1, 2, 3,
+# 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
+# only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
+DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
+LEAF_PAIR_NS = (0.0, 1.4, 1.4, 2.2, 2.5, 3.0, 3.0, 3.0, 3.0)  # [m]: per straddling-leaf pair, walk included
+TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
+AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
+TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
+COARSE_POINTS = 2_048  # the cost model walks the tree down to nodes of about this many points
+VISIT_NS = 4.0  # one (node, feature) test of the coarse walk
+TREE_GAIN = 0.8  # choose the tree only if its estimate is below this fraction of the dense estimate
+MAX_WASTE = 0.08  # build a tree only if building it and the coarse walk cost <= 8% of a dense step
+
+
+def build_point_ns(m: int) -> float:
+    """Tree build and push-down per point (Morton code, radix sort, moments, scatter back)."""
+    return 30.0 + 8.0 * m
+
+
+def worth_trying(T: int, m: int) -> bool:
+    return T >= TREE_MIN_T and m <= AUTO_MAX_M
+
+
+def worth_building(T: int, m: int, n_active: int) -> bool:
+    """Cheap first test, before any tree exists: could the tree pay for its build?
+
+    If the coarse walk then picks the dense kernel, the build and the walk were wasted:
+    allowed only when they cost at most MAX_WASTE of the dense step.
+    """
+    if not worth_trying(T, m):
+        return False
+    K = Topology.tasks(T)
+    coarse_visits = n_active * 2 * max(1, T // COARSE_POINTS)
+    overhead = build_point_ns(m) * T + VISIT_NS * coarse_visits + TASK_FEATURE_NS * K * n_active
+    return overhead <= MAX_WASTE * DENSE_PAIR_NS[m] * T * n_active
+
+
+def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tree, dense) cost estimates (ns) per instance from the coarse walk's counts.
+
+    The coarse walk stops at nodes of ~COARSE_POINTS points; below them the straddling
+    pairs shrink as (LEAF / node size)^(1/m) (a hyperplane crosses ~N^((m-1)/m) of N cells).
+    """
+    tp = tw.topo
+    size = T / (1 << coarse_depth(tp))
+    shrink = (LEAF / size) ** (1.0 / m) if size > LEAF else 1.0
+    fine_pairs = tw.counts[:, :, 1].sum(1) * shrink
+    na = n_active.astype(np.float64)
+    tree = build_point_ns(m) * T + LEAF_PAIR_NS[m] * fine_pairs + TASK_FEATURE_NS * tp.K * na
+    dense = DENSE_PAIR_NS[m] * T * na
+    return tree, dense
+
+
+def coarse_depth(tp: Topology) -> int:
+    return max(tp.task_depth, tp.depth_max - max(0, int(round(math.log2(COARSE_POINTS / LEAF)))))

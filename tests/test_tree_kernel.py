@@ -1,0 +1,211 @@
+"""The tree-pruned dense pass (tree_kernels.py) against the plain dense kernel and autograd."""
+
+import numpy as np
+import pytest
+
+from toydd import data as D
+from toydd import tree_kernels as TK
+from toydd.config import TrainConfig
+from toydd.kernels import BatchData, loss_and_grads_cpu, reference_loss_and_grads
+from toydd.training import train_batch
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+def _run(W, b, bd, U=None, imp=None, kernel="dense"):
+    loss, pl, g, ws = loss_and_grads_cpu(W, b, bd, U, imp, kernel=kernel)
+    return (loss.copy(), pl.copy(), g.W.copy(), g.b.copy(), None if g.U is None else g.U.copy()), ws
+
+
+def _assert_same(W, b, bd, U=None, imp=None, tol=2e-5):
+    """kernel='tree' equals kernel='dense' within float32 rounding: loss, per-point loss, every gradient."""
+    t, ws = _run(W, b, bd, U, imp, "tree")
+    assert ws.use_tree.all()
+    d, _ = _run(W, b, bd, U, imp, "dense")
+    names = ("loss", "point loss", "dW", "db", "dU")
+    for name, x, y in zip(names, t, d):
+        if y is None:
+            continue
+        assert np.isfinite(x).all(), name
+        assert _rel(x, y) < tol, (name, _rel(x, y))
+    # per point, relative to that point's own loss (not just to the largest one)
+    np.testing.assert_allclose(t[1], d[1], rtol=tol, atol=tol * 1e-3 * np.abs(d[1]).max() + 1e-30)
+    return t, d
+
+
+def _problem(I, m, n, T, S, tied, seed, scale=0.3, bias=0.1):
+    rng = np.random.default_rng(seed)
+    bd = BatchData.stack([D.training_set(n, S, T, seed * 10 + i) for i in range(I)])
+    W = (rng.standard_normal((I, m, n)) * scale).astype(np.float32)
+    b = (rng.standard_normal((I, n)) * bias).astype(np.float32)
+    U = None if tied else (rng.standard_normal((I, m, n)) * scale).astype(np.float32)
+    return bd, W, b, U
+
+
+@pytest.mark.parametrize("I,m,n,T,tied", [
+    (1, 1, 300, 700, True),
+    (1, 2, 400, 2000, True),
+    (2, 3, 300, 1500, False),
+    (1, 5, 300, 1000, True),
+    (1, 8, 200, 1200, False),
+    (1, 9, 150, 600, True),  # beyond the unrolled dense kernels
+])
+def test_tree_equals_dense_random_states(I, m, n, T, tied):
+    bd, W, b, U = _problem(I, m, n, T, 0.99, tied, seed=m * 7 + T)
+    b -= 0.05  # some features dead on parts of the data, some alive: every node kind occurs
+    imp = (0.995 ** np.arange(n)).astype(np.float32)
+    _assert_same(W, b, bd, U, imp)
+
+
+def test_tree_equals_autograd():
+    bd, W, b, U = _problem(1, 2, 200, 300, 0.98, False, seed=3)
+    imp = (0.99 ** np.arange(200)).astype(np.float32)
+    (loss, pl, gW, gb, gU), _ = _run(W, b, bd, U, imp, "tree")
+    rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
+    assert _rel(loss, rl) < 1e-5 and _rel(pl, rpl) < 1e-5
+    assert _rel(gW, rg.W) < 1e-5 and _rel(gb, rg.b) < 1e-5 and _rel(gU, rg.U) < 1e-5
+
+
+def _one_hot(T, n, cols):
+    """Points x_t = e_{cols[t]} (value 1): h_t = W[:, cols[t]] exactly."""
+    X = np.zeros((T, n), np.float32)
+    X[np.arange(T), cols] = 1.0
+    return BatchData.stack([D.SparseData.from_dense(X)])
+
+
+def test_points_exactly_on_the_boundary():
+    """Dyadic weights: z = W_i . W_j + b_i is exact in float32 and many pairs sit at z = 0 exactly."""
+    rng = np.random.default_rng(0)
+    n, m, T = 64, 2, 640
+    W = (rng.integers(-8, 9, (1, m, n)) / 8).astype(np.float32)
+    j0 = 5
+    b = -(W[0, :, :].T @ W[0, :, j0]).astype(np.float32)[None]  # z(point e_j0, feature i) = 0 for every i
+    cols = np.where(np.arange(T) % 2 == 0, j0, rng.integers(0, n, T))
+    bd = _one_hot(T, n, cols)
+    t, d = _assert_same(W, b, bd)
+    rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense())
+    assert _rel(t[2], rg.W) < 1e-5 and _rel(t[3], rg.b) < 1e-5 and _rel(t[1], rpl) < 1e-5
+    # a node of only boundary points: every point the same, z = 0 for every feature
+    bd_same = _one_hot(T, n, np.full(T, j0))
+    _assert_same(W, b, bd_same)
+
+
+@pytest.mark.parametrize("case", ["duplicates", "zero_h", "T1", "huge", "tiny", "b0", "all_dead", "all_linear"])
+def test_adversarial_geometry(case):
+    n, m = 300, 2
+    bd, W, b, U = _problem(1, m, n, 2000, 0.99, True, seed=1)
+    if case == "duplicates":  # 2,000 copies of 3 points: leaves with zero-size boxes
+        d = D.training_set(n, 0.99, 3, 0)
+        bd = BatchData.stack([d.rows(np.arange(2000) % 3)])
+    elif case == "zero_h":  # W = 0: every h = 0, output ReLU(b) everywhere (linear or dead at the root)
+        W[:] = 0.0
+    elif case == "T1":
+        bd = BatchData.stack([D.training_set(n, 0.99, 1, 0)])
+    elif case == "huge":
+        W *= 1e4
+        b *= 1e6
+    elif case == "tiny":
+        W *= 1e-12
+        b *= 1e-20
+    elif case == "b0":  # the paper's init: b = 0, every hyperplane through the origin
+        b[:] = 0.0
+    elif case == "all_dead":
+        b[:] = -10.0
+    elif case == "all_linear":
+        b[:] = 10.0
+    _assert_same(W, b, bd)
+
+
+def test_untied_importance_and_batched_instances_are_independent():
+    bd, W, b, U = _problem(3, 3, 400, 2500, 0.99, False, seed=5)
+    imp = (0.99 ** np.arange(400)).astype(np.float32)
+    (loss, pl, gW, gb, gU), _ = _run(W, b, bd, U, imp, "tree")
+    for i in range(3):
+        one = BatchData.stack([bd.instance(i)])
+        (li, pli, gWi, gbi, gUi), _ = _run(W[i:i + 1], b[i:i + 1], one, U[i:i + 1], imp, "tree")
+        for x, y in ((loss, li), (pl, pli), (gW, gWi), (gb, gbi), (gU, gUi)):
+            assert np.array_equal(x[i:i + 1], y)
+    _assert_same(W, b, bd, U, imp)
+
+
+def test_tree_is_deterministic_across_thread_counts():
+    import numba
+
+    from toydd import kernels
+
+    bd, W, b, _ = _problem(1, 2, 2000, 4000, 0.99, True, seed=9)
+    outs = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        kernels.set_threads(threads)
+        try:
+            outs.append(_run(W, b, bd, kernel="tree")[0][:4])
+        finally:
+            kernels.set_threads(None)
+    assert all(np.array_equal(a, c) for a, c in zip(outs[0], outs[1]))
+
+
+def test_auto_choice_is_deterministic_and_per_instance():
+    """auto: same inputs -> bit-identical outputs; the choice is per instance and never
+    depends on the batch; small T stays dense."""
+    n, T = 10000, 16384
+    bd, W, b, _ = _problem(2, 1, n, T, 0.999, True, seed=2)  # m = 1: sorted points, the tree wins by far
+    b[1] = -5.0  # instance 1: every feature provably dead -> nothing to prune -> dense
+    first, ws = _run(W, b, bd, kernel="auto")
+    assert ws.use_tree.tolist() == [True, False]
+    again, _ = _run(W, b, bd, kernel="auto")
+    assert all(np.array_equal(x, y) for x, y in zip(first[:4], again[:4]))
+    # the same instance alone makes the same choice and the same bits
+    alone, ws1 = _run(W[:1], b[:1], BatchData.stack([bd.instance(0)]), kernel="auto")
+    assert ws1.use_tree.tolist() == [True]
+    assert all(np.array_equal(x[:1], y) for x, y in zip(first[:4], alone[:4]))
+    # small T: the dense kernel, no tree built
+    small = BatchData.stack([D.training_set(n, 0.999, 500, 0)])
+    _, ws2 = _run(W[:1], b[:1], small, kernel="auto")
+    assert not ws2.use_tree.any() and ws2.tree is None
+    with pytest.raises(ValueError):
+        loss_and_grads_cpu(W, b, bd, kernel="fast")
+
+
+def test_state_from_a_real_training():
+    cfg = TrainConfig(n=1000, m=2, T=3000, sparsity=0.99, steps=200, lr=1e-2, test_size=100, snapshots=0,
+                      device="cpu")
+    p = train_batch([cfg], kernel="dense")[0].params
+    W, b = p["W"][None], p["b"][None]
+    bd = BatchData.stack([D.training_set(1000, 0.99, 3000, 0)])
+    (_, ws) = _run(W, b, bd, kernel="tree")
+    assert ws.tree.counts[0, :, 1].sum() < 3000 * ws.n_active[0]  # the tree pruned something
+    _assert_same(W, b, bd)
+
+
+def test_training_on_the_tree_matches_dense():
+    """2,000 steps at T = 1,000 (n = 1,000, S = 0.99, m = 2, lr 1e-2): same final loss within 1e-4."""
+    cfg = TrainConfig(n=1000, m=2, T=1000, sparsity=0.99, steps=2000, lr=1e-2, test_size=100, snapshots=0,
+                      device="cpu")
+    rd = train_batch([cfg], kernel="dense")[0]
+    rt = train_batch([cfg], kernel="tree")[0]
+    ld, lt = rd.history["train_loss"][0, -1], rt.history["train_loss"][0, -1]
+    assert abs(lt - ld) <= 1e-4 * abs(ld), (lt, ld)
+    assert abs(rt.metrics["train_loss"] - rd.metrics["train_loss"]) <= 1e-4 * rd.metrics["train_loss"]
+
+
+def test_online_batches_on_the_tree():
+    """T = inf: a fresh BatchData every step, a fresh tree every step."""
+    cfg = TrainConfig(n=500, m=2, T=float("inf"), online_batch=3000, sparsity=0.99, steps=20, lr=1e-2,
+                      test_size=100, snapshots=0, device="cpu")
+    ld = train_batch([cfg], kernel="dense")[0].history["train_loss"][0]
+    lt = train_batch([cfg], kernel="tree")[0].history["train_loss"][0]
+    np.testing.assert_allclose(lt, ld, rtol=1e-5)
+
+
+def test_topology_covers_every_point_once():
+    for T in (1, 31, 32, 33, 1000, 4097):
+        tp = TK.Topology(T)
+        leaves = np.flatnonzero(tp.leaf)
+        spans = sorted((tp.s0[k], tp.s1[k]) for k in leaves)
+        assert spans[0][0] == 0 and spans[-1][1] == T
+        assert all(a[1] == c[0] for a, c in zip(spans, spans[1:]))
+        assert all(0 < e - s <= TK.LEAF for s, e in spans)
+        assert all(tp.s1[k] > tp.s0[k] for k in range(tp.K, 2 * tp.K))  # every task root exists
