@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from .config import TrainConfig, parse_T
+from .experiments import experiment_names
 from .errors import ToyddError, one_line
 
 class _ConventionalHelp:
@@ -61,14 +62,6 @@ class _Command(_ConventionalHelp, typer.core.TyperCommand):
             if isinstance(p, typer.core.TyperArgument):
                 pieces.append(p.metavar if p.required else f"[{p.metavar}]")
         return pieces
-
-
-def _experiment_names() -> list[str]:
-    """Every experiment ``toydd sweep`` runs by name (mnist-dstar is dispatched apart from the toy ones)."""
-    from .experiments import experiment_names
-
-    names = list(experiment_names())
-    return names if "mnist-dstar" in names else names + ["mnist-dstar"]
 
 
 # Exit statuses (docs/RELIABILITY.md). Each non-zero one comes with one line `error: ...` on stderr.
@@ -282,7 +275,7 @@ def _print_summary(result) -> None:
 
 @app.command()
 def sweep(
-    name: str = typer.Argument(..., metavar="EXPERIMENT", help=f"an experiment ({', '.join(_experiment_names())}) "
+    name: str = typer.Argument(..., metavar="EXPERIMENT", help=f"an experiment ({', '.join(experiment_names())}) "
                                          "or a TOML/YAML experiment file"),
     out: Path = typer.Option(..., "--out", help="results directory (created; resumed if it exists)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="smoke | quick | paper"),
