@@ -106,3 +106,13 @@ def test_smoke_sweep_to_the_report(tmp_path):
     bt = X.branch_table(t, named_experiment("crossover", "smoke").params["branches"])
     assert set(bt["branch"]) == {"memorizing", "generalizing", "cold"}
     assert len(bt) == 2 * 3 * 3  # seeds x T x branches
+
+
+def test_verdict_says_where_the_memorizing_branch_found_nothing():
+    rows = []
+    for T, mem, gen in ((100, 0.5, 0.8), (1000, 0.97, 0.96), (10000, 3e6, 0.98)):
+        for b, v in (("memorizing", mem), ("generalizing", gen), ("cold", gen + 0.001)):
+            rows.append({"key": f"{T}{b}", "T": T, "data_seed": 0, "train_loss": v, "test_loss": 1.0, "lr": 1e-3})
+    t = pd.DataFrame(rows)
+    v = " ".join(X.verdict(t, {r["key"]: r["key"].lstrip("0123456789") for r in rows}))
+    assert "T* = " in v and "nothing better than the all-zeros model (training loss ≥ 1) at T = 10,000" in v

@@ -254,6 +254,15 @@ def verdict(table: pd.DataFrame, branches: dict[str, str], clusters: pd.DataFram
         out.append(f"Data seed {int(r['data_seed'])}: the branches never cross over T = {_fT(r['T_min'])}–"
                    f"{_fT(r['T_max'])}; {r.get('lower', 'one branch')} stays lower (smallest gap "
                    f"{r['min_abs_gap']:.3g}).")
+    lost = w[w["memorizing"] >= 1.0]
+    if len(lost):
+        Ts = sorted(lost["T"].unique())
+        out.append(f"The memorizing branch found nothing better than the all-zeros model (training loss ≥ 1) at T = "
+                   f"{', '.join(_fT(x) for x in Ts)} (largest {lost['memorizing'].max():.3g}): continuing the "
+                   "memorizing solution of a smaller T onto new points blows up, and the T-gon construction no "
+                   "longer memorizes there. So the memorizing optimum is not measured at those T: the crossover "
+                   "above says where memorization stops being *found*, an upper bound on T* only if better "
+                   "memorizing solutions do not exist there.")
     cold = w.dropna(subset=["cold"])
     if len(cold):
         beat = cold[cold["cold"] < cold[["memorizing", "generalizing"]].min(axis=1) - 1e-6]
