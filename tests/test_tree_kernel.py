@@ -209,3 +209,27 @@ def test_topology_covers_every_point_once():
         assert all(a[1] == c[0] for a, c in zip(spans, spans[1:]))
         assert all(0 < e - s <= TK.LEAF for s, e in spans)
         assert all(tp.s1[k] > tp.s0[k] for k in range(tp.K, 2 * tp.K))  # every task root exists
+
+
+def test_default_kernel_is_settable_from_outside(monkeypatch):
+    """kernel=None means kernels.DEFAULT_KERNEL (the TOYDD_KERNEL environment variable at import)."""
+    from toydd import kernels
+
+    bd, W, b, _ = _problem(1, 2, 300, 500, 0.99, True, seed=4)
+    monkeypatch.setattr(kernels, "DEFAULT_KERNEL", "tree")
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd)
+    assert ws.use_tree.all()  # T = 500: auto would have stayed dense
+    monkeypatch.setattr(kernels, "DEFAULT_KERNEL", "auto")
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd)
+    assert not ws.use_tree.any()
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_models_stay_non_finite(bad):
+    """A diverged model must not look finite on the tree (training relies on it to stop)."""
+    bd, W, b, _ = _problem(1, 2, 300, 3000, 0.99, True, seed=6)
+    W[0, 0, :50] = bad
+    (lt, plt, *_), _ = _run(W, b, bd, kernel="tree")
+    (ld, pld, *_), _ = _run(W, b, bd, kernel="dense")
+    assert not np.isfinite(ld).all() and not np.isfinite(lt).all()
+    assert np.array_equal(np.isfinite(plt), np.isfinite(pld))

@@ -528,7 +528,8 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
             dst = flist[lv + 1]
             nin = flen[lv]
             visits += nin
-            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it).
+            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it);
+            # NaN bounds (a diverged model) straddle, so the per-point code shows the NaN as dense does.
             # A loop without branches or stores that depend on earlier iterations (it vectorizes);
             # the compaction below is a second, cheap loop.
             if m == 2:
@@ -545,7 +546,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
                     zmax = bb + max(p0, r0) + max(p1, r1)
                     zmin = bb + min(p0, r0) + min(p1, r1)
                     marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
-                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+                    cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
             else:
                 for q in range(nin):
                     a = src[q]
@@ -561,7 +562,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
                         zmin += min(p, r)
                         scale += max(abs(p), abs(r))
                     marg = margin_c * scale + 1e-37
-                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+                    cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
             nout = 0
             nlin = 0
             for q in range(nin):
