@@ -233,3 +233,20 @@ def test_non_finite_models_stay_non_finite(bad):
     (ld, pld, *_), _ = _run(W, b, bd, kernel="dense")
     assert not np.isfinite(ld).all() and not np.isfinite(lt).all()
     assert np.array_equal(np.isfinite(plt), np.isfinite(pld))
+
+
+def test_bench_kernel_scan_reports_every_kernel(tmp_path):
+    from toydd import bench
+
+    res = bench.run_kernels(n=300, m=2, Ts=[2500], kernels=["dense", "tree", "auto"], seconds=0.01, memory=False)
+    rows = res["rows"]
+    assert [r["kernel"] for r in rows] == ["dense", "tree", "auto"]
+    assert rows[1]["ran_tree"] and not rows[0]["ran_tree"] and rows[1]["tree_leaf_pairs"] >= 0
+    assert rows[0]["speedup_vs_dense"] == 1.0 and all(r["ms"] > 0 for r in rows)
+    # states from a saved run (benchmarks/tree_states.py's format)
+    W = np.stack([np.zeros((2, 300), np.float32), np.full((2, 300), 0.1, np.float32)])
+    path = tmp_path / "states.npz"
+    np.savez(path, steps=np.array([0, 7]), W=W, b=np.zeros((2, 300), np.float32))
+    res = bench.run_kernels(n=300, m=2, Ts=[100], kernels=["dense"], states=str(path), state_steps=[7],
+                            seconds=0.01, memory=False)
+    assert [r["state"] for r in res["rows"]] == ["step 7"]
