@@ -772,8 +772,18 @@ def build_point_ns(m: int) -> float:
     return 30.0 + 8.0 * m
 
 
+def min_T(m: int) -> float:
+    """Smallest T at which the tree can pay, whatever the state.
+
+    A hyperplane crosses at best ~(T / LEAF)^((m-1)/m) of the T / LEAF leaves, so the tree
+    keeps at least a fraction ~(LEAF / T)^(1/m) of the pairs, each LEAF_PAIR_NS / DENSE_PAIR_NS
+    times dearer than a dense pair: below this T it cannot win, and auto does not build it.
+    """
+    return max(TREE_MIN_T, LEAF * (LEAF_PAIR_NS[m] / (TREE_GAIN * DENSE_PAIR_NS[m])) ** m)
+
+
 def worth_trying(T: int, m: int) -> bool:
-    return T >= TREE_MIN_T and m <= AUTO_MAX_M
+    return m <= AUTO_MAX_M and T >= min_T(m)
 
 
 def worth_building(T: int, m: int, n_active: int) -> bool:
