@@ -31,8 +31,9 @@ active here iff it is active there (``z = 0`` counts as inactive, as there).
 Determinism: the tree, the leaf size, the K top-level subtrees (one task each)
 and the reduction order over subtrees depend on T alone, never on the thread
 count or on the other instances of a batch; the dense-or-tree choice
-(:func:`choose`) is a function of counts (T, active features, nodes visited),
-never of wall-clock time.
+(``kernels._choose_tree`` with :func:`worth_building` and :func:`estimate`, per
+instance) is a function of counts (T, m, active features, pairs in straddling
+nodes of a coarse walk), never of wall-clock time.
 
 Shapes: ``I`` instances, ``m`` hidden dims, ``n`` features, ``T`` points,
 ``NN`` heap slots of the tree (a power of two, < 4 T / LEAF + 2).
