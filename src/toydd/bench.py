@@ -284,7 +284,7 @@ def run_kernels(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, kernel
     for T in Ts:
         if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T != int(T) or T < 1:
             raise ToyddError(f"T must be a positive integer, got {T!r}")
-    todo = [("init (Xavier, b = 0)", None, None)]
+    todo = [("init", None, None)]
     if states:
         todo = [(label, p, int(label.split()[1])) for label, p in _load_states(states, state_steps)]
         if m != todo[0][1]["W"].shape[0] or n != todo[0][1]["W"].shape[1]:

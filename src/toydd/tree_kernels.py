@@ -46,7 +46,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-LEAF = 32  # points per leaf: straddling leaves are processed point by point
+LEAF = 128  # points per leaf: straddling leaves are processed point by point (measured: 128 and 256
+# beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost)
 MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
 TASK_POINTS = 4_096  # points per task at least (each task pays O(active features) to start)
 RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
@@ -758,7 +759,7 @@ def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float,
 # 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
 # only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
 DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
-LEAF_PAIR_NS = (0.0, 1.4, 1.4, 2.2, 2.5, 3.0, 3.0, 3.0, 3.0)  # [m]: per straddling-leaf pair, walk included
+LEAF_PAIR_NS = (0.0, 1.0, 0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.2)  # [m]: per straddling-leaf pair, walk included
 TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
 AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
