@@ -763,9 +763,10 @@ LEAF_PAIR_NS = (0.0, 1.0, 0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.2)  # [m]: per s
 TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
 AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
-COARSE_POINTS = 2_048  # the cost model walks the tree down to nodes of about this many points
+COARSE_POINTS = 4_096  # the cost model walks the tree down to nodes of about this many points
 VISIT_NS = 4.0  # one (node, feature) test of the coarse walk
 TREE_GAIN = 0.8  # choose the tree only if its estimate is below this fraction of the dense estimate
+SHAPE_FACTOR = 1.5  # straddled leaves over the ideal cube count (measured ratios at m = 2..8, T = 10^4..10^6)
 MAX_WASTE = 0.08  # build a tree only if building it and the coarse walk cost <= 8% of a dense step
 
 
@@ -777,11 +778,12 @@ def build_point_ns(m: int) -> float:
 def min_T(m: int) -> float:
     """Smallest T at which the tree can pay, whatever the state.
 
-    A hyperplane crosses at best ~(T / LEAF)^((m-1)/m) of the T / LEAF leaves, so the tree
-    keeps at least a fraction ~(LEAF / T)^(1/m) of the pairs, each LEAF_PAIR_NS / DENSE_PAIR_NS
-    times dearer than a dense pair: below this T it cannot win, and auto does not build it.
+    A hyperplane crosses ~(T / LEAF)^((m-1)/m) of the T / LEAF leaves if they were cubes, so
+    the tree keeps a fraction >= ~(LEAF / T)^(1/m) of the pairs (x SHAPE_FACTOR: Morton leaves
+    are not cubes), each LEAF_PAIR_NS / DENSE_PAIR_NS times dearer than a dense pair: below
+    this T it does not win, and auto does not build it.
     """
-    return max(TREE_MIN_T, LEAF * (LEAF_PAIR_NS[m] / (TREE_GAIN * DENSE_PAIR_NS[m])) ** m)
+    return max(TREE_MIN_T, LEAF * (SHAPE_FACTOR * LEAF_PAIR_NS[m] / (TREE_GAIN * DENSE_PAIR_NS[m])) ** m)
 
 
 def worth_trying(T: int, m: int) -> bool:
