@@ -48,6 +48,7 @@ def _problem(I, m, n, T, S, tied, seed, scale=0.3, bias=0.1):
 @pytest.mark.parametrize("I,m,n,T,tied", [
     (1, 1, 300, 700, True),
     (1, 2, 400, 2000, True),
+    (1, 2, 300, 20000, True),  # a deeper tree: 157 leaves, 4 subtree tasks
     (2, 3, 300, 1500, False),
     (1, 5, 300, 1000, True),
     (1, 8, 200, 1200, False),
@@ -209,3 +210,44 @@ def test_topology_covers_every_point_once():
         assert all(a[1] == c[0] for a, c in zip(spans, spans[1:]))
         assert all(0 < e - s <= TK.LEAF for s, e in spans)
         assert all(tp.s1[k] > tp.s0[k] for k in range(tp.K, 2 * tp.K))  # every task root exists
+
+
+def test_default_kernel_is_settable_from_outside(monkeypatch):
+    """kernel=None means kernels.DEFAULT_KERNEL (the TOYDD_KERNEL environment variable at import)."""
+    from toydd import kernels
+
+    bd, W, b, _ = _problem(1, 2, 300, 500, 0.99, True, seed=4)
+    monkeypatch.setattr(kernels, "DEFAULT_KERNEL", "tree")
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd)
+    assert ws.use_tree.all()  # T = 500: auto would have stayed dense
+    monkeypatch.setattr(kernels, "DEFAULT_KERNEL", "auto")
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd)
+    assert not ws.use_tree.any()
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_models_stay_non_finite(bad):
+    """A diverged model must not look finite on the tree (training relies on it to stop)."""
+    bd, W, b, _ = _problem(1, 2, 300, 3000, 0.99, True, seed=6)
+    W[0, 0, :50] = bad
+    (lt, plt, *_), _ = _run(W, b, bd, kernel="tree")
+    (ld, pld, *_), _ = _run(W, b, bd, kernel="dense")
+    assert not np.isfinite(ld).all() and not np.isfinite(lt).all()
+    assert np.array_equal(np.isfinite(plt), np.isfinite(pld))
+
+
+def test_bench_kernel_scan_reports_every_kernel(tmp_path):
+    from toydd import bench
+
+    res = bench.run_kernels(n=300, m=2, Ts=[2500], kernels=["dense", "tree", "auto"], seconds=0.01, memory=False)
+    rows = res["rows"]
+    assert [r["kernel"] for r in rows] == ["dense", "tree", "auto"]
+    assert rows[1]["ran_tree"] and not rows[0]["ran_tree"] and rows[1]["tree_leaf_pairs"] >= 0
+    assert rows[0]["speedup_vs_dense"] == 1.0 and all(r["ms"] > 0 for r in rows)
+    # states from a saved run (benchmarks/tree_states.py's format)
+    W = np.stack([np.zeros((2, 300), np.float32), np.full((2, 300), 0.1, np.float32)])
+    path = tmp_path / "states.npz"
+    np.savez(path, steps=np.array([0, 7]), W=W, b=np.zeros((2, 300), np.float32))
+    res = bench.run_kernels(n=300, m=2, Ts=[100], kernels=["dense"], states=str(path), state_steps=[7],
+                            seconds=0.01, memory=False)
+    assert [r["state"] for r in res["rows"]] == ["step 7"]

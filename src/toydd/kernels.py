@@ -328,12 +328,13 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                     zz += H[i, t, k] * U[i, k, j]
                 y = max(zz, 0.0)
                 lt += imp[j] * (x * x - 2.0 * x * y)
-                if zz > 0.0:
-                    gs = -two_c * imp[j] * x
-                    tb[j] += gs
-                    for k in range(m):
-                        tU[k, j] += gs * H[i, t, k]
-                        dH[i, t, k] += gs * U[i, k, j]
+                # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+                # outcome is a coin flip at the non-zeros.
+                gs = -two_c * imp[j] * x if zz > 0.0 else 0.0
+                tb[j] += gs
+                for k in range(m):
+                    tU[k, j] += gs * H[i, t, k]
+                    dH[i, t, k] += gs * U[i, k, j]
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
             point_loss[i, t] = lt

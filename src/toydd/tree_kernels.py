@@ -31,8 +31,9 @@ active here iff it is active there (``z = 0`` counts as inactive, as there).
 Determinism: the tree, the leaf size, the K top-level subtrees (one task each)
 and the reduction order over subtrees depend on T alone, never on the thread
 count or on the other instances of a batch; the dense-or-tree choice
-(:func:`choose`) is a function of counts (T, active features, nodes visited),
-never of wall-clock time.
+(``kernels._choose_tree`` with :func:`worth_building` and :func:`estimate`, per
+instance) is a function of counts (T, m, active features, pairs in straddling
+nodes of a coarse walk), never of wall-clock time.
 
 Shapes: ``I`` instances, ``m`` hidden dims, ``n`` features, ``T`` points,
 ``NN`` heap slots of the tree (a power of two, < 4 T / LEAF + 2).
@@ -45,7 +46,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-LEAF = 32  # points per leaf: straddling leaves are processed point by point
+LEAF = 128  # points per leaf: straddling leaves are processed point by point (measured: 128 and 256
+# beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost)
 MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
 TASK_POINTS = 4_096  # points per task at least (each task pays O(active features) to start)
 RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
@@ -528,7 +530,8 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
             dst = flist[lv + 1]
             nin = flen[lv]
             visits += nin
-            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it).
+            # Classify: cls = 0 dead (z <= 0 on the whole box), 1 straddling, 2 linear (z > 0 on it);
+            # NaN bounds (a diverged model) straddle, so the per-point code shows the NaN as dense does.
             # A loop without branches or stores that depend on earlier iterations (it vectorizes);
             # the compaction below is a second, cheap loop.
             if m == 2:
@@ -545,7 +548,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
                     zmax = bb + max(p0, r0) + max(p1, r1)
                     zmin = bb + min(p0, r0) + min(p1, r1)
                     marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
-                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+                    cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
             else:
                 for q in range(nin):
                     a = src[q]
@@ -561,7 +564,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
                         zmin += min(p, r)
                         scale += max(abs(p), abs(r))
                     marg = margin_c * scale + 1e-37
-                    cls[q] = np.int8(zmax > -marg) + np.int8(zmin > marg)
+                    cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
             nout = 0
             nlin = 0
             for q in range(nin):
@@ -756,13 +759,14 @@ def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float,
 # 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
 # only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
 DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
-LEAF_PAIR_NS = (0.0, 1.4, 1.4, 2.2, 2.5, 3.0, 3.0, 3.0, 3.0)  # [m]: per straddling-leaf pair, walk included
+LEAF_PAIR_NS = (0.0, 1.0, 0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.2)  # [m]: per straddling-leaf pair, walk included
 TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
 AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
-COARSE_POINTS = 2_048  # the cost model walks the tree down to nodes of about this many points
+COARSE_POINTS = 4_096  # the cost model walks the tree down to nodes of about this many points
 VISIT_NS = 4.0  # one (node, feature) test of the coarse walk
 TREE_GAIN = 0.8  # choose the tree only if its estimate is below this fraction of the dense estimate
+SHAPE_FACTOR = 1.5  # straddled leaves over the ideal cube count (measured ratios at m = 2..8, T = 10^4..10^6)
 MAX_WASTE = 0.08  # build a tree only if building it and the coarse walk cost <= 8% of a dense step
 
 
@@ -771,8 +775,19 @@ def build_point_ns(m: int) -> float:
     return 30.0 + 8.0 * m
 
 
+def min_T(m: int) -> float:
+    """Smallest T at which the tree can pay, whatever the state.
+
+    A hyperplane crosses ~(T / LEAF)^((m-1)/m) of the T / LEAF leaves if they were cubes, so
+    the tree keeps a fraction >= ~(LEAF / T)^(1/m) of the pairs (x SHAPE_FACTOR: Morton leaves
+    are not cubes), each LEAF_PAIR_NS / DENSE_PAIR_NS times dearer than a dense pair: below
+    this T it does not win, and auto does not build it.
+    """
+    return max(TREE_MIN_T, LEAF * (SHAPE_FACTOR * LEAF_PAIR_NS[m] / (TREE_GAIN * DENSE_PAIR_NS[m])) ** m)
+
+
 def worth_trying(T: int, m: int) -> bool:
-    return T >= TREE_MIN_T and m <= AUTO_MAX_M
+    return m <= AUTO_MAX_M and T >= min_T(m)
 
 
 def worth_building(T: int, m: int, n_active: int) -> bool:
