@@ -253,5 +253,7 @@ def format_plan(p: dict[str, Any]) -> str:
         lines.append(f"  {r['experiment']:<{w}}  {r['jobs']:>6} {r['done']:>6} {r['to_train']:>8}  "
                      f"{_duration(r['seconds']):>9}")
     lines.append(f"  {'total':<{w}}  {'':>6} {'':>6} {'':>8}  {_duration(p['seconds']):>9}")
+    lines.append("  (an upper bound: steps timed with every feature alive; trained models skip dead features and "
+                 "large T takes the tree-pruned step, so measured runs took 0.8-13x less: BENCHMARKS.md)")
     lines += [f"note: {a}" for a in p["advice"]]
     return "\n".join(lines)
