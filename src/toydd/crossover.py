@@ -273,7 +273,8 @@ def verdict(table: pd.DataFrame, branches: dict[str, str], clusters: pd.DataFram
         c = clusters.sort_values("T")
         parts = [f"T = {_fT(r['T'])}: {int(r['clusters'])} clusters of {r['stored']} stored points "
                  f"(largest {int(r['largest'])})" for _, r in c.iterrows()]
-        out.append("Memorizing-branch solutions, hidden vectors grouped by direction: " + "; ".join(parts) + ".")
+        out.append("Memorizing-branch solutions (where they memorize: training loss < 1), hidden vectors grouped by "
+                   "direction: " + "; ".join(parts) + ".")
         sh = c.dropna(subset=["shared_in"])
         if len(sh):
             r = sh.iloc[-1]

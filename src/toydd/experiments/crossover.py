@@ -87,8 +87,12 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 # --- the report --------------------------------------------------------------------------
 
 def cluster_table(ctx, exp, bt: pd.DataFrame) -> pd.DataFrame:
-    """Direction clusters of the memorizing branch's best run at each T (data seed 0, or the lowest)."""
-    mem = bt[bt["branch"] == "memorizing"]
+    """Direction clusters of the memorizing branch's best run at each T (data seed 0, or the lowest).
+
+    Only where that run is a memorizing solution at all (training loss below the all-zeros model's 1.0): a
+    branch that blew up has hidden vectors, but they store nothing.
+    """
+    mem = bt[(bt["branch"] == "memorizing") & (bt["train_loss"] < 1.0)]
     if mem.empty:
         return pd.DataFrame()
     seed = mem["data_seed"].min()
