@@ -142,3 +142,10 @@ def test_importing_toydd_plots_leaves_the_matplotlib_backend_alone():
             "print(matplotlib.get_backend())")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "svg", p.stderr
+
+
+@pytest.mark.parametrize("args", [["--n", "99999999999999999999"], ["--m", "99999999999999999999", "--T", "10"],
+                                  ["--m", "0"], ["--T", "0"], ["--seconds", "-1"]])
+def test_r14_bench_sizes_out_of_range_are_bad_input(args):
+    p = toydd("bench", *args)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr

@@ -425,6 +425,7 @@ def bench(
     from . import bench as bench_mod
 
     T = [t for v in T for t in v.split(",") if t] if T else T  # --T 1000,10000 or --T 1000 --T 10000
+    _check_bench_sizes(n, m, [parse_T(t) for t in T] if T else [], seconds)
     if kernel is not None:
         Ts = [parse_T(t) for t in T] if T else [1_000, 10_000, 100_000]
         try:
@@ -444,6 +445,21 @@ def bench(
         sys.stdout.write(json.dumps(res) + "\n")
     else:
         bench_mod.print_table(res)
+
+
+BENCH_LIMITS = {"n": 10**8, "m": 1024, "T": 10**8}  # beyond these one step does not fit in any machine's memory
+
+
+def _check_bench_sizes(n: int, m: int, Ts: list, seconds: float) -> None:
+    """Bad bench sizes are one error line (exit 2), never an OverflowError from numpy."""
+    for name, v in (("--n", n), ("--m", m)):
+        if v < 1 or v > BENCH_LIMITS[name[2:]]:
+            raise ToyddError(f"{name} must be between 1 and {BENCH_LIMITS[name[2:]]:,}, got {v}")
+    for T in Ts:
+        if not (1 <= T <= BENCH_LIMITS["T"]):  # inf included: a step needs a finite training set
+            raise ToyddError(f"--T must be between 1 and {BENCH_LIMITS['T']:,} points, got {T}")
+    if not (0 < seconds <= 3600):
+        raise ToyddError(f"--seconds must be in (0, 3600], got {seconds}")
 
 
 # Every subcommand, whoever declares it, gets the conventional help (typer has no app-wide command class).

@@ -100,10 +100,11 @@ def fig_histograms(runs: Sequence[RunResult]):
 
 
 @styled
-def fig_top_digits(runs: Sequence[RunResult], k: int = 8):
+def fig_top_digits(runs: Sequence[RunResult], k: int = 6):
     """The k highest-D* training digits (left) beside k digits of median D* (right), one row per run."""
     runs = [r for r in runs if "top_images" in r.arrays]
-    fig = new_figure(1.0 * (2 * k + 1) + 0.4, 1.35 * len(runs) + 0.5)
+    # Sized for the report's ~1,100-px column: 0.75 in a digit and 10-pt titles stay legible (~15 px) there.
+    fig = new_figure(0.75 * (2 * k + 1) + 0.6, 1.6 * len(runs) + 0.7)
     axes = fig.subplots(len(runs), 2 * k + 1, squeeze=False)
     for i, r in enumerate(runs):
         d = r.arrays["dstar"][-1]
@@ -122,15 +123,15 @@ def fig_top_digits(runs: Sequence[RunResult], k: int = 8):
                 t = int(idx[q])
                 ax.imshow(imgs[q], cmap="gray_r", vmin=0, vmax=255)
                 lab = f"{int(y[t])}" + (f"→{int(pred[t])}" if pred is not None and pred[t] != y[t] else "")
-                ax.set_title(f"{d[t] / med:.0f}x\n{lab}", fontsize=7,
+                ax.set_title(f"{d[t] / med:.0f}x\n{lab}", fontsize=10,
                              color=FLIP_COLOR if t in flipped else "black")
                 for sp in ax.spines.values():
                     sp.set_color(FLIP_COLOR if t in flipped else "#cccccc")
                     sp.set_linewidth(2 if t in flipped else 0.5)
         axes[i][k].set_axis_off()
-        axes[i][0].set_ylabel(r.config.label(), fontsize=7)
-    fig.suptitle(f"Left: the {k} highest-D* training digits; right: {k} of median D*. Titles: D* / median, "
-                 "label (→ prediction if wrong); orange: a flipped label", fontsize=8)
+        axes[i][0].set_ylabel(r.config.label(), fontsize=9)
+    fig.suptitle(f"Left: the {k} highest-D* training digits; right: {k} of median D*.\nTitles: D* / median, "
+                 "label (→ prediction if wrong); orange: a flipped label", fontsize=10)
     return fig
 
 
