@@ -279,3 +279,20 @@ def test_replication_gap_smoke_sweep_report_and_verdict(tmp_path):
         peak = paper_runs[paper_runs["recipe"] == s["recipe"]].groupby("T")["test_loss"].mean().max()
         assert s["peak_test_loss"] == pytest.approx(peak)
         assert f"peak test loss {peak:.4g}" in page
+
+
+def test_verdict_calls_a_tie_inconclusive_and_says_when_curves_coincide():
+    import pandas as pd
+
+    from toydd import replication as R
+
+    rows = [_row(T, eps, 1.0 + 0.001 * T, 2.0, "memorizing" if T < 100 else "generalizing", seed=seed, n=200)
+            for eps in (1e-8, 1e-8 * 200) for T in (10, 30, 100, 300) for seed in (0, 1)]
+    t = pd.DataFrame(rows)
+    v = R.verdict(t)
+    assert any(x.startswith("Verdict: inconclusive") for x in v), v
+    assert R.curves_coincide(t) == pytest.approx(0.0)
+    assert any("coincide" in x for x in v)
+    # one name per recipe, everywhere
+    assert set(R.with_recipe(t)["recipe"]) == {"sum (the paper's text; eps 1e-8)",
+                                               "mean (torch MSELoss; = sum with eps 2e-06)"}

@@ -297,7 +297,7 @@ def verdict(table: pd.DataFrame) -> list[str]:
         tie = len(ranked) > 1 and (ranked.iloc[1]["paper_votes"], ranked.iloc[1]["jermyn_votes"]) == \
             (best["paper_votes"], best["jermyn_votes"])
         same = curves_coincide(table)
-        if same:
+        if same is not None:
             out.append(f"The recipes' test-loss curves coincide here (largest difference {same:.2g} of the loss): "
                        "at this n the two normalizations train alike, so this sweep cannot tell them apart.")
         if tie:
