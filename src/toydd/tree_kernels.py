@@ -628,7 +628,6 @@ def _push(use, perm, s0, s1, leaf, K, Hs, two_c, A, cv, d, pdH, ploss, dHout, lo
     dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32).
     """
     I, NN, m = cv.shape
-    T = perm.shape[1]
     for w in prange(I * K):
         i = w // K
         task = w - i * K
