@@ -36,6 +36,13 @@ def test_paper_t_sweep_is_the_papers_grid():
     assert e.params["vector_plot_T"][0] == 3 and e.params["vector_plot_T"][-1] == "inf"
 
 
+def test_every_experiment_module_settings_cover_every_preset():
+    from toydd import experiments
+
+    for name in ("tm_grid", "weight_decay", "epochs", "sparsity", "repeated", "replication_gap", "crossover"):
+        assert set(getattr(experiments, name).SETTINGS) == set(PRESETS), name
+
+
 def test_norms_is_an_alias_of_the_t_sweep_jobs():
     for preset in PRESETS:
         assert named_experiment("norms", preset).keys() == named_experiment("t-sweep", preset).keys()
@@ -79,15 +86,16 @@ def test_quick_preset_scale():
 
 
 def test_repeated_experiment():
+    from toydd.experiments import repeated
+
     for preset in PRESETS:
-        p = PRESETS[preset]
+        p = repeated.SETTINGS[preset]  # the experiment's own per-preset settings, in its module
         e = named_experiment("repeated", preset)
-        assert len(e.configs) == (len(p.repeated_setups) * len(p.repeated_T_over_N) * len(p.repeated_R)
-                                  * p.repeated_seeds)
+        assert len(e.configs) == len(p["setups"]) * len(p["T_over_N"]) * len(p["R"]) * p["seeds"]
         for c in e.configs:
-            assert c.repeated_points == 1 and c.repeats in p.repeated_R and c.m == 2
-            assert (c.n, c.sparsity) in p.repeated_setups
-            assert c.T / c.n in p.repeated_T_over_N
+            assert c.repeated_points == 1 and c.repeats in p["R"] and c.m == 2
+            assert (c.n, c.sparsity) in p["setups"]
+            assert c.T / c.n in p["T_over_N"]
     assert {(c.n, c.sparsity) for c in named_experiment("repeated", "paper").configs} == {(10_000, 0.999), (1_000, 0.99)}
 
 

@@ -43,7 +43,11 @@ DEFAULT_PRESET = "paper"
 
 @dataclass(frozen=True)
 class Preset:
-    """The fidelity of every experiment: sizes, step counts, grids and seed counts."""
+    """The fidelity shared by every experiment: sizes, step counts, the T grid and seed counts.
+
+    What only one experiment varies (tm-grid's m, weight-decay's decays, ...) is that experiment's
+    ``SETTINGS`` per preset name, in its own module.
+    """
 
     name: str
     description: str
@@ -51,27 +55,11 @@ class Preset:
     T_grid: tuple[float, ...]  # t-sweep, norms, tm-grid, weight-decay
     data_seeds: int  # training sets per grid point (the paper: 4)
     best_of: int  # init seeds per training set where m <= 3 (m > 3 is robust, paper appendix)
-    tm_ms: tuple[int, ...]
-    weight_decays: tuple[float, ...]
-    epochs_steps: tuple[int, ...]
-    epochs_T_grid: tuple[float, ...]
-    sparsities: tuple[float, ...]
-    feature_counts: tuple[float, ...]  # targets for T(1-S), the expected occurrences of a feature
     vector_plot_T: tuple[float, ...]  # T values whose W and h_i get vector plots (filtered to T_grid)
-    repeated_setups: tuple[tuple[int, float], ...] = ()  # (n, S) setups of the repeated-points diagram
-    repeated_T_over_N: tuple[float, ...] = ()  # dataset sizes as T/N (N = n), all past the generalizing scale
-    repeated_R: tuple[int, ...] = ()  # how many times the one repeated point appears
-    repeated_seeds: int = 1
     m_appendix: int = 4  # the m of the weight-decay and epochs experiments (paper appendix)
     best_of_max_T: float = INF  # best-of-k only for T up to this
     appendix_T_grid: tuple[float, ...] = ()  # T grid of tm-grid and weight-decay (empty: T_grid)
     appendix_seeds: int = 0  # data seeds of tm-grid, weight-decay, epochs, sparsity (0: data_seeds)
-    # replication-gap: which recipe gives the paper's figure, and is the middle regime a failure?
-    gap_T_grid: tuple[float, ...] = ()
-    gap_lrs: tuple[float, ...] = ()
-    gap_steps: tuple[int, ...] = ()
-    gap_seeds: int = 2
-    gap_warm_max_T: float = 0  # construction warm starts for T up to this (where the T-gon still memorizes)
 
     @property
     def grid_appendix(self) -> tuple[float, ...]:
@@ -99,23 +87,7 @@ PRESETS: dict[str, Preset] = {
         T_grid=PAPER_T_GRID,
         data_seeds=4,
         best_of=4,
-        tm_ms=tuple(range(1, 11)),
-        weight_decays=(0.0, 1e-3, 1e-2, 1e-1, 1.0),
-        epochs_steps=(5_000, 10_000, 25_000, 50_000, 100_000, 200_000),
-        epochs_T_grid=PAPER_T_GRID,
-        sparsities=(0.99, 0.995, 0.999, 0.9995),
-        feature_counts=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000),
         vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 50_000, INF),
-        # Jermyn's two setups: "+" (N=10,000, S=0.999) and "x" (N=1,000, S=0.99).
-        repeated_setups=((10_000, 0.999), (1_000, 0.99)),
-        repeated_T_over_N=(1, 2, 3, 5, 10, 20),
-        repeated_R=(1, 2, 3, 5, 8, 13, 20, 30, 50),
-        repeated_seeds=2,
-        gap_T_grid=(10, 30, 100, 300, 1_000, 2_000, 5_000, 10_000),
-        gap_lrs=(1e-3, 3e-3, 1e-2),
-        gap_steps=(10_000, 50_000),
-        gap_seeds=2,
-        gap_warm_max_T=2_000,
     ),
     "quick": Preset(
         name="quick",
@@ -135,22 +107,7 @@ PRESETS: dict[str, Preset] = {
         best_of_max_T=1_000,
         appendix_T_grid=(3, 10, 30, 100, 200, 500, 1_000, 2_000, 5_000, INF),
         appendix_seeds=2,
-        tm_ms=tuple(range(1, 11)),
-        weight_decays=(0.0, 1e-3, 1e-2, 1e-1, 1.0),
-        epochs_steps=(1_500, 3_000, 6_000, 12_000),
-        epochs_T_grid=(5, 10, 30, 100, 200, 500, 1_000, 3_000, INF),
-        sparsities=(0.98, 0.99, 0.995),
-        feature_counts=(1, 2, 5, 10, 20, 50, 100),
         vector_plot_T=(3, 5, 10, 15, 50, 200, 1_000, 5_000, 20_000, INF),
-        repeated_setups=((1_000, 0.99),),
-        repeated_T_over_N=(1, 2, 5, 10),
-        repeated_R=(1, 2, 3, 5, 10, 20, 40),
-        repeated_seeds=1,
-        gap_T_grid=(10, 30, 100, 300, 1_000, 2_000, 5_000),
-        gap_lrs=(1e-3, 3e-3, 1e-2),
-        gap_steps=(1_500, 6_000),  # 188 jobs in 3.5 min on a busy 2-core machine (BENCHMARKS.md)
-        gap_seeds=2,
-        gap_warm_max_T=1_000,
     ),
     "smoke": Preset(
         name="smoke",
@@ -159,22 +116,7 @@ PRESETS: dict[str, Preset] = {
         T_grid=(3, 10, 100, INF),
         data_seeds=2,
         best_of=2,
-        tm_ms=(1, 2, 3),
-        weight_decays=(0.0, 1e-2, 1.0),
-        epochs_steps=(100, 200),
-        epochs_T_grid=(3, 30, INF),
-        sparsities=(0.8, 0.9),
-        feature_counts=(1, 10),
         vector_plot_T=(3, 10, INF),
-        repeated_setups=((100, 0.9),),
-        repeated_T_over_N=(1, 3),
-        repeated_R=(2, 10),
-        repeated_seeds=1,
-        gap_T_grid=(3, 10, 30),
-        gap_lrs=(1e-3, 1e-2),
-        gap_steps=(50, 100),
-        gap_seeds=2,
-        gap_warm_max_T=10,
     ),
 }
 

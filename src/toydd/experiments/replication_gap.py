@@ -37,33 +37,43 @@ def gap_recipes(n: int, eps: float = 1e-8) -> dict[str, float]:
     return {"sum": eps, "mean": float(f"{eps * n:.12g}")}  # 1e-8 * 10,000 is 1.0000000000000002e-4
 
 
+# The T grid, lr grid, step counts and seeds per preset; construction warm starts for T up to warm_max_T (where
+# the T-gon still memorizes). quick: 188 jobs in 3.5 min on a busy 2-core machine (BENCHMARKS.md).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": dict(T_grid=(10, 30, 100, 300, 1000, 2000, 5000, 10_000), lrs=(0.001, 0.003, 0.01), steps=(10_000, 50_000), seeds=2, warm_max_T=2000),
+    "quick": dict(T_grid=(10, 30, 100, 300, 1000, 2000, 5000), lrs=(0.001, 0.003, 0.01), steps=(1500, 6000), seeds=2, warm_max_T=1000),
+    "smoke": dict(T_grid=(3, 10, 30), lrs=(0.001, 0.01), steps=(50, 100), seeds=2, warm_max_T=10),
+}
+
+
 def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     m = 2
     n = p.base["n"]
     recipes = gap_recipes(n)
     configs = []
-    for steps in p.gap_steps:
-        for lr in p.gap_lrs:
+    s = SETTINGS[p.name]
+    for steps in s["steps"]:
+        for lr in s["lrs"]:
             for eps in recipes.values():
-                for T in p.gap_T_grid:
+                for T in s["T_grid"]:
                     configs += [TrainConfig(**{**p.base, "m": m, "T": T, "data_seed": d, "init_seeds": 1,
                                                "lr": float(lr), "eps": float(eps), "steps": int(steps),
                                                "loss_norm": "sum"})
-                                for d in range(p.gap_seeds)]
+                                for d in range(s["seeds"])]
     # Warm starts from the explicit memorizing construction, trained with the
     # paper's lr and longest schedule: if they stay memorizing at a lower loss
     # than training from Xavier finds, the middle regime is an optimization failure.
-    steps = max(p.gap_steps)
+    steps = max(s["steps"])
     for eps in recipes.values():
-        for T in p.gap_T_grid:
-            if T <= p.gap_warm_max_T:
+        for T in s["T_grid"]:
+            if T <= s["warm_max_T"]:
                 configs += [TrainConfig(**{**p.base, "m": m, "T": T, "data_seed": d, "init_seeds": 1, "lr": 1e-3,
                                            "eps": float(eps), "steps": int(steps), "init_method": "construction",
                                            "loss_norm": "sum"})
-                            for d in range(p.gap_seeds)]
-    params = {"m": m, "T": T_list(p.gap_T_grid), "lrs": list(p.gap_lrs), "steps": list(p.gap_steps),
-              "recipes": recipes, "data_seeds": p.gap_seeds, "warm_max_T": p.gap_warm_max_T,
-              "paper_recipe": {"eps": recipes["sum"], "lr": 1e-3, "steps": max(p.gap_steps)}}
+                            for d in range(s["seeds"])]
+    params = {"m": m, "T": T_list(s["T_grid"]), "lrs": list(s["lrs"]), "steps": list(s["steps"]),
+              "recipes": recipes, "data_seeds": s["seeds"], "warm_max_T": s["warm_max_T"],
+              "paper_recipe": {"eps": recipes["sum"], "lr": 1e-3, "steps": max(s["steps"])}}
     return configs, params
 
 

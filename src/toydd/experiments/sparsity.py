@@ -25,15 +25,24 @@ def sparsity_T_values(sparsity: float, feature_counts) -> list[int]:
     return out
 
 
+# Sparsities, and the expected occurrences of a feature T(1-S) that set each sparsity's T values.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": dict(sparsities=(0.99, 0.995, 0.999, 0.9995), feature_counts=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)),
+    "quick": dict(sparsities=(0.98, 0.99, 0.995), feature_counts=(1, 2, 5, 10, 20, 50, 100)),
+    "smoke": dict(sparsities=(0.8, 0.9), feature_counts=(1, 10)),
+}
+
+
 def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     m = 2
     configs = []
     grid: dict[str, list[int]] = {}
-    for S in p.sparsities:
-        Ts = sparsity_T_values(S, p.feature_counts)
+    s = SETTINGS[p.name]
+    for S in s["sparsities"]:
+        Ts = sparsity_T_values(S, s["feature_counts"])
         grid[repr(float(S))] = Ts
         configs += [c for T in Ts for c in seeded({"sparsity": float(S)}, p, m, T, p.seeds_appendix)]
-    return configs, {"m": m, "sparsities": list(p.sparsities), "feature_counts": list(p.feature_counts),
+    return configs, {"m": m, "sparsities": list(s["sparsities"]), "feature_counts": list(s["feature_counts"]),
                      "T_by_sparsity": grid, "x": ["T", "T*(1-S)"], "y": "max_feature_dim",
                      "data_seeds": p.seeds_appendix}
 

@@ -15,10 +15,19 @@ PAPER = ("Test loss over (T, m), 4 models per cell: there are regions where more
          "hurts. Optimization is more consistent for m > 3.")
 
 
+# The hidden dimensions of the heat map, per preset (T grid and seeds: the preset's appendix grid).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": dict(tm_ms=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)),
+    "quick": dict(tm_ms=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)),
+    "smoke": dict(tm_ms=(1, 2, 3)),
+}
+
+
 def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
     Ts = p.grid_appendix
-    configs = [c for m in p.tm_ms for T in Ts for c in seeded({}, p, m, T, p.seeds_appendix)]
-    return configs, {"m": list(p.tm_ms), "T": T_list(Ts), "data_seeds": p.seeds_appendix}
+    ms = SETTINGS[p.name]["tm_ms"]
+    configs = [c for m in ms for T in Ts for c in seeded({}, p, m, T, p.seeds_appendix)]
+    return configs, {"m": list(ms), "T": T_list(Ts), "data_seeds": p.seeds_appendix}
 
 
 def draw(ctx, exp) -> None:
