@@ -220,7 +220,7 @@ def _shared_features(X, labels: np.ndarray, stored: np.ndarray, max_pairs: int =
     return {"shared_in": share(within[:max_pairs]), "shared_random": share(rand)}
 
 
-def _fT(T: float) -> str:
+def fmt_count(T: float) -> str:
     if not math.isfinite(T):
         return "inf"
     return f"{T:,.0f}" if T >= 100 else f"{T:.3g}"
@@ -240,10 +240,10 @@ def verdict(table: pd.DataFrame, branches: dict[str, str], clusters: pd.DataFram
     if len(crossed):
         Ts = crossed["T_star"].to_numpy(float)
         out.append(f"Crossover: memorizing has the lowest training loss found below T* and generalizing above it; "
-                   f"T* = {', '.join(_fT(x) for x in Ts)} for data seed(s) "
+                   f"T* = {', '.join(fmt_count(x) for x in Ts)} for data seed(s) "
                    f"{', '.join(str(int(s)) for s in crossed['data_seed'])} "
-                   + (f"(spread {_fT(Ts.min())}–{_fT(Ts.max())}; " if len(Ts) > 1 else "(")
-                   + f"between grid points T = {', '.join(f'{_fT(a)}–{_fT(b)}' for a, b in zip(crossed['T_below'], crossed['T_above']))}).")
+                   + (f"(spread {fmt_count(Ts.min())}–{fmt_count(Ts.max())}; " if len(Ts) > 1 else "(")
+                   + f"between grid points T = {', '.join(f'{fmt_count(a)}–{fmt_count(b)}' for a, b in zip(crossed['T_below'], crossed['T_above']))}).")
         if (crossed["status"] == "several").any():
             out.append("For some seeds the sign of the gap changes more than once: the first change is reported.")
         k = kink(w, float(np.median(Ts)))
@@ -251,14 +251,14 @@ def verdict(table: pd.DataFrame, branches: dict[str, str], clusters: pd.DataFram
             out.append(f"Kink in the minimum training loss: log-log slope {k['slope_below']:.2f} below T*, "
                        f"{k['slope_above']:.2f} above (change {k['change']:+.2f}).")
     for _, r in cp[~cp["status"].isin(["crossed", "several"])].iterrows() if len(cp) else []:
-        out.append(f"Data seed {int(r['data_seed'])}: the branches never cross over T = {_fT(r['T_min'])}–"
-                   f"{_fT(r['T_max'])}; {r.get('lower', 'one branch')} stays lower (smallest gap "
+        out.append(f"Data seed {int(r['data_seed'])}: the branches never cross over T = {fmt_count(r['T_min'])}–"
+                   f"{fmt_count(r['T_max'])}; {r.get('lower', 'one branch')} stays lower (smallest gap "
                    f"{r['min_abs_gap']:.3g}).")
     lost = w[w["memorizing"] >= 1.0]
     if len(lost):
         Ts = sorted(lost["T"].unique())
         out.append(f"The memorizing branch found nothing better than the all-zeros model (training loss ≥ 1) at T = "
-                   f"{', '.join(_fT(x) for x in Ts)} (largest {lost['memorizing'].max():.3g}): continuing the "
+                   f"{', '.join(fmt_count(x) for x in Ts)} (largest {lost['memorizing'].max():.3g}): continuing the "
                    "memorizing solution of a smaller T onto new points blows up, and the T-gon construction no "
                    "longer memorizes there. So the memorizing optimum is not measured at those T: the crossover "
                    "above says where memorization stops being *found*, an upper bound on T* only if better "
@@ -267,20 +267,20 @@ def verdict(table: pd.DataFrame, branches: dict[str, str], clusters: pd.DataFram
     if len(cold):
         beat = cold[cold["cold"] < cold[["memorizing", "generalizing"]].min(axis=1) - 1e-6]
         out.append(f"Cold starts (Xavier, best lr) end above the best warm start at {len(cold) - len(beat)} of "
-                   f"{len(cold)} (seed, T) points" + (f"; they are lowest at T = {', '.join(_fT(x) for x in sorted(beat['T'].unique()))}"
+                   f"{len(cold)} (seed, T) points" + (f"; they are lowest at T = {', '.join(fmt_count(x) for x in sorted(beat['T'].unique()))}"
                                                        if len(beat) else "") + ".")
     if clusters is not None and len(clusters):
         c = clusters.sort_values("T")
-        parts = [f"T = {_fT(r['T'])}: {int(r['clusters'])} clusters of {r['stored']} stored points "
+        parts = [f"T = {fmt_count(r['T'])}: {int(r['clusters'])} clusters of {r['stored']} stored points "
                  f"(largest {int(r['largest'])})" for _, r in c.iterrows()]
         out.append("Memorizing-branch solutions (where they memorize: training loss < 1), hidden vectors grouped by "
                    "direction: " + "; ".join(parts) + ".")
         sh = c.dropna(subset=["shared_in"])
         if len(sh):
             r = sh.iloc[-1]
-            out.append(f"At T = {_fT(r['T'])} two points of one cluster share a feature with probability "
+            out.append(f"At T = {fmt_count(r['T'])} two points of one cluster share a feature with probability "
                        f"{r['shared_in']:.2f}, two random stored points {r['shared_random']:.2f}"
                        + (" — clusters of correlated points." if r["shared_in"] > 2 * max(r["shared_random"], 1e-9)
                           else " — no more correlated than chance."))
-    out.append(f"Measured: T = {_fT(Tlo)}–{_fT(Thi)}, {len(seeds)} data seed(s).")
+    out.append(f"Measured: T = {fmt_count(Tlo)}–{fmt_count(Thi)}, {len(seeds)} data seed(s).")
     return out

@@ -301,7 +301,7 @@ def display_hidden(run: RunResult) -> tuple[np.ndarray, str]:
     return hidden_vectors(run.training_data(), run.W), "training points"
 
 
-def _subsample(V: np.ndarray, k: int, keep_longest: int = 300, seed: int = 0) -> np.ndarray:
+def subsample(V: np.ndarray, k: int, keep_longest: int = 300, seed: int = 0) -> np.ndarray:
     """At most ``k`` rows of V: the longest ``keep_longest`` (outliers matter) plus a fixed random rest."""
     if len(V) <= k:
         return V
@@ -313,7 +313,7 @@ def _subsample(V: np.ndarray, k: int, keep_longest: int = 300, seed: int = 0) ->
     return V[np.concatenate([top, pick])]
 
 
-def _subsample_values(v: np.ndarray, k: int, keep_top: int = 100, seed: int = 0) -> np.ndarray:
+def subsample_values(v: np.ndarray, k: int, keep_top: int = 100, seed: int = 0) -> np.ndarray:
     """At most ``k`` values: the largest ``keep_top`` plus a fixed random rest."""
     v = np.asarray(v, np.float64)
     if len(v) <= k:
@@ -360,7 +360,7 @@ class VectorPanel:
 
     def set(self, V: np.ndarray, lim: float | None = None, max_vectors: int = MAX_VECTORS) -> None:
         """Show the rows of V (N x 2); ``lim`` fixes the panel half-width, None fits V."""
-        V = _subsample(np.asarray(V, np.float64)[:, :2], max_vectors)
+        V = subsample(np.asarray(V, np.float64)[:, :2], max_vectors)
         segs = np.zeros((len(V), 2, 2))
         segs[:, 1] = V
         self.lc.set_segments(segs)
@@ -499,12 +499,12 @@ def plot_dims_vs_T(ax, runs: Sequence[RunResult], tax: TAxis, max_points: int = 
         fd = run.arrays.get("feature_dims")
         if fd is None:
             fd = feature_dimensionality(np.asarray(run.W, np.float64))
-        fd = _subsample_values(fd, max_points, seed=i)
+        fd = subsample_values(fd, max_points, seed=i)
         ax.scatter(np.full(len(fd), x), fd, s=6, color=FEATURE_COLOR, alpha=0.45, linewidths=0,
                    rasterized=True, label="features $D_f$" if i == 0 else None, zorder=2, gid="D_f")
         dd = run.arrays.get("data_dims")
         if dd is not None and len(dd):
-            dd = _subsample_values(dd, max_points, seed=i)
+            dd = subsample_values(dd, max_points, seed=i)
             ax.scatter(np.full(len(dd), x), dd, s=6, color=DATA_COLOR, alpha=0.45, linewidths=0, rasterized=True,
                        label=None if labelled_x else "training points $D_X$", zorder=2, gid="D_X")
             labelled_x = True
@@ -654,7 +654,7 @@ def fig_tm_grid(table: pd.DataFrame) -> Figure:
 
 # --- one line per setting (weight decay, epochs, ...) ----------------------------------
 
-def _setting_colors(values: Sequence[float], cmap: str = "viridis") -> list:
+def setting_colors(values: Sequence[float], cmap: str = "viridis") -> list:
     """Colours ordered by value (log-spaced when values span decades; 0 gets the first colour)."""
     v = np.asarray(values, np.float64)
     pos = v[v > 0]
@@ -676,7 +676,7 @@ def fig_setting_lines(table: pd.DataFrame, setting: str, label: str,
     ax = fig.subplots()
     tax = TAxis.of(table["T"])
     values = sorted(table[setting].dropna().unique())
-    for v, color in zip(values, _setting_colors(values)):
+    for v, color in zip(values, setting_colors(values)):
         plot_vs_T(ax, table[table[setting] == v], "test_loss", tax, color, f"{label} = {fmt(v)}", seeds=False)
     _baseline(ax)
     _loss_yscale(ax, np.concatenate([table["test_loss"].to_numpy(float), [1.0]]))
@@ -716,7 +716,7 @@ def fig_sparsity(table: pd.DataFrame) -> Figure:
     fig = new_figure(9.0, 3.5)
     ax1, ax2 = fig.subplots(1, 2, sharey=True)
     Ss = sorted(d["sparsity"].unique())
-    colors = _setting_colors([1 - s for s in Ss], cmap="plasma")
+    colors = setting_colors([1 - s for s in Ss], cmap="plasma")
     tax1, tax2 = TAxis.of(d["T"]), TAxis.of(d["T_seen"])
     for S, color in zip(Ss, colors):
         sub = d[d["sparsity"] == S]
@@ -791,7 +791,7 @@ def fig_training_curves(runs: Sequence[RunResult]) -> Figure:
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     runs = sorted(runs, key=lambda r: (r.config.infinite, float(r.config.T)))
-    colors = _setting_colors([r.config.T if not r.config.infinite else 10 * max(
+    colors = setting_colors([r.config.T if not r.config.infinite else 10 * max(
         [x.config.T for x in runs if not x.config.infinite] or [1]) for r in runs])
     for run, color in zip(runs, colors):
         steps, loss = training_curve(run)

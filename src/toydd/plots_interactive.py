@@ -70,7 +70,7 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
             v = r.arrays.get(key)
             if v is None or not len(v):
                 continue
-            v = plots._subsample_values(v, 250)
+            v = plots.subsample_values(v, 250)
             xs += [float(tax.pos(r.config.T))] * len(v)
             ys += list(v)
             txt += [plots.fmt_T(r.config.T)] * len(v)
@@ -105,7 +105,7 @@ def plotly_lines(table: pd.DataFrame, value: str, by: str | None, title: str, la
     groups = [(None, d)] if by is None else list(d.groupby(by))
     keys = [g for g, _ in groups]
     numeric = all(isinstance(g, (int, float)) for g in keys)  # a setting's value, or a label (a recipe)
-    colors = plots._setting_colors(keys if numeric else list(range(len(keys)))) if by else ["#333"]
+    colors = plots.setting_colors(keys if numeric else list(range(len(keys)))) if by else ["#333"]
     for (g, sub), c in zip(groups, colors):
         if x != "T":  # aggregate() groups on "T": put the x column there
             sub = sub.drop(columns="T").rename(columns={x: "T"})
@@ -201,9 +201,9 @@ def vector_slider_data(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """Per T: subsampled W columns and hidden vectors, their extents, and a one-line summary."""
     out = []
     for r in sorted(runs, key=lambda r: (r.config.infinite, float(r.config.T))):
-        W = plots._subsample(np.asarray(r.W, np.float64).T, SLIDER_VECTORS, keep_longest=200)
+        W = plots.subsample(np.asarray(r.W, np.float64).T, SLIDER_VECTORS, keep_longest=200)
         H_full, what = plots.display_hidden(r)
-        H = plots._subsample(H_full, SLIDER_VECTORS, keep_longest=200)
+        H = plots.subsample(H_full, SLIDER_VECTORS, keep_longest=200)
         n_rep = int(np.sum(np.linalg.norm(np.asarray(r.W, np.float64), axis=0) > REPRESENTED_NORM))
         dd = r.arrays.get("data_dims")
         shown = (f"{len(H):,} of {len(H_full):,}" if len(H) < len(H_full) else f"all {len(H_full):,}")

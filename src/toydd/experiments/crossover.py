@@ -207,7 +207,7 @@ def draw(ctx, exp) -> None:
         ctx.add(Section(f"{exp.name}-vectors", f"{exp.name}: memorizing solutions, features (blue) and points (red)",
                         [f2], "The update: from ~1k to 500k samples models memorize clusters of correlated points "
                         "('triangles') rather than single points.",
-                        [f"T = {X._fT(r['T'])}: {int(r['clusters'])} directions for {r['stored']} stored points"
+                        [f"T = {X.fmt_count(r['T'])}: {int(r['clusters'])} directions for {r['stored']} stored points"
                          for _, r in ct[ct["key"].isin(picks)].iterrows()]))
 
 
