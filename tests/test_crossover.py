@@ -116,3 +116,31 @@ def test_verdict_says_where_the_memorizing_branch_found_nothing():
     t = pd.DataFrame(rows)
     v = " ".join(X.verdict(t, {r["key"]: r["key"].lstrip("0123456789") for r in rows}))
     assert "T* = " in v and "nothing better than the all-zeros model (training loss ≥ 1) at T = 10,000" in v
+
+
+def test_an_experiment_file_builds_on_the_crossover_with_the_summed_loss(tmp_path):
+    from pathlib import Path
+
+    from toydd import report, sweep
+    from toydd.errors import ToyddError
+    from toydd.experiments import load_experiment_file
+
+    ex = Path(__file__).resolve().parents[1] / "examples" / "crossover-sum.toml"
+    e = load_experiment_file(ex, "smoke")
+    base = named_experiment("crossover", "smoke")
+    assert e.name == "crossover-sum" and e.params["based_on"] == "crossover" and len(e.configs) == len(base.configs)
+    assert all(c.loss_norm == "sum" for c in e.configs)
+    keys = set(e.keys())
+    assert not keys & set(base.keys())  # other jobs...
+    assert all(c.init_from_run in keys for c in e.configs if c.init_from_run)  # ...whose chains are their own
+    s = sweep.run_sweep(str(ex), tmp_path / "s", preset="smoke", progress=False)
+    assert s.ok and s.done == s.total
+    page = report.build_report(tmp_path / "s", movies=0, log=lambda m: None, dpi=40).read_text(encoding="utf-8")
+    assert 'id="crossover-sum-branches"' in page and "summed loss (the paper’s text)" in page
+    bad = tmp_path / "bad.toml"
+    bad.write_text('experiment = "crossover"\n[grid]\nT = [10]\n')
+    with pytest.raises(ToyddError, match="grid cannot be combined"):
+        load_experiment_file(bad)
+    bad.write_text('experiment = "nope"\n')
+    with pytest.raises(ToyddError, match="registered experiment"):
+        load_experiment_file(bad)

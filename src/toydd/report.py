@@ -63,7 +63,7 @@ def draw_experiment(ctx: ReportContext, exp: ExperimentResults) -> None:
     if exp.table.empty:
         ctx.notes.append(f"{exp.name}: no complete run yet ({exp.n_keys} planned); nothing to draw.")
         return
-    draw = report_function(exp.name, exp.kind)
+    draw = report_function(exp.name, exp.kind, exp.params.get("based_on"))
     if draw is None:
         ctx.notes.append(f"{exp.name}: no figure for runs of kind {exp.kind}; they are in the table below.")
         return

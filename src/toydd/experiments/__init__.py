@@ -18,7 +18,8 @@ from . import (crossover, custom, epochs, mnist_dstar, norms, replication_gap, r
                weight_decay)
 from .base import (DEFAULT_PRESET, PAPER_T_GRID, PRESETS, Experiment, ExperimentDef, Preset, get_preset,
                    preset_names)
-from .files import EXPERIMENT_FILE_SUFFIXES, MAX_JOBS, is_experiment_file, load_experiment_file, max_jobs
+from . import files
+from .files import EXPERIMENT_FILE_SUFFIXES, MAX_JOBS, is_experiment_file, max_jobs
 from .replication_gap import gap_recipes
 from .sparsity import sparsity_T_values
 
@@ -27,6 +28,11 @@ REGISTRY: dict[str, ExperimentDef] = {d.name: d for d in [
     replication_gap.DEF, crossover.DEF, mnist_dstar.DEF,
 ]}
 EXPERIMENTS = REGISTRY  # the name used before experiments became modules
+
+
+def load_experiment_file(path, preset: str | None = None) -> Experiment:
+    """A user experiment file (TOML/YAML; :mod:`.files`), which may build on a registered experiment."""
+    return files.load_experiment_file(path, preset, definitions=REGISTRY)
 
 
 def experiment_names() -> list[str]:
@@ -70,9 +76,10 @@ def reproduce_plan(preset: str | None = None) -> list[str]:
     return [d.name for d in sorted(chosen, key=lambda d: d.reproduce_rank)]
 
 
-def report_function(name: str, kind: str):
-    """How an experiment in a results directory is drawn: its module's, or the generic one for files."""
-    d = REGISTRY.get(name)
+def report_function(name: str, kind: str, based_on: str | None = None):
+    """How an experiment in a results directory is drawn: its module's (or that of the registered experiment a
+    file is based on), or the generic one for other files."""
+    d = REGISTRY.get(name) or REGISTRY.get(based_on or "")
     if d is not None and d.report is not None:
         return d.report
     return custom.report if kind == "toy" else None

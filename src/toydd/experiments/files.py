@@ -14,6 +14,10 @@ A file::
     [params]                              # free-form, stored in the manifest for plots
     vector_plot_T = [10, 1000]
 
+A file may instead build on a registered experiment: ``experiment = "crossover"`` with a ``[base]`` table
+changes those fields in every one of its jobs (before they are built, so jobs that refer to each other stay
+consistent) and keeps its report (examples/crossover-sum.toml: the crossover in the summed-loss recipe).
+
 ``grid`` may also be an array of tables (``[[grid]]`` in TOML, a list in YAML):
 the experiment is then the union of the products, which expresses grids that
 are not rectangular (e.g. a T range that depends on S). Precedence, lowest
@@ -43,7 +47,7 @@ def is_experiment_file(name_or_file: str) -> bool:
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_TOP_KEYS = ("name", "description", "preset", "base", "grid", "params")
+_TOP_KEYS = ("name", "description", "preset", "experiment", "base", "grid", "params")
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 _FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -191,7 +195,7 @@ def _grid_points(grid: Any, path: Path) -> list[dict[str, Any]]:
     return points
 
 
-def load_experiment_file(path: str | Path, preset: str | None = None) -> Experiment:
+def load_experiment_file(path: str | Path, preset: str | None = None, definitions: dict | None = None) -> Experiment:
     """Read a user experiment (TOML or YAML; see the module docstring).
 
     ``preset`` (or the file's own ``preset`` key, which it overrides) fills the
@@ -229,6 +233,8 @@ def load_experiment_file(path: str | Path, preset: str | None = None) -> Experim
     except (TypeError, ValueError) as e:
         raise ToyddError(f"{path}: params must hold only strings, numbers, booleans, lists and tables "
                          f"({one_line(e)})") from None
+    if "experiment" in data:
+        return _based_on(path, data, name, description, preset_name, base, params, definitions or {})
     configs = []
     for point in _grid_points(data.get("grid"), path):
         fields = {**p_base, **base, **point}
@@ -241,3 +247,32 @@ def load_experiment_file(path: str | Path, preset: str | None = None) -> Experim
             raise ToyddError(f"{path}: bad value in config: {one_line(e)}") from None
     return Experiment(name=name, description=description, preset=preset_name, configs=unique_jobs(configs),
                       params=params, source=str(path))
+
+
+def _based_on(path: Path, data: dict, name: str, description: str, preset_name: str | None, base: dict,
+              params: dict, definitions: dict) -> Experiment:
+    """A registered experiment's jobs with ``[base]`` fields applied to all of them (``experiment = "crossover"``).
+
+    The fields go into the preset's base before the experiment builds its jobs, so jobs that refer to each other
+    (the crossover's chains) refer to the changed jobs. Its report is the registered experiment's
+    (``params.based_on``). A grid cannot be combined with it: the experiment decides its own grid.
+    """
+    which = data["experiment"]
+    if not isinstance(which, str) or which not in definitions:
+        raise ToyddError(f"{path}: experiment must name a registered experiment "
+                         f"({', '.join(sorted(definitions)) or 'none'}), got {which!r}")
+    if "grid" in data:
+        raise ToyddError(f"{path}: grid cannot be combined with experiment = {which!r} (it builds its own grid); "
+                         "use [base] to change fields of every job")
+    d = definitions[which]
+    if d.kind != "toy" and base:
+        raise ToyddError(f"{path}: [base] sets toy-model fields, but {which} trains {d.kind} jobs")
+    p = get_preset(preset_name)
+    try:
+        configs, built = d.build(dataclasses.replace(p, base={**p.base, **base}))
+    except ToyddError as e:
+        raise ToyddError(f"{path}: {e}") from None
+    return Experiment(name=name, description=description or d.description, preset=p.name,
+                      configs=unique_jobs(configs), params={**built, **params, "based_on": which},
+                      source=str(path), kind=d.kind)
+
