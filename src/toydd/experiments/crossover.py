@@ -66,7 +66,10 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
         return c
 
     for d in range(s["seeds"]):
-        ref = add(TrainConfig(**{**base, "T": INF, "data_seed": d, "lr": 1e-3, "nested_data": False}), "reference")
+        # The T = inf reference trains the preset's full schedule (the pentagon needs it at n = 10,000: 10,000
+        # steps left one feature); the branch jobs, warm-started, use the shorter one.
+        ref = add(TrainConfig(**{**base, "T": INF, "data_seed": d, "lr": 1e-3, "nested_data": False,
+                                 "steps": p.base.get("steps", base.get("steps", 50_000))}), "reference")
         for lr in s["lrs"]:
             prev = None
             for T in Ts:
