@@ -122,6 +122,10 @@ def _calibrate_mnist(quick: bool) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     X = torch.rand(batch * steps, 784)
     y = torch.randint(0, 10, (batch * steps,))
+    for _ in range(2):  # warm-up: torch's first calls pay for thread pools and allocations, not for the work
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(X[:batch]), y[:batch]).backward()
+        opt.step()
     t0 = time.perf_counter()
     for k in range(steps):
         opt.zero_grad()
@@ -253,7 +257,8 @@ def format_plan(p: dict[str, Any]) -> str:
         lines.append(f"  {r['experiment']:<{w}}  {r['jobs']:>6} {r['done']:>6} {r['to_train']:>8}  "
                      f"{_duration(r['seconds']):>9}")
     lines.append(f"  {'total':<{w}}  {'':>6} {'':>6} {'':>8}  {_duration(p['seconds']):>9}")
-    lines.append("  (an upper bound: steps timed with every feature alive; trained models skip dead features and "
-                 "large T takes the tree-pruned step, so measured runs took 0.8-13x less: BENCHMARKS.md)")
+    lines.append("  (steps timed with every feature alive: trained models skip dead features and large T takes the "
+                 "tree-pruned step, so independent jobs took 1.5-13x less; chains that train in waves, like the "
+                 "crossover's, took up to 2.3x more: BENCHMARKS.md)")
     lines += [f"note: {a}" for a in p["advice"]]
     return "\n".join(lines)
