@@ -159,12 +159,10 @@ def train(
 def show(run_dir: Path = typer.Argument(..., help="a run directory (DIR/runs/<key> of a results directory)")) -> None:
     """Print a readable summary of a run directory (a toy model's or an MNIST MLP's)."""
     from .jobs import MNIST, kind_of_run
-    from .storage import verify_run
 
     _check_not_a_store(Path(run_dir))
-    verify_run(run_dir)  # a missing directory or file, a bad checksum: named first
     kind = kind_of_run(run_dir)
-    result = kind.load_run(run_dir, arrays=True, history=False)
+    result = kind.load_run(run_dir, arrays=True, history=False)  # verifies first: names a missing or bad file
     if kind is MNIST:
         _print_mnist_summary(result)
     else:

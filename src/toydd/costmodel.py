@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ToyddError
 
 
 @dataclass(frozen=True)
@@ -176,8 +175,6 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
     ``experiments``: :class:`toydd.experiments.Experiment` objects. Jobs already done in ``out`` are counted
     and left out of the estimate (a job shared by two experiments, like t-sweep and norms, is counted once).
     """
-    from .jobs import verify_job_run
-    from .storage import CorruptRun
     from .store import Store
 
     model = model or load()
@@ -190,13 +187,9 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
         for c in exp.configs:
             k = c.key()
             total += 1
-            if store is not None:
-                try:
-                    verify_job_run(store.run_dir(k))
-                    done += 1
-                    continue
-                except (CorruptRun, ToyddError, OSError):
-                    pass
+            if store is not None and store.is_done(k):
+                done += 1
+                continue
             if k in seen:
                 continue  # trained by an earlier experiment of this plan
             seen.add(k)

@@ -23,7 +23,6 @@ Adding a kind: write a class with the attributes and methods of
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -31,7 +30,7 @@ from typing import Any, Callable, Protocol, Sequence
 from . import mnist
 from .config import TrainConfig
 from .errors import ToyddError
-from .storage import CorruptRun, RunResult, load_run as load_toy_run, run_row as toy_run_row
+from .storage import CorruptRun, RunResult, load_run as load_toy_run, read_config, run_row as toy_run_row
 
 Progress = Callable[[float], None]  # receives cost units as they are done
 
@@ -40,6 +39,7 @@ class JobKind(Protocol):
     """What the store and the executors need to know about one kind of job."""
 
     name: str  # "toy", "mnist": written into experiment manifests
+    config_type: type  # the config dataclass of its jobs
     config_fields: tuple[str, ...]  # the config dataclass's fields (table columns that are settings, not results)
 
     def config_from_stored(self, d: dict[str, Any]) -> Any:
@@ -73,6 +73,7 @@ class ToyModels:
     """The ReLU-output toy model: TrainConfig jobs, batched by shape key."""
 
     name = "toy"
+    config_type = TrainConfig
     config_fields = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
     # Cost model for scheduling and the ETA, in units of one point-feature-dimension
@@ -85,8 +86,7 @@ class ToyModels:
         return TrainConfig.from_stored(d)
 
     def cost(self, config: TrainConfig) -> float:
-        T = config.online_batch if config.infinite else int(config.T)
-        return float(config.steps) * config.init_seeds * (T + self.STEP_OVERHEAD_POINTS) * config.n * config.m
+        return float(config.steps) * config.init_seeds * (effective_T(config) + self.STEP_OVERHEAD_POINTS) * config.n * config.m
 
     def batches(self, configs: Sequence[TrainConfig], max_instances: int, min_parts: int = 1) -> list[list[TrainConfig]]:
         import math
@@ -145,6 +145,11 @@ class ToyModels:
         return f"m={config.m}, T={T}, data seed {config.data_seed}"
 
 
+def effective_T(config: TrainConfig) -> int:
+    """Points seen per step: T, or the online batch for infinite data."""
+    return config.online_batch if config.infinite else int(config.T)
+
+
 TOY = ToyModels()
 MNIST = mnist.MnistJobs()
 KINDS: dict[str, JobKind] = {TOY.name: TOY, MNIST.name: MNIST}
@@ -158,6 +163,14 @@ def get_kind(name: str | None) -> JobKind:
         raise ToyddError(f"unknown job kind {name!r}; known kinds: {', '.join(KINDS)}") from None
 
 
+def kind_of(config: Any) -> JobKind:
+    """The kind of a config object (a TrainConfig, an MnistConfig, ...)."""
+    for kind in KINDS.values():
+        if isinstance(config, kind.config_type):
+            return kind
+    raise ToyddError(f"no job kind trains a {type(config).__name__}")
+
+
 def kind_of_config(d: dict[str, Any]) -> JobKind:
     """The kind of a stored config.json: MNIST configs have a hidden width and checkpoints, toy configs n and S."""
     if isinstance(d, dict) and "hidden" in d and "checkpoints" in d:
@@ -165,33 +178,25 @@ def kind_of_config(d: dict[str, Any]) -> JobKind:
     return TOY
 
 
-def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CorruptRun(f"{path}: unreadable ({type(e).__name__})") from None
-    if not isinstance(d, dict):
-        raise CorruptRun(f"{path}: not a JSON object")
-    return d
-
-
 def kind_of_run(run_dir: str | os.PathLike) -> JobKind:
-    return kind_of_config(read_config(run_dir))
+    """The kind of a run directory, from its config.json.
 
-
-def load_any_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool = True) -> RunResult:
-    """A run directory of any kind, verified (``toydd show`` reads runs through this)."""
-    run_dir = Path(run_dir)
-    return kind_of_run(run_dir).load_run(run_dir, arrays=arrays, history=history)
+    An unreadable config.json is read as a toy run: that kind's ``row`` / ``load_run`` verify the run first
+    and name what is wrong (missing, truncated, ...), as they always have.
+    """
+    try:
+        return kind_of_config(read_config(run_dir)[0])
+    except CorruptRun:
+        return TOY
 
 
 def any_run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The table row of a run of any kind, with a ``kind`` column (verified: checksums and key)."""
     run_dir = Path(run_dir)
-    verify_job_run(run_dir)
     kind = kind_of_run(run_dir)
-    return {"kind": kind.name, **kind.row(run_dir)}
+    row = kind.row(run_dir)  # verifies the checksums
+    check_job_key(run_dir)
+    return {"kind": kind.name, **row}
 
 
 def verify_job_run(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -203,10 +208,15 @@ def verify_job_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     from .storage import verify_run
 
-    run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    d = read_config(run_dir)
-    d.pop("toydd_version", None)
+    check_job_key(run_dir)
+    return metrics
+
+
+def check_job_key(run_dir: str | os.PathLike) -> None:
+    """CorruptRun unless the run's config.json hashes to its folder's name (the checksums are verify_run's job)."""
+    run_dir = Path(run_dir)
+    d, _ = read_config(run_dir)
     try:
         key = kind_of_config(d).config_from_stored(d).key()
     except (ToyddError, TypeError, ValueError) as e:
@@ -214,4 +224,3 @@ def verify_job_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if key != run_dir.name:
         raise CorruptRun(f"{run_dir}: its config.json is job {key}, not {run_dir.name} (a run folder renamed or "
                          "swapped)")
-    return metrics

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ToyddError
-from .jobs import kind_of_run, verify_job_run
+from .jobs import check_job_key, kind_of_run
 from .storage import CorruptRun, RunResult
 from .store import Store, read_manifest
 
@@ -83,9 +83,9 @@ class Results:
         row: dict[str, Any] | None = None
         if run_dir.is_dir():
             try:
-                verify_job_run(run_dir)
                 kind = kind_of_run(run_dir)
-                row = kind.row(run_dir)
+                row = kind.row(run_dir)  # verifies the checksums
+                check_job_key(run_dir)
                 if kind.name == "toy":
                     row["feature_dims_top"] = json.loads((run_dir / "metrics.json").read_text()).get("feature_dims_top")
             except CorruptRun as e:

@@ -427,22 +427,23 @@ def verify_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return metrics
 
 
-def _read_config(run_dir: Path) -> tuple[dict[str, Any], Any]:
-    """config.json of a verified run, without its toydd_version (returned beside it)."""
-    path = run_dir / "config.json"
+def read_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any], Any]:
+    """A run's config.json as a dict, without its toydd_version (returned beside it); CorruptRun if unreadable."""
+    path = Path(run_dir) / "config.json"
     try:
         cfg = json.loads(path.read_text())
-        version = cfg.pop("toydd_version", None)
-    except (OSError, ValueError, TypeError, AttributeError) as e:
+    except (OSError, ValueError) as e:
         raise CorruptRun(f"{path}: unreadable ({type(e).__name__})") from None
-    return cfg, version
+    if not isinstance(cfg, dict):
+        raise CorruptRun(f"{path}: not a JSON object")
+    return cfg, cfg.pop("toydd_version", None)
 
 
 def load_run(run_dir: str | os.PathLike, arrays: bool = True, history: bool = True) -> RunResult:
     """Read a run directory, verifying checksums (raises CorruptRun naming the bad file)."""
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    cfg, _ = _read_config(run_dir)
+    cfg, _ = read_config(run_dir)
     config = TrainConfig.from_stored(cfg)
     params = load_file(str(run_dir / "params.safetensors"))
     arr = load_file(str(run_dir / "arrays.safetensors")) if arrays else {}
@@ -460,9 +461,18 @@ def run_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    cfg, version = _read_config(run_dir)
+    cfg, version = read_config(run_dir)
     config = TrainConfig.from_stored(cfg)
     row: dict[str, Any] = {"key": run_dir.name, **config.to_dict(), "T": float(config.T), "toydd_version": version}
+    return add_metric_columns(row, metrics)
+
+
+def add_metric_columns(row: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every scalar metric of a run's metrics.json (of any job kind) added.
+
+    A metric whose name is already a column (a config field) is suffixed ``_run``; non-finite floats, stored
+    as strings, are floats again.
+    """
     for name, v in metrics.items():
         if name == "checksums" or isinstance(v, (dict, list)):
             continue
