@@ -68,7 +68,7 @@ import numpy as np
 
 from .errors import ToyddError, one_line
 from .metrics import dstar_decomposition, max_data_dimensionality
-from .storage import RunResult, os_reason, verify_run
+from .storage import RunResult, add_metric_columns, os_reason, read_config, verify_run
 
 NAME = "mnist-dstar"
 LEGACY_STORE = "mnist"  # DIR/mnist: where stores of toydd <= 0.1.0 kept these runs
@@ -664,8 +664,7 @@ def load_run(run_dir: str | os.PathLike, arrays: bool = True) -> RunResult:
 
     run_dir = Path(run_dir)
     metrics = verify_run(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    config = MnistConfig.from_dict(cfg)
+    config = MnistConfig.from_dict(read_config(run_dir)[0])
     arr = load_file(str(run_dir / "arrays.safetensors")) if arrays else {}
     hist = load_file(str(run_dir / "history.safetensors"))
     params = load_file(str(run_dir / "params.safetensors")) if arrays else {}
@@ -684,6 +683,7 @@ class MnistJobs:
     """
 
     name = "mnist"
+    config_type = MnistConfig
     config_fields = tuple(f.name for f in dataclasses.fields(MnistConfig))
 
     def config_from_stored(self, d: dict[str, Any]) -> MnistConfig:
@@ -722,13 +722,11 @@ class MnistJobs:
         return load_run(run_dir, arrays=arrays)
 
     def row(self, run_dir: Path) -> dict[str, Any]:
-        r = load_run(run_dir, arrays=False)
-        row: dict[str, Any] = {"key": Path(run_dir).name, **r.config.to_dict()}
-        row["checkpoints"] = ",".join(map(str, r.config.checkpoints))  # one CSV cell
-        for k, v in r.metrics.items():
-            if k != "checksums" and not isinstance(v, (dict, list)):
-                row[f"{k}_run" if k in row else k] = v
-        return row
+        metrics = verify_run(run_dir)  # config and metrics only: a row needs no arrays nor history
+        config = MnistConfig.from_dict(read_config(run_dir)[0])
+        row: dict[str, Any] = {"key": Path(run_dir).name, **config.to_dict()}
+        row["checkpoints"] = ",".join(map(str, config.checkpoints))  # one CSV cell
+        return add_metric_columns(row, metrics)
 
     def label(self, config: MnistConfig) -> str:
         return config.label()

@@ -258,10 +258,10 @@ def _seeds_text(lo: int, hi: int) -> str:
 
 
 def _onset_text(T: float | None, largest: float) -> str:
-    return f"> {fmt_count(largest)}" if T is None or pd.isna(T) else f"= {fmt_count(T)}"
+    return f"> {_fT(largest)}" if T is None or pd.isna(T) else f"= {_fT(T)}"
 
 
-def fmt_count(T: float | None) -> str:
+def _fT(T: float | None) -> str:
     return "–" if T is None or (isinstance(T, float) and math.isnan(T)) else f"{int(T):,}"
 
 
@@ -283,14 +283,14 @@ def verdict(table: pd.DataFrame) -> list[str]:
     shapes = shape_table(table)
     for _, s in shapes.iterrows():
         out.append(
-            f"{s['recipe']}: peak test loss {s['peak_test_loss']:.4g} (at T = {fmt_count(s['peak_test_loss_T'])}; paper ~1.01, "
+            f"{s['recipe']}: peak test loss {s['peak_test_loss']:.4g} (at T = {_fT(s['peak_test_loss_T'])}; paper ~1.01, "
             f"Jermyn up to 5,000), most models stop memorizing from T {_onset_text(s['middle_onset_T'], s['largest_T'])} (paper ~700, Jermyn ~100), "
             f"generalizing from T {_onset_text(s['generalizing_onset_T'], s['largest_T'])} (paper ~5,000, Jermyn 20,000), ||W|| peaks at "
-            f"{s['peak_weight_norm']:.3g} at T = {fmt_count(s['norm_peak_T'])} (paper: T ~ 30)"
+            f"{s['peak_weight_norm']:.3g} at T = {_fT(s['norm_peak_T'])} (paper: T ~ 30)"
             + (f" and ends at {s['plateau_weight_norm']:.3g} (paper ~2.2)" if s["plateau_weight_norm"] is not None
                and not pd.isna(s["plateau_weight_norm"]) else "")
             + f" — nearer the paper in {s['paper_votes']} and Jermyn in {s['jermyn_votes']} of these features"
-            f" ({_seeds_text(s['data_seeds'], s['data_seeds_max'])} per T, largest T {fmt_count(s['largest_T'])}).")
+            f" ({_seeds_text(s['data_seeds'], s['data_seeds_max'])} per T, largest T {_fT(s['largest_T'])}).")
     if len(shapes):
         ranked = shapes.sort_values(["paper_votes", "jermyn_votes"], ascending=[False, True])
         best = ranked.iloc[0]
@@ -318,23 +318,23 @@ def verdict(table: pd.DataFrame) -> list[str]:
         warm = o.dropna(subset=["warm_regime"]) if "warm_regime" in o else o.iloc[0:0]
         parts = []
         if B is not None:
-            parts.append(f"a memorizing solution has the lowest training loss found up to T = {fmt_count(B)}")
+            parts.append(f"a memorizing solution has the lowest training loss found up to T = {_fT(B)}")
         if len(lost):
             parts.append(f"training from Xavier ends below the T-gon construction's training loss at T = "
-                         f"{', '.join(fmt_count(x) for x in lost['T'])}")
+                         f"{', '.join(_fT(x) for x in lost['T'])}")
         if len(invalid):
-            parts.append(f"at T = {', '.join(fmt_count(x) for x in invalid['T'])} the construction is no better than the "
+            parts.append(f"at T = {', '.join(_fT(x) for x in invalid['T'])} the construction is no better than the "
                          f"all-zeros model (no yardstick there)")
         s = f"{recipe}: " + "; ".join(parts)
         if len(warm):
             stay = warm[warm["warm_stays_memorizing"].astype(bool)]
             s += (f". Started from the construction with the paper's recipe, models stay in its memorizing basin "
                   f"(end within {STAY_TOL} of its training loss) at "
-                  f"{len(stay)} of {len(warm)} T values (T = {', '.join(fmt_count(x) for x in stay['T'])})"
+                  f"{len(stay)} of {len(warm)} T values (T = {', '.join(_fT(x) for x in stay['T'])})"
                   if len(stay) else ". Started from the construction, no model stays memorizing")
             better = warm[warm["warm_beats_cold"].astype(bool)]
             if len(better):
                 s += (f" and end below every cold start's training loss at T = "
-                      f"{', '.join(fmt_count(x) for x in better['T'])} (an optimization failure of cold starts there)")
+                      f"{', '.join(_fT(x) for x in better['T'])} (an optimization failure of cold starts there)")
         out.append(s + ".")
     return out

@@ -49,7 +49,7 @@ from .config import TrainConfig
 from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
-from .jobs import TOY, JobKind, any_run_row, get_kind, verify_job_run
+from .jobs import TOY, JobKind, any_run_row, get_kind, kind_of, verify_job_run
 from .storage import DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, save_run
 from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
                     remove_done_locks, require_store)
@@ -61,23 +61,14 @@ EXECUTORS = ("local", "process", "ray")
 # and so memory (one training set per instance) stays bounded.
 MAX_BATCH_INSTANCES = 32
 
-def effective_T(config: TrainConfig) -> int:
-    """Points seen per step: T, or the online batch for infinite data."""
-    return config.online_batch if config.infinite else int(config.T)
-
-
 def job_cost(config: Any) -> float:
     """Relative cost of one job, in its kind's units (toy: steps x instances x (points + overhead) x n x m)."""
-    return _kind_of(config).cost(config)
+    return kind_of(config).cost(config)
 
 
 def make_batches(configs: Sequence[Any], max_instances: int = MAX_BATCH_INSTANCES, kind: JobKind = TOY) -> list[list]:
     """Group jobs into batches of at most ``max_instances`` instances, costliest first (toy: by shape key)."""
     return kind.batches(configs, max_instances)
-
-
-def _kind_of(config: Any) -> JobKind:
-    return TOY if isinstance(config, TrainConfig) else get_kind("mnist")
 
 
 # --- one batch (runs inside whichever worker the executor picked) ------------------
