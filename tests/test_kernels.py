@@ -134,3 +134,69 @@ def test_kernel_is_deterministic_across_thread_counts():
             kernels.set_threads(None)
         outs.append((loss, g.W, g.b))
     assert all(np.array_equal(a, c) for a, c in zip(outs[0], outs[1]))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
+    """_sparse_kernels (generated, m unrolled, packed rows) against kernels' generic _hidden/_sparse_pass:
+    same arithmetic in the same order, so equal bit for bit, with one chunk and with SPARSE_CHUNKS."""
+    from toydd import kernels as K
+    from toydd._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
+
+    I, n = 2, 97
+    T = K.SPARSE_CHUNK_T + 11 if chunked else 300
+    bd, W, b, U = _problem(I, m, n, T, 0.95, tied, seed=m)
+    Uo = W if tied else U
+    rng = np.random.default_rng(m)
+    imp = rng.uniform(0.2, 1.0, n).astype(np.float32)
+    C = K.sparse_chunks(T)
+    assert (C > 1) == chunked
+    nblk = np.array([2, 1], np.int64)
+    dHpart = rng.standard_normal((I, K.MAX_BLOCKS, T, m)).astype(np.float32) * 1e-3
+    losspart = rng.uniform(0, 1e-2, (I, K.MAX_BLOCKS, T)).astype(np.float32)
+    dU0 = rng.standard_normal((I, m, n)).astype(np.float32) * 1e-3  # the dense part's gradients
+    db0 = rng.standard_normal((I, n)).astype(np.float32) * 1e-3
+
+    def outputs():
+        return dict(dW=np.full((I, m, n), np.nan, np.float32), dU=dU0.copy(), db=db0.copy(),
+                    dH=np.empty((I, T, m), np.float32), point_loss=np.empty((I, T)), loss=np.empty(I), closs=np.empty((I, C)))
+
+    H_ref = np.empty((I, T, m), np.float32)
+    K._hidden(W, bd.indptr, bd.indices, bd.values, H_ref)
+    ref = outputs()
+    big = C > 1
+    partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
+    partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
+    partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
+    K._sparse_pass(W, Uo, b, imp, H_ref, bd.indptr, bd.indices, bd.values, nblk, np.float32(2.0 / T), tied, dHpart, losspart,
+                   ref["dW"], ref["dU"], ref["db"], ref["dH"], ref["point_loss"], ref["loss"], partU, partb, partW,
+                   ref["closs"])
+
+    FT = np.concatenate([Uo.transpose(0, 2, 1), b[:, :, None], np.broadcast_to(imp, (I, n))[:, :, None]], 2)
+    FT = np.ascontiguousarray(FT, np.float32)
+    P = FT if tied else np.ascontiguousarray(W.transpose(0, 2, 1))
+    H = np.empty((I, T, m), np.float32)
+    HIDDEN_KERNELS[m](P, bd.indptr, bd.indices, bd.values, H)
+    assert np.array_equal(H, H_ref)
+    got = outputs()
+    G = np.empty((I, C, n, 2 * m + 1) if big else (I, 1, 1, 1), np.float32)
+    SPARSE_KERNELS[m](FT, H, bd.indptr, bd.indices, bd.values, nblk, np.float32(2.0 / T), tied, dHpart, losspart,
+                      got["dW"], got["dU"], got["db"], got["dH"], got["point_loss"], got["loss"], G, got["closs"])
+    for k in ("dU", "db", "dH", "point_loss", "loss") + (() if tied else ("dW",)):
+        assert np.array_equal(got[k], ref[k]), k
+    assert np.abs(ref["dU"] - dU0).max() > 0  # the corrections did something
+
+
+def test_generated_kernel_modules_are_up_to_date():
+    """src/toydd/_dense_kernels.py and _sparse_kernels.py are what tools/gen_kernels.py writes."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen_kernels", root / "tools" / "gen_kernels.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for name, text in gen.sources().items():
+        assert (root / "src" / "toydd" / name).read_text() == text, f"{name}: run python tools/gen_kernels.py"

@@ -60,6 +60,7 @@ from numba import njit, prange
 
 from .data import SparseData
 from ._dense_kernels import DENSE_KERNELS
+from ._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
 
 # Threads that wait by sleeping, not spinning. Measured on 2 busy cores
 # (another process running): the OpenMP layer's spin-waiting made a T = 1,000
@@ -287,10 +288,12 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                  dHpart, losspart, dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
     """Reduce the dense partials, add the sparse corrections, and the input path.
 
-    One task per (instance, chunk of points); ``partU.shape[1]`` chunks (a function of T
-    alone, see sparse_chunks). With one chunk the task adds straight into dU/db/dW (the
-    summation order of the original serial pass); with more, each chunk sums into its own
+    The generic version (any m); _sparse_kernels.sparse_m1..8 are the same arithmetic in the
+    same order, unrolled (tests check they agree bit for bit). One task per (instance, chunk
+    of points); ``partU.shape[1]`` chunks (a function of T alone, see sparse_chunks). With one
+    chunk the task adds straight into dU/db/dW; with more, each chunk sums into its own
     partials (I, C, ...), added in chunk order afterwards, so results never depend on threads.
+    Each point's input path follows its corrections, while its non-zeros are in cache.
     ``dW`` receives the gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
     """
     I, m, n = U.shape
@@ -315,7 +318,7 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
             for k in range(m):
-                s = 0.0
+                s = np.float32(0.0)
                 for blk in range(nblk[i]):
                     s += dHpart[i, blk, t, k]
                 dH[i, t, k] = s
@@ -330,7 +333,7 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
                 lt += imp[j] * (x * x - 2.0 * x * y)
                 # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
                 # outcome is a coin flip at the non-zeros.
-                gs = -two_c * imp[j] * x if zz > 0.0 else 0.0
+                gs = -two_c * imp[j] * x if zz > 0.0 else np.float32(0.0)
                 tb[j] += gs
                 for k in range(m):
                     tU[k, j] += gs * H[i, t, k]
@@ -339,11 +342,8 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
-            if C > 1:  # chunked: the input path of this point now, while its non-zeros are in cache
-                _input_path(indptr, indices, values, dH, tied, i, t, t + 1, tU, tW)
+            _input_path(indptr, indices, values, dH, tied, i, t, t + 1, tU, tW)
         closs[i, c] = total
-        if C == 1:  # one chunk: after every correction, the summation order of the serial pass
-            _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW)
     for i in range(I):
         total = 0.0
         for c in range(C):
@@ -412,7 +412,7 @@ class CpuWorkspace:
         self.n_active = np.empty(I, np.int64)
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
         self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)
-        self.dH = np.empty((I, T, m), np.float64)
+        self.dH = np.empty((I, T, m), np.float32)
         self.point_loss = np.empty((I, T), np.float64)
         self.loss = np.empty(I, np.float64)
         self.dWin = np.empty((I, m, n), np.float32)
@@ -420,9 +420,16 @@ class CpuWorkspace:
         self.db = np.empty((I, n), np.float32)
         C = sparse_chunks(T)
         big = C > 1  # per-chunk partials of the sparse pass (dummies with one chunk)
-        self.partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
-        self.partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
-        self.partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
+        self.unrolled = m in SPARSE_KERNELS  # _sparse_kernels (packed rows) or the generic kernels
+        if self.unrolled:
+            # Each feature's numbers in one row: FT[i, j] = (U_j, b_j, I_j); the untied W's columns in WT.
+            self.FT = np.empty((I, n, m + 2), np.float32)
+            self.WT = self.FT if tied else np.empty((I, n, m), np.float32)
+            self.G = np.empty((I, C, n, 2 * m + 1) if big else (I, 1, 1, 1), np.float32)
+        else:
+            self.partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
+            self.partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
+            self.partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
         self.closs = np.empty((I, C), np.float64)
         self.tree = None  # tree_kernels.TreeWorkspace, made on the first step that tries the tree
         self.use_tree = np.zeros(I, np.bool_)  # which instances the last step ran on the tree
@@ -471,7 +478,15 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         ws = CpuWorkspace(I, m, n, T, tied)
     imp = _ones(n) if importance is None else np.asarray(importance, np.float32)
     use_threads(I * T * n)
-    _hidden(W, data.indptr, data.indices, data.values, ws.H)
+    if ws.unrolled:
+        ws.FT[:, :, :m] = Uo.transpose(0, 2, 1)
+        ws.FT[:, :, m] = b
+        ws.FT[:, :, m + 1] = imp
+        if not tied:
+            ws.WT[:] = W.transpose(0, 2, 1)
+        HIDDEN_KERNELS[m](ws.WT, data.indptr, data.indices, data.values, ws.H)
+    else:
+        _hidden(W, data.indptr, data.indices, data.values, ws.H)
     if skip:
         _active_features(Uo, b, ws.H, ws.active, ws.n_active)
     else:
@@ -492,9 +507,14 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
 
         TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.tree, float(two_c), ws.dU, ws.db,
                      ws.dHpart[:, 0], ws.losspart[:, 0])
-    _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, 2.0 / T, tied,
-                 ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
-                 ws.partU, ws.partb, ws.partW, ws.closs)
+    if ws.unrolled:
+        SPARSE_KERNELS[m](ws.FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
+                          ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                          ws.G, ws.closs)
+    else:
+        _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
+                     ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                     ws.partU, ws.partb, ws.partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.point_loss, grads, ws
 
