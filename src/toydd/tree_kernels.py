@@ -109,9 +109,12 @@ def _topology(T, nl, NN):
 # ---------------------------------------------------------------------------
 
 def morton_bits(m: int, T: int) -> int:
-    """Bits per hidden dimension: enough cells to separate leaves, at most 62 bits in all."""
-    want = int(math.ceil((math.log2(max(T, 2)) + 4) / m))
-    return max(1, min(16, 62 // m, want))
+    """Bits per hidden dimension: at least ~4x more cells than points (so cells separate leaves),
+    filling whole radix passes (a partly used pass costs nearly as much as a full one: at
+    T = 10^6, m = 2, one thread, timed in turns, the sort took 37.5 ms for 24 bits in 3 passes and
+    30.7 ms for 22 bits in 2, while the walk's straddling pairs grew by 1.4%), at most 62 bits."""
+    passes = int(math.ceil((math.log2(max(T, 2)) + 2) / RADIX_BITS))
+    return max(1, min(16, 62 // m, passes * RADIX_BITS // m))
 
 
 @njit(cache=True)
