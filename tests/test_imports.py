@@ -2,14 +2,21 @@
 
 Walks every module of ``src/toydd`` with the stdlib ``ast`` (imports inside functions count too: a lazy
 import still ties two modules together), resolves relative imports, and fails on a cycle, naming it.
+And import cost: the CLI, the experiments registry and the light commands (``--help``, ``status``, a sweep's
+plan) import none of matplotlib, pandas, plotly, numba or torch (checked in a fresh interpreter).
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "toydd"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _module_name(path: Path) -> str:
@@ -113,3 +120,41 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# --- import cost: what the CLI's light commands pull in ----------------------------------------------------------
+
+# Every `toydd` command imports the CLI and the experiments registry; drawing and training libraries cost most of a
+# second to import, so they are imported where they are used (docs/ARCHITECTURE.md, "Import cost").
+HEAVY = ("matplotlib", "pandas", "plotly", "numba", "torch")
+
+
+def _heavy_imported(code: str) -> list[str]:
+    """The heavy modules in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_cli_and_the_experiments_imports_no_drawing_or_training_library():
+    assert _heavy_imported("import toydd.experiments\nimport toydd.cli") == []
+
+
+def test_help_status_and_plan_import_no_drawing_or_training_library(tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(FIXTURES / "store-0.1.0", store)
+    code = f"""
+import contextlib, io
+from toydd import cli, costmodel
+from toydd.experiments import experiment_names, named_experiment
+for argv in (["--help"], ["status", "--help"], ["status", {str(store)!r}]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        cli.main(argv)
+# the plan of every registered experiment (`sweep NAME --plan`), with a given cost model (no calibration)
+model = costmodel.CostModel(a=1e-4, b=1e-8, overhead=0.1, mnist_b=1e-6, machine="m", calibrated_at=0.0, threads=1)
+costmodel.format_plan(costmodel.plan([named_experiment(n, "smoke") for n in experiment_names()], {str(store)!r},
+                                     model=model))
+"""
+    assert _heavy_imported(code) == []

@@ -37,10 +37,12 @@ built.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BRANCHES = ("memorizing", "generalizing", "cold")
 
@@ -50,6 +52,14 @@ UPDATE_CLAIM = ("Jermyn, Olah, Henighan (July 2023 update, n = 10,000, S = 0.999
                 "memorize clusters of correlated points ('triangles') rather than single points; the intermediate "
                 "regime is an optimization failure. The scale should move as 1/(1-S) (Jermyn), so about 10x lower "
                 "in T at S = 0.99.")
+
+
+def _frame(*args, **kwargs) -> pd.DataFrame:
+    """``pd.DataFrame``, with pandas imported on first use: the crossover experiment's definition imports this
+    module (``UPDATE_CLAIM``), and the registry must import without pandas (CLI start-up)."""
+    import pandas as pd
+
+    return pd.DataFrame(*args, **kwargs)
 
 
 def with_branch(table: pd.DataFrame, branches: dict[str, str]) -> pd.DataFrame:
@@ -65,7 +75,7 @@ def branch_table(table: pd.DataFrame, branches: dict[str, str]) -> pd.DataFrame:
     t = with_branch(table, branches)
     t = t[np.isfinite(t["train_loss"].astype(float))]
     if t.empty:
-        return pd.DataFrame(columns=["data_seed", "T", "branch", "train_loss"])
+        return _frame(columns=["data_seed", "T", "branch", "train_loss"])
     idx = t.groupby(["data_seed", "T", "branch"])["train_loss"].idxmin()
     cols = [c for c in ("data_seed", "T", "branch", "train_loss", "test_loss", "lr", "key", "regime", "weight_norm",
                         "bias_norm", "max_feature_dim", "median_data_dim", "represented_features", "init_method")
@@ -80,7 +90,7 @@ def winners(bt: pd.DataFrame) -> pd.DataFrame:
     ``best`` also counts cold starts: the lowest training loss found at that T by any start.
     """
     if bt.empty:
-        return pd.DataFrame(columns=["data_seed", "T", "memorizing", "generalizing", "cold", "gap", "winner"])
+        return _frame(columns=["data_seed", "T", "memorizing", "generalizing", "cold", "gap", "winner"])
     w = bt.pivot_table(index=["data_seed", "T"], columns="branch", values="train_loss").reset_index()
     for b in BRANCHES:
         if b not in w:
@@ -119,7 +129,7 @@ def crossover_points(w: pd.DataFrame) -> pd.DataFrame:
                        status="never" if not other else "reversed",
                        lower="memorizing" if (g > 0).all() else "generalizing" if (g <= 0).all() else "mixed")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _frame(rows)
 
 
 def kink(w: pd.DataFrame, T_star: float) -> dict[str, float] | None:

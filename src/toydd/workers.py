@@ -3,8 +3,9 @@
 Kept apart from :mod:`toydd.sweep` on purpose, and light: a spawned worker
 imports the module of its initializer before running it, and the thread
 counts set here must be in the environment before numba (or torch) is first
-imported in that process. :mod:`toydd.sweep` imports the experiments, which
-import numba; this module imports nothing of toydd.
+imported in that process. :mod:`toydd.sweep` imports the experiments and the
+job kinds, which train with numba (imported on first use today, but a worker
+must not rely on that); this module imports nothing of toydd.
 """
 
 from __future__ import annotations

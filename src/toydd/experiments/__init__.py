@@ -9,6 +9,13 @@ an experiment is one new module and one line in :data:`REGISTRY`
 
 User experiment files (TOML/YAML, :mod:`.files`) are experiments too: their
 report is the figure their varying fields allow (:mod:`.custom`).
+
+Every ``toydd`` command imports this registry (even ``--help`` and
+``status``), so its modules import no drawing code at top level: a module's
+definition (presets, jobs, ``PAPER`` texts, ``DEF``) needs neither matplotlib
+nor pandas, and its report/draw functions import :mod:`toydd.plots`,
+:mod:`toydd.findings`, :mod:`toydd.sections` ... where they draw
+(``tests/test_imports.py`` checks; docs/ARCHITECTURE.md, "Import cost").
 """
 
 from __future__ import annotations

@@ -20,17 +20,16 @@ and the clusters. Every job trains the recipe of the paper's figures
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from matplotlib.ticker import FixedLocator, FuncFormatter
 
 from .. import crossover as X
-from .. import plots
 from ..config import INF, TrainConfig
-from ..sections import Section
 from .base import ExperimentDef, Preset, T_list
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Per preset: the T grid (log-spaced, nested), the lr grid (>= 4 values over two decades where it matters),
 # data seeds, where the construction still memorizes (its loss < 1: docs/REPLICATION.md), and the steps of
@@ -95,6 +94,8 @@ def cluster_table(ctx, exp, bt: pd.DataFrame) -> pd.DataFrame:
     Only where that run is a memorizing solution at all (training loss below the all-zeros model's 1.0): a
     branch that blew up has hidden vectors, but they store nothing.
     """
+    import pandas as pd  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+
     mem = bt[(bt["branch"] == "memorizing") & (bt["train_loss"] < 1.0)]
     if mem.empty:
         return pd.DataFrame()
@@ -113,10 +114,21 @@ def cluster_table(ctx, exp, bt: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@plots.styled
 def fig_crossover(w: pd.DataFrame, cp: pd.DataFrame, bt: pd.DataFrame, ct: pd.DataFrame):
     """(a) minimum training loss per branch vs T, T* marked; (b) test loss of the winning branch;
     (c) direction clusters of the memorizing solutions; (d) the gap generalizing - memorizing per seed."""
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+
+    return plots.styled(_fig_crossover)(w, cp, bt, ct)
+
+
+def _fig_crossover(w: pd.DataFrame, cp: pd.DataFrame, bt: pd.DataFrame, ct: pd.DataFrame):
+    """:func:`fig_crossover`'s drawing, under the toolkit's style (``plots.styled``)."""
+    import pandas as pd  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    from .. import plots
+
     fig = plots.new_figure(11.0, 7.6)
     (ax_a, ax_b), (ax_c, ax_d) = fig.subplots(2, 2)
     colors = {"memorizing": plots.DATA_COLOR, "generalizing": plots.FEATURE_COLOR, "cold": "#777777"}
@@ -192,6 +204,9 @@ def _log_if_wide(ax, values: np.ndarray) -> None:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..sections import Section
+
     branches = exp.params.get("branches", {})
     bt = X.branch_table(exp.table, branches)
     w = X.winners(bt)

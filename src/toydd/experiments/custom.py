@@ -7,10 +7,12 @@ field -> one line per value; a repeated point -> the phase diagram.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from .. import plots
 from . import lines, repeated, sparsity, t_sweep, tm_grid
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GENERIC_PAPER = "A sweep outside the paper's list: no published result to compare with."
 
@@ -43,6 +45,8 @@ def infer_figure(t: pd.DataFrame) -> str:
 
 
 def report(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+
     t = exp.table
     figure = infer_figure(t)
     ctx.log(f"report: {exp.name} ({len(t)} runs) as {figure}")

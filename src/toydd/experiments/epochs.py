@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import INF, TrainConfig
 from . import lines
 from .base import ExperimentDef, Preset, T_list, seeded
@@ -32,6 +31,8 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def report(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+
     ctx.attempt(f"{exp.name}: lines", lambda: lines.draw(ctx, exp, "steps", "steps", plots.fig_epochs(exp.table),
                                                           "up", PAPER))
 

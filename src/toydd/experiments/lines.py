@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from .. import plots
-from ..findings import find_setting_bumps, fmt_num, loss_bump, loss_curve
-from ..plots_interactive import plotly_lines
-from ..sections import Section
-
 
 def draw(ctx, exp, setting: str, label: str, fig, expect: str, paper: str, extra: str = "") -> None:
     """One figure: ``fig`` (already drawn), its caption from the data, and the interactive lines."""
+    from ..findings import find_setting_bumps  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..plots_interactive import plotly_lines
+    from ..sections import Section
+
     t = exp.table
     f = ctx.png(fig, f"{exp.name}-lines.png")
     finding = find_setting_bumps(t, setting, label, expect) + extra
@@ -20,6 +19,9 @@ def draw(ctx, exp, setting: str, label: str, fig, expect: str, paper: str, extra
 
 def bump_at_largest(t, setting: str, label: str) -> str:
     """Whether the bump survives at the largest value of ``setting`` (weight decay 1.0 removes it, the paper)."""
+    # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import fmt_num, loss_bump, loss_curve
+
     top = t[setting].max()
     b = loss_bump(loss_curve(t[t[setting] == top]))
     if b is None:
@@ -28,4 +30,4 @@ def bump_at_largest(t, setting: str, label: str) -> str:
                                                  f"still {fmt_num(b['rise'], 2)}.")
 
 
-__all__ = ["bump_at_largest", "draw", "plots"]
+__all__ = ["bump_at_largest", "draw"]

@@ -12,10 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .. import plots_mnist
 from ..errors import ToyddError
 from ..mnist import NAME, MnistConfig, data_available, data_id
-from ..sections import Section
 from .base import Experiment, ExperimentDef, Preset, unique_jobs
 
 DESCRIPTION = ("D* (maximal data dimensionality) of every training digit in a one-hidden-layer MNIST MLP "
@@ -106,6 +104,9 @@ def report(ctx, exp) -> None:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots_mnist  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..sections import Section
+
     name = exp.name
     runs = ctx.results.runs(name)
     planned = exp.n_keys

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig
-from ..findings import find_norms
-from ..plots_interactive import plotly_norms
-from ..sections import Section
 from .base import ExperimentDef, Preset, t_grid_jobs
 
 PAPER = ("||W||_F and ||b|| rise with T while the model memorizes (a T-gon of more orthonormal points needs "
@@ -24,6 +20,11 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_norms
+    from ..plots_interactive import plotly_norms
+    from ..sections import Section
+
     t = exp.table
     f = ctx.png(plots.fig_norms(t), f"{exp.name}-norms.png")
     ctx.add(Section(f"{exp.name}-norms", f"{exp.name}: parameter norms against T", [f], PAPER, find_norms(t),

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig
-from ..findings import find_repeated
-from ..plots_interactive import plotly_repeated
-from ..sections import Section
 from .base import ExperimentDef, Preset
 
 PAPER = ("Jermyn: a datapoint repeated 2–3 times behaves as in the paper; with more repeats models learn a "
@@ -46,6 +42,11 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_repeated
+    from ..plots_interactive import plotly_repeated
+    from ..sections import Section
+
     t = exp.table
     f = ctx.png(plots.fig_repeated(t), f"{exp.name}-phase.png")
     ctx.add(Section(f"{exp.name}-phase", f"{exp.name}: memorization of repeated data points", [f], PAPER,

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots, replication
 from ..config import TrainConfig
-from ..plots_interactive import plotly_lines
-from ..sections import Section
 from .base import ExperimentDef, Preset, T_list
 
 PAPER = ("The paper (n = 10,000, S = 0.999, m = 2, AdamW lr 1e-3, wd 1e-2, 50,000 steps): the middle "
@@ -78,6 +75,10 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots, replication  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..plots_interactive import plotly_lines
+    from ..sections import Section
+
     t = exp.table
     f = ctx.png(plots.fig_replication_gap(t), f"{exp.name}-recipes.png")
     rt = replication.with_recipe(t)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig
-from ..findings import find_generalization_scale
-from ..plots_interactive import plotly_lines
-from ..sections import Section
 from .base import ExperimentDef, Preset, seeded
 
 PAPER = ("Jermyn: the generalizing scale does not move with weight decay but lines up across sparsities on "
@@ -48,6 +44,11 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_generalization_scale
+    from ..plots_interactive import plotly_lines
+    from ..sections import Section
+
     t = exp.table.copy()
     f = ctx.png(plots.fig_sparsity(t), f"{exp.name}-sparsity.png")
     t["T_seen"] = t["T"].astype(float) * (1 - t["sparsity"].astype(float))

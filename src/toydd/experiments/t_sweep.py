@@ -10,12 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig, parse_T
-from ..findings import (find_data_dims, find_features, find_loss, find_movie, find_regimes, find_vectors,
-                        loss_bump, loss_curve, fmt_num)
-from ..plots_interactive import plotly_main, vector_slider_html
-from ..sections import Section
 from . import norms
 from .base import ExperimentDef, Preset, t_grid_jobs
 
@@ -52,6 +47,11 @@ def report(ctx, exp) -> None:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_data_dims, find_features, find_loss, find_regimes, find_vectors
+    from ..plots_interactive import plotly_main, vector_slider_html
+    from ..sections import Section
+
     t = exp.table
     ms = sorted(t["m"].unique())
     m = 2 if 2 in ms else ms[0]
@@ -84,6 +84,10 @@ def draw(ctx, exp) -> None:
 
 
 def training(ctx, exp, reps) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import fmt_num
+    from ..sections import Section
+
     f = ctx.png(plots.fig_training_curves(reps), f"{exp.name}-training.png")
     fin = [(r.config.T, r.metrics.get("train_loss"), r.metrics.get("test_loss")) for r in reps]
     T0, tr0, te0 = fin[0]
@@ -96,6 +100,10 @@ def training(ctx, exp, reps) -> None:
 
 
 def movies(ctx, exp, table, reps) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_movie, loss_bump, loss_curve
+    from ..sections import Section
+
     by_T = {float(r.config.T): r for r in reps if len(r.history.get("snapshot_steps", []))}
     if not by_T:
         ctx.notes.append(f"{exp.name}: runs kept no parameter snapshots; no training movies.")

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig
-from ..findings import find_tm
-from ..plots_interactive import plotly_tm
-from ..sections import Section
 from .base import ExperimentDef, Preset, T_list, seeded
 
 PAPER = ("Test loss over (T, m), 4 models per cell: there are regions where more data or a bigger model "
@@ -31,6 +27,11 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def draw(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import find_tm
+    from ..plots_interactive import plotly_tm
+    from ..sections import Section
+
     t = exp.table
     f = ctx.png(plots.fig_tm_grid(t), f"{exp.name}-heatmap.png")
     ctx.add(Section(f"{exp.name}-heatmap", f"{exp.name}: test loss over (T, m)", [f], PAPER, find_tm(t),

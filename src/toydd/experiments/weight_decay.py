@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import plots
 from ..config import TrainConfig
 from . import lines
 from .base import ExperimentDef, Preset, T_list, seeded
@@ -32,6 +31,8 @@ def build(p: Preset) -> tuple[list[TrainConfig], dict[str, Any]]:
 
 
 def report(ctx, exp) -> None:
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+
     t = exp.table
     extra = lines.bump_at_largest(t, "weight_decay", "weight decay") if (t["weight_decay"] >= 1.0).any() else ""
     ctx.attempt(f"{exp.name}: lines", lambda: lines.draw(ctx, exp, "weight_decay", "weight decay",
