@@ -1,0 +1,129 @@
+"""Where one CPU step goes: the parts of `kernels.loss_and_grads_cpu`, timed alone, in turns.
+
+    python benchmarks/step_parts.py --T 100000 --states RUN/history.safetensors --state-step 50000
+
+Loads one saved state (W, b) of a run (a `history.safetensors` with snapshots, or a
+benchmarks/tree_states.py .npz), builds the training set of `--T` points (n = 10,000, S = 0.999,
+data seed 0), runs one whole step to fill the workspace, then times each part of the step in
+turns (A B C ... A B C ...) so that a load that comes and goes weighs on every part alike.
+Prints one JSON object: median milliseconds per part, the whole step on each kernel, and the tree's
+(node, feature) visits and (point, feature) pairs in straddling leaves.
+
+The parts: `hidden` (h = W x, O(non-zeros)), `sparse` (the sparse corrections and the input path,
+O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk`, `tree_push`
+(node terms down to the points), `dense_pass` (the dense kernel's part instead of the tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+
+def load_state(path: str, step: int) -> tuple[np.ndarray, np.ndarray]:
+    if path.endswith(".npz"):
+        z = np.load(path)
+        steps, Ws, bs = z["steps"], z["W"], z["b"]
+    else:
+        from safetensors.numpy import load_file
+
+        h = load_file(path)
+        steps, Ws, bs = h["snapshot_steps"], h["snapshot_W"], h["snapshot_b"]
+    k = int(np.flatnonzero(steps == step)[0]) if step in steps else int(np.argmin(np.abs(steps - step)))
+    return Ws[k][None].astype(np.float32).copy(), bs[k][None].astype(np.float32).copy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--T", type=int, required=True)
+    ap.add_argument("--states", required=True)
+    ap.add_argument("--state-step", type=int, required=True)
+    ap.add_argument("--reps", type=int, default=7)
+    a = ap.parse_args()
+
+    import numba
+
+    from toydd import kernels as K
+    from toydd import tree_kernels as TK
+    from toydd._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
+    from toydd.data import training_set
+
+    W, b = load_state(a.states, a.state_step)
+    I, m, n = W.shape
+    T = a.T
+    data = K.BatchData.stack([training_set(n, 0.999, T, 0)])
+    _, _, _, ws = K.loss_and_grads_cpu(W, b, data, kernel="tree")
+    tw, tp = ws.tree, ws.tree.topo
+    use = np.ones(I, np.bool_)
+    imp = np.ones(n, np.float32)
+    two_c = np.float32(2.0 / T)
+    nblk1 = np.ones(I, np.int64)
+    nblk = np.array([K.n_blocks(int(x)) for x in ws.n_active], np.int64)
+    K.use_threads(T * int(ws.n_active.sum()))
+
+    C = K.sparse_chunks(T)
+    partU = np.empty((I, C, m, n) if C > 1 else (I, 1, 1, 1), np.float32)
+    partb = np.empty((I, C, n) if C > 1 else (I, 1, 1), np.float32)
+    partW = np.empty((I, C, 1, 1), np.float32)
+
+    def step(kernel):
+        return lambda: K.loss_and_grads_cpu(W, b, data, ws=ws, kernel=kernel)
+
+    def walk():
+        TK.walk(W, b, imp, ws.active, ws.n_active, use, tw, float(two_c))
+
+    def push():
+        TK._push(use, tw.perm, tp.s0, tp.s1, tp.leaf, tp.K, tw.Hs, float(two_c), tw.A, tw.cv, tw.d, tw.pdH,
+                 tw.ploss, ws.dHpart[:, 0], ws.losspart[:, 0])
+
+    dense = K.DENSE_KERNELS[m]
+    parts = {
+        "step_tree": step("tree"),
+        "step_dense": step("dense"),
+        "step_auto": step("auto"),
+        "hidden": lambda: HIDDEN_KERNELS[m](ws.WT, data.indptr, data.indices, data.values, ws.H),
+        "sparse": lambda: SPARSE_KERNELS[m](ws.FT, ws.H, data.indptr, data.indices, data.values, nblk1, two_c, True,
+                                            ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss,
+                                            ws.loss, ws.G, ws.closs),
+        # the generic (any m) kernels on the same work: what unrolling and packed rows buy
+        "hidden_generic": lambda: K._hidden(W, data.indptr, data.indices, data.values, ws.H),
+        "sparse_generic": lambda: K._sparse_pass(W, W, b, imp, ws.H, data.indptr, data.indices, data.values, nblk1,
+                                                 two_c, True, ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH,
+                                                 ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
+        "tree_build": lambda: TK.build(ws.H, use, tw),
+        # walk and push in one timing: the walk leaves node terms that the push consumes and clears
+        "tree_walk_push": lambda: (walk(), push()),
+        "tree_walk": walk,
+        "dense_pass": lambda: dense(W, b, imp, ws.H, ws.active, ws.n_active, nblk, two_c, ws.dU, ws.db,
+                                    ws.dHpart, ws.losspart),
+    }
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(a.reps + 1):
+        for k, f in parts.items():
+            if k == "tree_walk":  # time the walk alone, then let a push clear what it left
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+                push()
+                continue
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    ms = {k: round(1e3 * float(np.median(v[1:])), 2) for k, v in times.items()}  # first round: warm-up
+    ms["tree_push"] = round(ms["tree_walk_push"] - ms["tree_walk"], 2)
+    TK.build(ws.H, use, tw)
+    walk()
+    visits, pairs = (int(x) for x in tw.counts[0].sum(0))
+    push()
+    print(json.dumps({"T": T, "m": m, "n": n, "state_step": a.state_step, "states": a.states,
+                      "threads": numba.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                      "n_active": int(ws.n_active[0]), "nnz": int(data.indices.size), "ms": ms,
+                      "tree_visits": visits, "tree_leaf_pairs": pairs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
