@@ -65,10 +65,8 @@ def main() -> None:
     nblk = np.array([K.n_blocks(int(x)) for x in ws.n_active], np.int64)
     K.use_threads(T * int(ws.n_active.sum()))
 
-    C = K.sparse_chunks(T)
-    partU = np.empty((I, C, m, n) if C > 1 else (I, 1, 1, 1), np.float32)
-    partb = np.empty((I, C, n) if C > 1 else (I, 1, 1), np.float32)
-    partW = np.empty((I, C, 1, 1), np.float32)
+    FT, WT, G = ws.packed()
+    partU, partb, partW = ws.generic()
 
     def step(kernel):
         return lambda: K.loss_and_grads_cpu(W, b, data, ws=ws, kernel=kernel)
@@ -85,10 +83,10 @@ def main() -> None:
         "step_tree": step("tree"),
         "step_dense": step("dense"),
         "step_auto": step("auto"),
-        "hidden": lambda: HIDDEN_KERNELS[m](ws.WT, data.indptr, data.indices, data.values, ws.H),
-        "sparse": lambda: SPARSE_KERNELS[m](ws.FT, ws.H, data.indptr, data.indices, data.values, nblk1, two_c, True,
+        "hidden": lambda: HIDDEN_KERNELS[m](WT, data.indptr, data.indices, data.values, ws.H),
+        "sparse": lambda: SPARSE_KERNELS[m](FT, ws.H, data.indptr, data.indices, data.values, nblk1, two_c, True,
                                             ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss,
-                                            ws.loss, ws.G, ws.closs),
+                                            ws.loss, G, ws.closs),
         # the generic (any m) kernels on the same work: what unrolling and packed rows buy
         "hidden_generic": lambda: K._hidden(W, data.indptr, data.indices, data.values, ws.H),
         "sparse_generic": lambda: K._sparse_pass(W, W, b, imp, ws.H, data.indptr, data.indices, data.values, nblk1,

@@ -200,3 +200,24 @@ def test_generated_kernel_modules_are_up_to_date():
     spec.loader.exec_module(gen)
     for name, text in gen.sources().items():
         assert (root / "src" / "toydd" / name).read_text() == text, f"{name}: run python tools/gen_kernels.py"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("S,packed", [(0.9, True), (0.999, False)])
+def test_step_takes_packed_kernels_with_many_non_zeros_and_matches_autograd(tied, S, packed):
+    """loss_and_grads_cpu runs the unrolled packed-row kernels once non-zeros >= features (else the generic
+    ones, whose per-step packing would cost more than it saves); either way it matches autograd."""
+    I, m, n, T = 2, 3, 150, 400
+    bd, W, b, U = _problem(I, m, n, T, S, tied, seed=3)
+    assert (bd.indices.size >= I * n) == packed
+    imp = (0.99 ** np.arange(n)).astype(np.float32)
+    loss, pl, g, ws = loss_and_grads_cpu(W, b, bd, U, imp)
+    assert (ws.packed_buffers is not None) == packed
+    assert (ws.generic_buffers is not None) == (not packed)
+    rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
+    assert _rel(loss, rl) < 1e-5
+    assert _rel(pl, rpl) < 1e-5
+    assert _rel(g.W, rg.W) < 1e-5
+    assert _rel(g.b, rg.b) < 1e-5
+    if not tied:
+        assert _rel(g.U, rg.U) < 1e-5
