@@ -31,6 +31,17 @@ def _problem(I, m, n, T, S, tied, seed, zero_rows=0, scale=0.3):
     return bd, W, b, U
 
 
+def _assert_matches_reference(got, ref, tied):
+    """Loss, per-point loss and every gradient within float32 tolerance of the dense-autograd reference."""
+    (loss, pl, g), (rl, rpl, rg) = got, ref
+    assert _rel(loss, rl) < 1e-5
+    assert _rel(pl, rpl) < 1e-5
+    assert _rel(g.W, rg.W) < 1e-5
+    assert _rel(g.b, rg.b) < 1e-5
+    if not tied:
+        assert _rel(g.U, rg.U) < 1e-5
+
+
 CASES = [
     # I, m, n, T, S, tied
     (1, 1, 200, 5, 0.97, True),
@@ -55,12 +66,7 @@ def test_fast_paths_match_autograd(I, m, n, T, S, tied, path):
         loss, pl = tl.numpy(), tpl.numpy()
         g = type(tg)(tg.W.numpy(), tg.b.numpy(), None if tg.U is None else tg.U.numpy())
     rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
-    assert _rel(loss, rl) < 1e-5
-    assert _rel(pl, rpl) < 1e-5
-    assert _rel(g.W, rg.W) < 1e-5
-    assert _rel(g.b, rg.b) < 1e-5
-    if not tied:
-        assert _rel(g.U, rg.U) < 1e-5
+    _assert_matches_reference((loss, pl, g), (rl, rpl, rg), tied)
     # an all-zero point's loss is sum_i I_i ReLU(b_i)^2 (no NaN from the unit-norm rescale)
     expect = (imp * np.maximum(b, 0).astype(np.float64) ** 2).sum(1)
     np.testing.assert_allclose(pl[:, :2], np.repeat(expect[:, None], 2, 1), rtol=1e-5)
@@ -215,9 +221,4 @@ def test_step_takes_packed_kernels_with_many_non_zeros_and_matches_autograd(tied
     assert (ws.packed_buffers is not None) == packed
     assert (ws.generic_buffers is not None) == (not packed)
     rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
-    assert _rel(loss, rl) < 1e-5
-    assert _rel(pl, rpl) < 1e-5
-    assert _rel(g.W, rg.W) < 1e-5
-    assert _rel(g.b, rg.b) < 1e-5
-    if not tied:
-        assert _rel(g.U, rg.U) < 1e-5
+    _assert_matches_reference((loss, pl, g), (rl, rpl, rg), tied)

@@ -171,18 +171,7 @@ def sparse_m{M}(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, lossp
             p0 = indptr[i, t]
             p1 = indptr[i, t + 1]
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-{load_f}
-                    zz = bj{z_terms}
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-{acc_direct}
+{corr_direct}
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
@@ -191,16 +180,7 @@ def sparse_m{M}(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, lossp
                     else:
 {in_direct_untied}
             else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-{load_f}
-                    zz = bj{z_terms}
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, {M}] += gs
-{acc_packed}
+{corr_packed}
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
@@ -240,17 +220,31 @@ def gen_sparse(M: int) -> str:
         reduce += ["for c in range(C):", f"    dU[i, {k}, j] += G[i, c, j, {k}]",
                    "if not tied:", "    s = np.float32(0.0)", "    for c in range(C):",
                    f"        s += G[i, c, j, {M + 1 + k}]", f"    dW[i, {k}, j] = s"]
+
+    def corrections(db_line: str, acc: list[str]) -> str:
+        """The loop over a point's non-zeros: sparse corrections into the given gradient targets."""
+        return ind(16, ["for p in range(p0, p1):"] + ["    " + l for l in [
+            "j = indices[p]", "x = values[p]",
+            *[f"u{k} = Fi[j, {k}]" for k in ks], f"bj = Fi[j, {M}]", f"wj = Fi[j, {M + 1}]",
+            "zz = bj" + "".join(f" + h{k} * u{k}" for k in ks),
+            "y = max(zz, 0.0)",
+            "lt += wj * (x * x - 2.0 * x * y)",
+            "# Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose",
+            "# outcome is a coin flip at the non-zeros.",
+            "gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)",
+            db_line, *acc]])
+
     sparse = SPARSE_TEMPLATE.format(
         M=M,
+        corr_direct=corrections("db[i, j] += gs", [l for k in ks for l in (f"dU[i, {k}, j] += gs * h{k}",
+                                                                            f"d{k} += gs * u{k}")]),
+        corr_packed=corrections(f"Gi[j, {M}] += gs", [l for k in ks for l in (f"Gi[j, {k}] += gs * h{k}",
+                                                                               f"d{k} += gs * u{k}")]),
         init_d=ind(12, [f"d{k} = np.float32(0.0)" for k in ks]),
         sum_d=ind(16, [f"d{k} += dHpart[i, blk, t, {k}]" for k in ks]),
         load_h=ind(12, [f"h{k} = H[i, t, {k}]" for k in ks]),
-        load_f=ind(20, [f"u{k} = Fi[j, {k}]" for k in ks] + [f"bj = Fi[j, {M}]", f"wj = Fi[j, {M + 1}]"]),
-        z_terms="".join(f" + h{k} * u{k}" for k in ks),
-        acc_direct=ind(20, [l for k in ks for l in (f"dU[i, {k}, j] += gs * h{k}", f"d{k} += gs * u{k}")]),
         in_direct_tied=ind(24, [f"dU[i, {k}, j] += x * d{k}" for k in ks]),
         in_direct_untied=ind(24, [f"dW[i, {k}, j] += x * d{k}" for k in ks]),
-        acc_packed=ind(20, [l for k in ks for l in (f"Gi[j, {k}] += gs * h{k}", f"d{k} += gs * u{k}")]),
         in_packed=ind(20, [f"Gi[j, o + {k}] += x * d{k}" for k in ks]),
         store_d=ind(12, [f"dH[i, t, {k}] = d{k}" for k in ks]),
         reduce=ind(12, reduce),
