@@ -81,3 +81,18 @@ def test_calibration_measures_this_machine(tmp_path, monkeypatch):
     # a bigger job is estimated as slower
     small, big = TrainConfig(n=300, T=100, steps=100), TrainConfig(n=300, T=10_000, steps=100)
     assert m.job_seconds("toy", big) > m.job_seconds("toy", small)
+
+
+def test_a_change_to_the_hot_path_makes_the_cached_calibration_stale(tmp_path, monkeypatch):
+    """The cache is keyed by the kernels' source too: a faster kernel at the same version number re-calibrates."""
+    before = costmodel.machine_id()
+    real = costmodel.Path.read_bytes
+
+    def edited(self):
+        data = real(self)
+        return data + b"\n# edited" if self.name == "kernels.py" else data
+
+    monkeypatch.setattr(costmodel.Path, "read_bytes", edited)
+    assert costmodel.machine_id() != before
+    monkeypatch.undo()
+    assert costmodel.machine_id() == before

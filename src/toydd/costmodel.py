@@ -6,7 +6,7 @@ the n outputs; infinite data counts the online batch); a job adds ``overhead``
 seconds (data, test set, metrics). An MNIST job costs ``mnist_b`` seconds per unit of
 :meth:`toydd.mnist.MnistJobs.cost`. The coefficients are *measured here*:
 :func:`calibrate` times a few short trainings (about 10 seconds) and caches the fit
-per machine and toydd version in ``~/.cache/toydd/`` (``TOYDD_CACHE_DIR`` moves it),
+per machine, toydd version and hot-path source (``HOT_PATH``) in ``~/.cache/toydd/`` (``TOYDD_CACHE_DIR`` moves it),
 so the next plan is instant.
 
 The toy steps are timed at initialization, where every feature is alive: the most a
@@ -51,8 +51,25 @@ class CostModel:
         return config.steps * self.a + self.b * units + self.overhead
 
 
+# The modules whose code sets a step's speed: a change to any of them (a faster kernel) makes the cached
+# calibration stale even when toydd's version number has not moved.
+HOT_PATH = ("kernels.py", "_dense_kernels.py", "_sparse_kernels.py", "tree_kernels.py", "training.py", "mnist.py")
+
+
+def kernels_digest() -> str:
+    """A short hash of the hot-path modules' source."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in HOT_PATH:
+        try:
+            h.update((here / name).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()[:8]
+
+
 def machine_id() -> str:
-    """What the calibration depends on: CPU model, core count, Python, toydd's version."""
+    """What the calibration depends on: CPU model, core count, Python, toydd's version and hot-path code."""
     from . import __version__
 
     cpu = platform.processor() or platform.machine()
@@ -62,7 +79,8 @@ def machine_id() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return f"{cpu}; {os.cpu_count()} CPU(s); python {platform.python_version()}; toydd {__version__}"
+    return (f"{cpu}; {os.cpu_count()} CPU(s); python {platform.python_version()}; toydd {__version__}; "
+            f"kernels {kernels_digest()}")
 
 
 def cache_path() -> Path:
@@ -153,7 +171,7 @@ def load(recalibrate: bool = False, log=None) -> CostModel:
         except (OSError, ValueError, TypeError):
             pass  # unreadable or from another version: measure again
     if log:
-        log("calibrating the cost model on this machine (about 10 s, once per machine and toydd version)...")
+        log("calibrating the cost model on this machine (about 10 s, once per machine, version and kernel code)...")
     model = calibrate()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
