@@ -251,3 +251,55 @@ def test_bench_kernel_scan_reports_every_kernel(tmp_path):
     res = bench.run_kernels(n=300, m=2, Ts=[100], kernels=["dense"], states=str(path), state_steps=[7],
                             seconds=0.01, memory=False)
     assert [r["state"] for r in res["rows"]] == ["step 7"]
+
+
+def _moved(W, b, seed, eps):
+    """The state after a small step: every parameter moved by about eps relative."""
+    rng = np.random.default_rng(seed)
+    return ((W * (1 + eps * rng.standard_normal(W.shape))).astype(np.float32),
+            (b + eps * np.abs(b).mean() * rng.standard_normal(b.shape)).astype(np.float32))
+
+
+def test_order_of_the_last_sort_is_kept_while_good_and_stays_exact():
+    """A small step keeps the last Morton order (no new sort) and the step still equals the dense kernel and
+    a fresh workspace; a fresh data set (points that have nothing to do with that order) sorts again."""
+    bd, W, b, _ = _problem(1, 2, 300, 20000, 0.99, True, seed=4)
+    b -= 0.05
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd, kernel="tree")
+    assert ws.tree.sorts == 1
+    W2, b2 = _moved(W, b, 1, 1e-3)
+    loss, pl, g, ws = loss_and_grads_cpu(W2, b2, bd, ws=ws, kernel="tree")
+    assert ws.tree.sorts == 1  # kept the order
+    kept = (loss.copy(), pl.copy(), g.W.copy(), g.b.copy())
+    fresh_loss, fresh_pl, fresh_g, fresh_ws = loss_and_grads_cpu(W2, b2, bd, kernel="tree")
+    assert fresh_ws.tree.sorts == 1
+    dense = loss_and_grads_cpu(W2, b2, bd, kernel="dense")
+    for x, y, z in zip(kept, (fresh_loss, fresh_pl, fresh_g.W, fresh_g.b), (dense[0], dense[1], dense[2].W, dense[2].b)):
+        assert _rel(x, y) < 2e-5 and _rel(x, z) < 2e-5
+    # other points of the same T: the kept order groups them at random, its boxes blow up, it sorts again
+    other = BatchData.stack([D.training_set(300, 0.99, 20000, 999)])
+    _, _, _, ws = loss_and_grads_cpu(W2, b2, other, ws=ws, kernel="tree")
+    assert ws.tree.sorts == 2
+
+
+def test_kept_order_is_per_instance_and_deterministic():
+    """The order an instance keeps depends on its own earlier steps only: a sequence of steps gives the same
+    bits alone and batched with another instance, and run twice."""
+    bd, W, b, _ = _problem(2, 2, 300, 12000, 0.99, True, seed=6)
+    b -= 0.05
+    steps = [(W, b)] + [_moved(W, b, s, 1e-3) for s in (1, 2, 3)]
+
+    def run(Ws, bs, data):
+        ws, out = None, []
+        for Wk, bk in zip(Ws, bs):
+            loss, pl, g, ws = loss_and_grads_cpu(Wk, bk, data, ws=ws, kernel="tree")
+            out.append((loss.copy(), g.W.copy(), g.b.copy()))
+        return out, ws
+
+    batched, ws = run([s[0] for s in steps], [s[1] for s in steps], bd)
+    assert ws.tree.sorts < 2 * len(steps)  # some steps kept the order
+    again, _ = run([s[0] for s in steps], [s[1] for s in steps], bd)
+    alone, _ = run([s[0][:1] for s in steps], [s[1][:1] for s in steps], BatchData.stack([bd.instance(0)]))
+    for (l1, w1, b1), (l2, w2, b2), (l3, w3, b3) in zip(batched, again, alone):
+        assert np.array_equal(l1, l2) and np.array_equal(w1, w2) and np.array_equal(b1, b2)
+        assert np.array_equal(l1[:1], l3) and np.array_equal(w1[:1], w3) and np.array_equal(b1[:1], b3)
