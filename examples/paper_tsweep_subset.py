@@ -1,0 +1,45 @@
+"""The paper preset's t-sweep (same jobs, same keys as `toydd sweep t-sweep --preset paper`) for one data seed,
+every T up to 100,000 and T = inf, smallest T first: the main figure at paper scale on a CPU (docs/PAPER_SCALE.md).
+
+    python examples/paper_tsweep_subset.py runs/paper-tsweep            # run, or resume (finished jobs are kept)
+    python examples/paper_tsweep_subset.py runs/paper-tsweep --plan     # what is left and how long, here
+
+`toydd sweep` starts with the costliest batch; this grows the subset one T at a time instead, so the left of the
+figure is there early and an interruption loses at most the job in flight. The store is an ordinary toydd results
+directory: `toydd status`, `toydd table`, `toydd report` read it, and `toydd sweep t-sweep --preset paper` on it
+later trains only the jobs this left out (the other data seeds, T = 200,000 and 500,000).
+"""
+
+import argparse
+import math
+
+from toydd import costmodel, sweep
+from toydd.experiments import Experiment, named_experiment
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--max-T", type=float, default=100_000)
+    ap.add_argument("--data-seeds", type=int, default=1)
+    ap.add_argument("--plan", action="store_true")
+    a = ap.parse_args()
+    e = named_experiment("t-sweep", "paper")
+    keep = [c for c in e.configs if c.data_seed < a.data_seeds and (math.isinf(c.T) or c.T <= a.max_T)]
+    desc = e.description + f" (subset: {a.data_seeds} data seed(s), T <= {a.max_T:,.0f} and inf)"
+
+    def subset(configs):
+        return Experiment(name="t-sweep", description=desc, preset="paper", configs=configs, params=e.params,
+                          kind="toy")
+
+    if a.plan:
+        print(costmodel.format_plan(costmodel.plan([subset(keep)], a.out)))
+        return
+    Ts = sorted({c.T for c in keep}, key=lambda t: 8_192 if math.isinf(t) else t)  # T = inf costs like 8,192 points
+    for i, T in enumerate(Ts):
+        part = [c for c in keep if c.T in Ts[: i + 1]]
+        print(f"T = {T}:", sweep.run_sweep(subset(part), a.out, progress=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
