@@ -29,14 +29,13 @@ def main() -> None:
     a = ap.parse_args()
 
     from toydd import tree_kernels as TK
+    from toydd.bench import load_states
     from toydd.config import TrainConfig
     from toydd.training import train
 
     states = Path(__file__).resolve().parent / "results" / "tree_states_T100000_50k.npz"
-    z = np.load(states)
-    k = list(z["steps"]).index(a.state_step)
     init = Path(tempfile.mkdtemp()) / "init.npz"
-    np.savez(init, W=z["W"][k], b=z["b"][k])
+    np.savez(init, **load_states(str(states), [a.state_step])[0][1])
 
     sorts = [0]
     radix = TK._radix_argsort

@@ -24,19 +24,6 @@ import time
 import numpy as np
 
 
-def load_state(path: str, step: int) -> tuple[np.ndarray, np.ndarray]:
-    if path.endswith(".npz"):
-        z = np.load(path)
-        steps, Ws, bs = z["steps"], z["W"], z["b"]
-    else:
-        from safetensors.numpy import load_file
-
-        h = load_file(path)
-        steps, Ws, bs = h["snapshot_steps"], h["snapshot_W"], h["snapshot_b"]
-    k = int(np.flatnonzero(steps == step)[0]) if step in steps else int(np.argmin(np.abs(steps - step)))
-    return Ws[k][None].astype(np.float32).copy(), bs[k][None].astype(np.float32).copy()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", type=int, required=True)
@@ -50,9 +37,11 @@ def main() -> None:
     from toydd import kernels as K
     from toydd import tree_kernels as TK
     from toydd._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
+    from toydd.bench import load_states
     from toydd.data import training_set
 
-    W, b = load_state(a.states, a.state_step)
+    state = load_states(a.states, [a.state_step])[0][1]
+    W, b = state["W"][None], state["b"][None]
     I, m, n = W.shape
     T = a.T
     data = K.BatchData.stack([training_set(n, 0.999, T, 0)])

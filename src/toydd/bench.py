@@ -122,7 +122,7 @@ def _child(path: str, n: int, m: int, T: int, sparsity: float, steps: int, kerne
     if path == "reference":
         step = _make_reference(n, m, T, sparsity)
     else:
-        params = None if states is None else _load_states(states, [state_step])[0][1]
+        params = None if states is None else load_states(states, [state_step])[0][1]
         step, _ = _make_fast(n, m, T, sparsity, kernel, params)
     for _ in range(steps):
         step()
@@ -238,7 +238,7 @@ def print_table(res: dict) -> None:
 
 # --- dense vs tree kernel over T (issue 13) -------------------------------------------
 
-def _load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
+def load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
     """(label, {"W", "b"}) of the snapshots of a saved run (benchmarks/tree_states.py's .npz,
     or a run's history.safetensors with snapshot_steps / snapshot_W / snapshot_b)."""
     from .errors import ToyddError
@@ -286,7 +286,7 @@ def run_kernels(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, kernel
             raise ToyddError(f"T must be a positive integer, got {T!r}")
     todo = [("init", None, None)]
     if states:
-        todo = [(label, p, int(label.split()[1])) for label, p in _load_states(states, state_steps)]
+        todo = [(label, p, int(label.split()[1])) for label, p in load_states(states, state_steps)]
         if m != todo[0][1]["W"].shape[0] or n != todo[0][1]["W"].shape[1]:
             m, n = todo[0][1]["W"].shape
     rows = []
