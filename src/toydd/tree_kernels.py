@@ -728,7 +728,6 @@ class TreeWorkspace:
         self.ba = np.zeros((I, n), np.float32)
         self.ia = np.zeros((I, n), np.float32)
         self.counts = np.zeros((I, tp.K, 2), np.int64)
-        self.built = np.zeros(I, np.bool_)
         # The order of the last sort, kept while it stays good (see build): per instance, whether there is
         # one, and the leaves' box size it gave right after sorting (relative to the root's).
         self.sorted = np.zeros(I, np.bool_)
@@ -771,24 +770,24 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
     uses depends on that instance's own earlier steps alone (never on threads or the batch)."""
     tp = tw.topo
     m = H.shape[2]
+
+    def boxes(which: np.ndarray) -> np.ndarray:
+        """Boxes and moments of instances ``which`` in the current order; their leaves' spread."""
+        _leaves(H, which, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
+        _internal(which, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
+        return _leaf_spread(which, tw.leaf_nodes, tw.lo, tw.hi)
+
     fresh = use & ~tw.sorted
     kept = use & tw.sorted
     if kept.any():
-        _leaves(H, kept, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
-        _internal(kept, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
-        spread = _leaf_spread(kept, tw.leaf_nodes, tw.lo, tw.hi)
         # not (<=): a NaN spread (a diverged model) sorts again
-        fresh |= kept & ~(spread <= RESORT_GROWTH * tw.spread_at_sort)
+        fresh |= kept & ~(boxes(kept) <= RESORT_GROWTH * tw.spread_at_sort)
     if fresh.any():
         _morton(H, fresh, tw.bits, tw.codes)
         _radix_argsort(tw.codes, fresh, tw.bits * m, tw.perm)
-        _leaves(H, fresh, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
-        _internal(fresh, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
-        spread = _leaf_spread(fresh, tw.leaf_nodes, tw.lo, tw.hi)
-        tw.spread_at_sort[fresh] = spread[fresh]
+        tw.spread_at_sort[fresh] = boxes(fresh)[fresh]
         tw.sorted |= fresh
         tw.sorts += int(fresh.sum())
-    tw.built[:] = use
 
 
 def walk(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, count_depth: int | None = None) -> None:
