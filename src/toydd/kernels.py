@@ -269,18 +269,17 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
 
 
 @njit(cache=True)
-def _input_path(indptr, indices, values, dH, tied, i, t0, t1, tU, tW):
-    """dL/dW[:, j] += x_tj * dH[t, :] for points t0 .. t1 - 1. Tied: straight into dU (= dL/dW)."""
+def _input_path(indptr, indices, values, dH, tied, i, t, tU, tW):
+    """dL/dW[:, j] += x_tj * dH[t, :] for point t. Tied: straight into dU (= dL/dW)."""
     m = dH.shape[2]
-    for t in range(t0, t1):
-        for p in range(indptr[i, t], indptr[i, t + 1]):
-            j = indices[p]
-            x = values[p]
-            for k in range(m):
-                if tied:
-                    tU[k, j] += x * dH[i, t, k]
-                else:
-                    tW[k, j] += x * dH[i, t, k]
+    for p in range(indptr[i, t], indptr[i, t + 1]):
+        j = indices[p]
+        x = values[p]
+        for k in range(m):
+            if tied:
+                tU[k, j] += x * dH[i, t, k]
+            else:
+                tW[k, j] += x * dH[i, t, k]
 
 
 @njit(cache=True, parallel=True)
@@ -342,7 +341,7 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
-            _input_path(indptr, indices, values, dH, tied, i, t, t + 1, tU, tW)
+            _input_path(indptr, indices, values, dH, tied, i, t, tU, tW)
         closs[i, c] = total
     for i in range(I):
         total = 0.0
