@@ -46,7 +46,8 @@ def main() -> None:
     T = a.T
     data = K.BatchData.stack([training_set(n, 0.999, T, 0)])
     _, _, _, ws = K.loss_and_grads_cpu(W, b, data, kernel="tree")
-    tw, tp = ws.tree, ws.tree.topo
+    tw = ws.tree
+    pts = ws.points  # the training points in the tree's order, as the step's kernels see them
     use = np.ones(I, np.bool_)
     imp = np.ones(n, np.float32)
     two_c = np.float32(2.0 / T)
@@ -61,27 +62,26 @@ def main() -> None:
         return lambda: K.loss_and_grads_cpu(W, b, data, ws=ws, kernel=kernel)
 
     def walk():
-        TK.walk(W, b, imp, ws.active, ws.n_active, use, tw, float(two_c))
+        TK.walk(W, b, imp, ws.active, ws.n_active, use, ws.H, tw, float(two_c))
 
     def push():
-        TK._push(use, tw.perm, tp.s0, tp.s1, tp.leaf, tp.K, tw.Hs, float(two_c), tw.A, tw.cv, tw.d, tw.pdH,
-                 tw.ploss, ws.dHpart[:, 0], ws.losspart[:, 0])
+        TK.push(use, ws.H, tw, float(two_c), ws.dHpart[:, 0], ws.losspart[:, 0])
 
     dense = K.DENSE_KERNELS[m]
     parts = {
         "step_tree": step("tree"),
         "step_dense": step("dense"),
         "step_auto": step("auto"),
-        "hidden": lambda: HIDDEN_KERNELS[m](WT, data.indptr, data.indices, data.values, ws.H),
-        "sparse": lambda: SPARSE_KERNELS[m](FT, ws.H, data.indptr, data.indices, data.values, nblk1, two_c, True,
+        "hidden": lambda: HIDDEN_KERNELS[m](WT, pts.indptr, pts.indices, pts.values, ws.H),
+        "sparse": lambda: SPARSE_KERNELS[m](FT, ws.H, pts.indptr, pts.indices, pts.values, nblk1, two_c, True,
                                             ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss,
                                             ws.loss, G, ws.closs),
         # the generic (any m) kernels on the same work: what unrolling and packed rows buy
-        "hidden_generic": lambda: K._hidden(W, data.indptr, data.indices, data.values, ws.H),
-        "sparse_generic": lambda: K._sparse_pass(W, W, b, imp, ws.H, data.indptr, data.indices, data.values, nblk1,
+        "hidden_generic": lambda: K._hidden(W, pts.indptr, pts.indices, pts.values, ws.H),
+        "sparse_generic": lambda: K._sparse_pass(W, W, b, imp, ws.H, pts.indptr, pts.indices, pts.values, nblk1,
                                                  two_c, True, ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH,
                                                  ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
-        "tree_build": lambda: TK.build(ws.H, use, tw),
+        "tree_build": lambda: TK.build(ws.H, use, tw, ws.reorder),
         # walk and push in one timing: the walk leaves node terms that the push consumes and clears
         "tree_walk_push": lambda: (walk(), push()),
         "tree_walk": walk,
@@ -102,7 +102,7 @@ def main() -> None:
             times[k].append(time.perf_counter() - t0)
     ms = {k: round(1e3 * float(np.median(v[1:])), 2) for k, v in times.items()}  # first round: warm-up
     ms["tree_push"] = round(ms["tree_walk_push"] - ms["tree_walk"], 2)
-    TK.build(ws.H, use, tw)
+    TK.build(ws.H, use, tw, ws.reorder)
     walk()
     visits, pairs = (int(x) for x in tw.counts[0].sum(0))
     push()

@@ -303,3 +303,36 @@ def test_kept_order_is_per_instance_and_deterministic():
     for (l1, w1, b1), (l2, w2, b2), (l3, w3, b3) in zip(batched, again, alone):
         assert np.array_equal(l1, l2) and np.array_equal(w1, w2) and np.array_equal(b1, b2)
         assert np.array_equal(l1[:1], l3) and np.array_equal(w1[:1], w3) and np.array_equal(b1[:1], b3)
+
+
+def test_points_run_in_tree_order_and_per_point_losses_come_back_in_data_order():
+    """A tree sort reorders the workspace's copy of the points (CSR rows and H together, so the walk, push
+    and per-non-zero passes need no gather or scatter); the caller's data is untouched and read-only, the
+    per-point losses come back in its order, and a new data set starts from its own order."""
+    bd, W, b, _ = _problem(2, 2, 300, 20000, 0.99, True, seed=8)
+    b -= 0.05
+    before = (bd.indptr.copy(), bd.indices.copy(), bd.values.copy())
+    loss, pl, g, ws = loss_and_grads_cpu(W, b, bd, kernel="tree")
+    for a, c in zip((bd.indptr, bd.indices, bd.values), before):
+        assert np.array_equal(a, c)
+    with pytest.raises(ValueError):
+        bd.values[0] = 1.0
+    rows = ws.rows
+    assert rows is not None and ws.points is not bd
+    for i in range(2):
+        assert np.array_equal(np.sort(rows[i]), np.arange(20000)) and not np.array_equal(rows[i], np.arange(20000))
+        src, pts = bd.instance(i), ws.points.instance(i)
+        for s in (0, 1, 777, 19999):
+            t = rows[i, s]
+            a, c = slice(pts.indptr[s], pts.indptr[s + 1]), slice(src.indptr[t], src.indptr[t + 1])
+            assert np.array_equal(pts.indices[a], src.indices[c]) and np.array_equal(pts.values[a], src.values[c])
+        np.testing.assert_allclose(ws.H[i], np.einsum("mn,tn->tm", W[i], src.to_dense())[rows[i]], rtol=1e-5,
+                                   atol=1e-6)
+    dl, dpl, dg, _ = loss_and_grads_cpu(W, b, bd, kernel="dense")
+    assert _rel(pl, dpl) < 2e-5 and _rel(loss, dl) < 2e-5 and _rel(g.W, dg.W) < 2e-5
+    _, none, _, ws = loss_and_grads_cpu(W, b, bd, ws=ws, kernel="tree", point_loss=False)
+    assert none is None
+    other = BatchData.stack([D.training_set(300, 0.99, 20000, s) for s in (5, 6)])
+    loss, pl, g, ws = loss_and_grads_cpu(W, b, other, ws=ws, kernel="tree")
+    dl, dpl, dg, _ = loss_and_grads_cpu(W, b, other, kernel="dense")
+    assert ws.source is other and _rel(pl, dpl) < 2e-5 and _rel(g.W, dg.W) < 2e-5

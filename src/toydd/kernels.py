@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,8 +107,11 @@ class BatchData:
             raise ValueError("all instances of a batch need the same T and n")
         offs = np.cumsum([0] + [d.nnz for d in datasets])
         indptr = np.stack([d.indptr + o for d, o in zip(datasets, offs[:-1])]).astype(np.int64)
-        return BatchData(indptr, np.concatenate([d.indices for d in datasets]).astype(np.int64),
-                         np.concatenate([d.values for d in datasets]).astype(np.float32), n)
+        out = BatchData(indptr, np.concatenate([d.indices for d in datasets]).astype(np.int64),
+                        np.concatenate([d.values for d in datasets]).astype(np.float32), n)
+        for a in (out.indptr, out.indices, out.values):
+            a.flags.writeable = False  # workspaces and device caches keep copies keyed on the object
+        return out
 
     def instance(self, i: int) -> SparseData:
         lo, hi = self.indptr[i, 0], self.indptr[i, -1]
@@ -134,6 +138,37 @@ def _hidden(W, indptr, indices, values, H):
             for p in range(indptr[i, t], indptr[i, t + 1]):
                 s += values[p] * W[i, k, indices[p]]
             H[i, t, k] = s
+
+
+@njit(cache=True, parallel=True)
+def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_indices, out_values, Hout):
+    """For instances ``which``: point s of the output is point perm[i, s] of the input, both its CSR row
+    and its hidden vector (H is rewritten in place through Hout); other instances are copied as they are.
+    Every instance keeps its own span of the flat arrays (out_indptr[i, 0] = indptr[i, 0])."""
+    I, T, m = H.shape
+    for i in prange(I):
+        out_indptr[i, 0] = indptr[i, 0]
+        for s in range(T):
+            t = perm[i, s] if which[i] else s
+            out_indptr[i, s + 1] = out_indptr[i, s] + indptr[i, t + 1] - indptr[i, t]
+    for r in prange(I * T):
+        i = r // T
+        s = r - i * T
+        t = perm[i, s] if which[i] else s
+        src = indptr[i, t]
+        dst = out_indptr[i, s]
+        for p in range(indptr[i, t + 1] - src):
+            out_indices[dst + p] = indices[src + p]
+            out_values[dst + p] = values[src + p]
+        if which[i]:
+            for k in range(m):
+                Hout[i, s, k] = H[i, t, k]
+    for r in prange(I * T):
+        i = r // T
+        if which[i]:
+            s = r - i * T
+            for k in range(m):
+                H[i, s, k] = Hout[i, s, k]
 
 
 @njit(cache=True, fastmath=True)
@@ -438,6 +473,50 @@ class CpuWorkspace:
         self.generic_buffers = None  # (partU, partb, partW) of the generic ones
         self.tree = None  # tree_kernels.TreeWorkspace, made on the first step that tries the tree
         self.use_tree = np.zeros(I, np.bool_)  # which instances the last step ran on the tree
+        # The points in the order a step runs over them (every kernel sees only this): the caller's data
+        # itself until the tree sorts an instance, then a copy in which each instance's points are in its
+        # tree order (tree_kernels.build), so the tree needs no gather or scatter. Sums over points run in
+        # that order; it depends on the instance's own earlier steps only.
+        self.source: BatchData | None = None  # the caller's data that `points` orders
+        self.points: BatchData | None = None
+        self.rows: np.ndarray | None = None  # (I, T): points[i, s] is source[i, rows[i, s]]; None: same order
+        self.spare = None  # (indptr, indices, values, H scratch): the buffers of the next reorder
+
+    def take(self, data: BatchData) -> BatchData:
+        """The points of ``data`` in this workspace's order (a new data set starts in its own order).
+
+        A BatchData must not change in place while a workspace holds it (BatchData.stack makes its arrays
+        read-only; the torch path's device cache assumes the same)."""
+        if self.source is not data:
+            self.source, self.points, self.rows = data, data, None
+            if self.tree is not None:
+                self.tree.sorted[:] = False  # its last order was of other points
+        return self.points
+
+    def reorder(self, which: np.ndarray, perm: np.ndarray) -> None:
+        """Instances ``which``: point s becomes point perm[i, s] (the CSR rows and H). Called by the tree build."""
+        src = self.points
+        I, T = src.indptr.shape[0], src.indptr.shape[1] - 1
+        if self.spare is None or self.spare[1].shape != src.indices.shape:
+            self.spare = (np.empty_like(src.indptr), np.empty_like(src.indices), np.empty_like(src.values),
+                          np.empty_like(self.H))
+        indptr, indices, values, Hout = self.spare
+        _reorder_points(src.indptr, src.indices, src.values, self.H, which, perm, indptr, indices, values, Hout)
+        if self.rows is None:
+            self.rows = np.tile(np.arange(T, dtype=np.int64), (I, 1))
+        self.rows[which] = np.take_along_axis(self.rows[which], perm[which], axis=1)
+        self.points = BatchData(indptr, indices, values, src.n)
+        # the old copy is the next reorder's output (never the caller's own arrays)
+        self.spare = None if src is self.source else (src.indptr, src.indices, src.values, Hout)
+
+    def in_source_order(self, per_point: np.ndarray) -> np.ndarray:
+        """(I, T) values per point of ``points``, in the caller's order (a new array when the orders differ)."""
+        if self.rows is None:
+            return per_point
+        out = np.empty_like(per_point)
+        for i in range(out.shape[0]):
+            out[i, self.rows[i]] = per_point[i]
+        return out
 
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FT (I, n, m + 2): each feature's numbers in one row (U_j, b_j, I_j); WT (I, n, m): the untied
@@ -487,13 +566,15 @@ DEFAULT_KERNEL = os.environ.get("TOYDD_KERNEL", "auto")
 
 def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndarray | None = None,
                        importance: np.ndarray | None = None, ws: CpuWorkspace | None = None,
-                       skip: bool = True, kernel: str | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, Grads, CpuWorkspace]:
+                       skip: bool = True, kernel: str | None = None, point_loss: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray | None, Grads, CpuWorkspace]:
     """Loss (I,), per-point loss (I, T) and gradients, numba CPU kernel.
 
     ``kernel``: how the dense part is computed (see KERNELS; None: DEFAULT_KERNEL). Every
-    choice gives the same values up to float32 rounding. Returned arrays live in the
-    workspace ``ws`` and are overwritten by the next call.
+    choice gives the same values up to float32 rounding. ``point_loss=False`` returns None for
+    the per-point losses (training does not need them: it saves putting them back in the data's
+    order after the tree reordered the points). Returned arrays live in the workspace ``ws`` and
+    are overwritten by the next call.
     """
     kernel = DEFAULT_KERNEL if kernel is None else kernel
     if kernel not in KERNELS:
@@ -505,6 +586,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     if ws is None or ws.shape != (I, m, n, T, tied):
         ws = CpuWorkspace(I, m, n, T, tied)
     imp = _ones(n) if importance is None else np.asarray(importance, np.float32)
+    data = ws.take(data)  # in the workspace's order (the tree's, once it sorted)
     use_threads(I * T * n)
     # The unrolled per-non-zero kernels read packed rows, which cost O(I n m) to fill each step: worth it once
     # there are at least as many non-zeros as features (at T = 5, n = 10,000 the packing alone made the step
@@ -524,6 +606,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
     use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
+    data = ws.points  # a new tree sort reorders the points (and H)
     # Tree instances get no dense work (n_active 0, one block: the dense pass zeroes their block 0).
     dense_active = np.where(use_tree, 0, ws.n_active)
     # Blocks per instance depend on that instance alone, so batching never changes its sums.
@@ -534,7 +617,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     if use_tree.any():
         from . import tree_kernels as TK
 
-        TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.tree, float(two_c), ws.dU, ws.db,
+        TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.H, ws.tree, float(two_c), ws.dU, ws.db,
                      ws.dHpart[:, 0], ws.losspart[:, 0])
     if packed:
         SPARSE_KERNELS[m](FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
@@ -546,7 +629,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
                      ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
                      partU, partb, partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
-    return ws.loss, ws.point_loss, grads, ws
+    return ws.loss, ws.in_source_order(ws.point_loss) if point_loss else None, grads, ws
 
 
 def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.ndarray:
@@ -571,9 +654,9 @@ def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.
     if use.any():
         if ws.tree is None:
             ws.tree = TK.TreeWorkspace(I, m, n, T)
-        TK.build(ws.H, use, ws.tree)
+        TK.build(ws.H, use, ws.tree, ws.reorder)
         if kernel == "auto":
-            TK.walk(Uo, b, imp, ws.active, ws.n_active, use, ws.tree, two_c, TK.coarse_depth(ws.tree.topo))
+            TK.walk(Uo, b, imp, ws.active, ws.n_active, use, ws.H, ws.tree, two_c, TK.coarse_depth(ws.tree.topo))
             tree, dense = TK.estimate(ws.tree, m, T, ws.n_active)
             use &= tree < TK.TREE_GAIN * dense
     ws.use_tree[:] = use
@@ -606,9 +689,11 @@ def loss_and_grads_torch(W, b, data: BatchData, U=None, importance=None, chunk_b
     imp = torch.ones(n, device=dev) if importance is None else torch.as_tensor(importance, dtype=torch.float32, device=dev)
     key = (str(dev),)
     if key not in data._device_cache:  # index tensors live on the device across steps
-        indptr = torch.as_tensor(data.indptr, device=dev)
-        indices = torch.as_tensor(data.indices, device=dev)
-        values = torch.as_tensor(data.values, device=dev)
+        with warnings.catch_warnings():  # BatchData's arrays are read-only; these tensors are only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            indptr = torch.as_tensor(data.indptr, device=dev)
+            indices = torch.as_tensor(data.indices, device=dev)
+            values = torch.as_tensor(data.values, device=dev)
         counts = indptr[:, 1:] - indptr[:, :-1]  # (I, T)
         inst = torch.repeat_interleave(torch.arange(I, device=dev).repeat_interleave(T), counts.reshape(-1))
         row = torch.repeat_interleave(torch.arange(T, device=dev).repeat(I), counts.reshape(-1))

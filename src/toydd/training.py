@@ -240,7 +240,8 @@ class NumbaBackend:
 
     def loss_and_grads(self, batch: BatchData) -> np.ndarray:
         P, G = self.P, self.G
-        loss, _, grads, self.ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, self.imp, self.ws, kernel=self.kernel)
+        loss, _, grads, self.ws = loss_and_grads_cpu(P.W, P.b, batch, P.U, self.imp, self.ws, kernel=self.kernel,
+                                                     point_loss=False)
         G.W[:] = grads.W
         G.b[:] = grads.b
         if not P.tied:

@@ -209,8 +209,8 @@ def _radix_argsort(codes, use, nbits, perm):
 
 
 @njit(cache=True, parallel=True)
-def _leaves(H, use, perm, s0, s1, leaf_nodes, Hs, lo, hi, M1, M2):
-    """Gather sorted hidden vectors Hs (I, m, T) and each leaf's box and float64 moments."""
+def _leaves(H, use, s0, s1, leaf_nodes, lo, hi, M1, M2):
+    """Each leaf's box and float64 moments (H is already in tree order: see build)."""
     I, T, m = H.shape
     nl = leaf_nodes.shape[0]
     for r in prange(I * nl):
@@ -225,16 +225,13 @@ def _leaves(H, use, perm, s0, s1, leaf_nodes, Hs, lo, hi, M1, M2):
             for c in range(m):
                 M2[i, k, a, c] = 0.0
         for s in range(s0[k], s1[k]):
-            t = perm[i, s]
             for a in range(m):
-                v = H[i, t, a]
-                Hs[i, a, s] = v
-                va = np.float64(v)
+                va = np.float64(H[i, s, a])
                 lo[i, k, a] = min(lo[i, k, a], va)
                 hi[i, k, a] = max(hi[i, k, a], va)
                 M1[i, k, a] += va
                 for c in range(a + 1):
-                    M2[i, k, a, c] += va * np.float64(H[i, t, c])
+                    M2[i, k, a, c] += va * np.float64(H[i, s, c])
         for a in range(m):
             for c in range(a):
                 M2[i, k, c, a] = M2[i, k, a, c]
@@ -264,15 +261,16 @@ def _internal(use, s0, s1, leaf, lo, hi, M1, M2):
 # ---------------------------------------------------------------------------
 
 @njit(cache=True, fastmath=True)
-def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, Uc, bc, ic, zz, gg, dU32, db32):
+def _leaf_pairs(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, Uc, bc, ic, zz, gg, dU32, db32):
     """Straddling features x points of one leaf, with the dense kernel's loop structure.
 
     Points outer, the leaf's straddling features inner in contiguous float32 copies (the
     loop vectorizes over features, like kernels._dense_pass). fastmath only vectorizes the
     sums: every dead/linear decision was made (certified) by the caller.
-    g (m + 1, n_active): this task's gradient partials; pdH (m, T), ploss (T): per point.
+    Ht (m, T): the instance's hidden vectors (a transposed view of H[i]); g (m + 1, n_active): this
+    task's gradient partials; pdH (m, T), ploss (T): per point.
     """
-    m = Hs_i.shape[0]
+    m = Ht.shape[0]
     for q in range(nout):
         a = lst[q]
         bc[q] = ba32[a]
@@ -288,8 +286,8 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
         u1 = Uc[1]
         d1 = dU32[1]
         for s in range(s0, s1):
-            h0 = Hs_i[0, s]
-            h1 = Hs_i[1, s]
+            h0 = Ht[0, s]
+            h1 = Ht[1, s]
             lt = zero
             e0 = zero
             e1 = zero
@@ -317,10 +315,10 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
         u3 = Uc[3]
         d3 = dU32[3]
         for s in range(s0, s1):
-            h0 = Hs_i[0, s]
-            h1 = Hs_i[1, s] if 1 < m else zero
-            h2 = Hs_i[2, s] if 2 < m else zero
-            h3 = Hs_i[3, s] if 3 < m else zero
+            h0 = Ht[0, s]
+            h1 = Ht[1, s] if 1 < m else zero
+            h2 = Ht[2, s] if 2 < m else zero
+            h3 = Ht[3, s] if 3 < m else zero
             lt = zero
             e0 = zero
             e1 = zero
@@ -367,14 +365,14 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
         u7 = Uc[7]
         d7 = dU32[7]
         for s in range(s0, s1):
-            h0 = Hs_i[0, s]
-            h1 = Hs_i[1, s] if 1 < m else zero
-            h2 = Hs_i[2, s] if 2 < m else zero
-            h3 = Hs_i[3, s] if 3 < m else zero
-            h4 = Hs_i[4, s] if 4 < m else zero
-            h5 = Hs_i[5, s] if 5 < m else zero
-            h6 = Hs_i[6, s] if 6 < m else zero
-            h7 = Hs_i[7, s] if 7 < m else zero
+            h0 = Ht[0, s]
+            h1 = Ht[1, s] if 1 < m else zero
+            h2 = Ht[2, s] if 2 < m else zero
+            h3 = Ht[3, s] if 3 < m else zero
+            h4 = Ht[4, s] if 4 < m else zero
+            h5 = Ht[5, s] if 5 < m else zero
+            h6 = Ht[6, s] if 6 < m else zero
+            h7 = Ht[7, s] if 7 < m else zero
             lt = zero
             e0 = zero
             e1 = zero
@@ -427,7 +425,7 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
             for q in range(nout):
                 zz[q] = bc[q]
             for k in range(m):
-                hk = Hs_i[k, s]
+                hk = Ht[k, s]
                 for q in range(nout):
                     zz[q] += hk * Uc[k, q]
             lt = zero
@@ -440,7 +438,7 @@ def _leaf_pairs(Hs_i, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss,
                 db32[q] += gq
             ploss[s] += lt
             for k in range(m):
-                hk = Hs_i[k, s]
+                hk = Ht[k, s]
                 e = zero
                 for q in range(nout):
                     dU32[k, q] += gg[q] * hk
@@ -471,7 +469,7 @@ def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
 
 @njit(cache=True, parallel=True)
 def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
-          lo, hi, M1, M2, Hs, two_c, A, cv, d, pdH, ploss, gU, counts):
+          lo, hi, M1, M2, H, two_c, A, cv, d, pdH, ploss, gU, counts):
     """Depth-first walk of each (instance, subtree) carrying the undecided features.
 
     count_only: stop at ``max_depth`` and only count (node, feature) visits and the
@@ -615,7 +613,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
             if leaf[k] or (count_only and depth[k] >= max_depth):
                 pairs += nout * cnt
                 if not count_only:
-                    _leaf_pairs(Hs[i], s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
+                    _leaf_pairs(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
                                 g, pdH[i], ploss[i], Uc, bc, ic, zz, gg, dU32, db32)
                 continue
             flen[lv + 1] = nout
@@ -629,8 +627,8 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
 
 
 @njit(cache=True, parallel=True)
-def _push(use, perm, s0, s1, leaf, K, Hs, two_c, A, cv, d, pdH, ploss, dHout, lossout):
-    """Push node terms down to points; write dH / per-point loss in the original order.
+def _push(use, s0, s1, leaf, K, H, two_c, A, cv, d, pdH, ploss, dHout, lossout):
+    """Push node terms down to points; write dH / per-point loss (in tree order, like H).
 
     Consumes and clears A, cv, d, pdH, ploss (so they are zero for the next step).
     dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32).
@@ -661,16 +659,16 @@ def _push(use, perm, s0, s1, leaf, K, Hs, two_c, A, cv, d, pdH, ploss, dHout, lo
             else:
                 for s in range(s0[k], s1[k]):
                     for a in range(m):
-                        h[a] = Hs[i, a, s]
+                        h[a] = H[i, s, a]
                     lt = d[i, k] + ploss[i, s]
                     for a in range(m):
                         Ah = cv[i, k, a]
                         for e in range(m):
                             Ah += A[i, k, a, e] * h[e]
                         lt += h[a] * (Ah + cv[i, k, a])
-                        dHout[i, perm[i, s], a] = two_c * Ah + pdH[i, a, s]
+                        dHout[i, s, a] = two_c * Ah + pdH[i, a, s]
                         pdH[i, a, s] = 0.0
-                    lossout[i, perm[i, s]] = max(lt, 0.0)
+                    lossout[i, s] = max(lt, 0.0)
                     ploss[i, s] = 0.0
             for a in range(m):
                 cv[i, k, a] = 0.0
@@ -711,8 +709,7 @@ class TreeWorkspace:
         self.leaf_nodes = np.flatnonzero(tp.leaf).astype(np.int64)
         self.bits = morton_bits(m, T)
         self.codes = np.zeros((I, T), np.uint64)
-        self.perm = np.zeros((I, T), np.int64)
-        self.Hs = np.zeros((I, m, T), np.float32)
+        self.perm = np.zeros((I, T), np.int64)  # a new sort's order, handed to build's reorder
         self.lo = np.zeros((I, tp.NN, m))
         self.hi = np.zeros((I, tp.NN, m))
         self.M1 = np.zeros((I, tp.NN, m))
@@ -762,9 +759,15 @@ def _leaf_spread(use, leaf_nodes, lo, hi):
     return out
 
 
-def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
-    """Boxes and moments of the points of instances ``use``, in the order of the last Morton sort while
-    that order stays good (RESORT_GROWTH), else sorted again.
+def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
+    """Boxes and moments of the points of instances ``use``, in their current order while that order
+    stays good (RESORT_GROWTH), else sorted again.
+
+    The points stay in the order of their last Morton sort: ``H`` (I, T, m) comes in that order, and a
+    new sort calls ``reorder(which, perm)``, which must put ``H[i]`` (and whatever the caller keeps
+    aligned with it: the training points themselves) into the order ``H[i, perm[i]]`` for the
+    instances ``which``. Everything after the build (walk, push, the per-non-zero passes) then runs
+    over points in tree order, with no gather or scatter.
 
     The tree is exact in any order; the order only decides how tight the boxes are. Which order a step
     uses depends on that instance's own earlier steps alone (never on threads or the batch)."""
@@ -773,7 +776,7 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
 
     def boxes(which: np.ndarray) -> np.ndarray:
         """Boxes and moments of instances ``which`` in the current order; their leaves' spread."""
-        _leaves(H, which, tw.perm, tp.s0, tp.s1, tw.leaf_nodes, tw.Hs, tw.lo, tw.hi, tw.M1, tw.M2)
+        _leaves(H, which, tp.s0, tp.s1, tw.leaf_nodes, tw.lo, tw.hi, tw.M1, tw.M2)
         _internal(which, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
         return _leaf_spread(which, tw.leaf_nodes, tw.lo, tw.hi)
 
@@ -785,27 +788,34 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace) -> None:
     if fresh.any():
         _morton(H, fresh, tw.bits, tw.codes)
         _radix_argsort(tw.codes, fresh, tw.bits * m, tw.perm)
+        reorder(fresh, tw.perm)
         tw.spread_at_sort[fresh] = boxes(fresh)[fresh]
         tw.sorted |= fresh
         tw.sorts += int(fresh.sum())
 
 
-def walk(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, count_depth: int | None = None) -> None:
+def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
+         count_depth: int | None = None) -> None:
     tp = tw.topo
     count_only = count_depth is not None
     _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
     _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
-          tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, tw.Hs,
+          tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H,
           two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU, tw.counts)
 
 
-def tree_pass(U, b, imp, active, n_active, use, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
-    """The dense part for instances ``use`` (tree already built): gradients into dU/db (their
-    active features), dH and per-point loss into dHout (I, T, m) / lossout (I, T)."""
+def push(use, H, tw: TreeWorkspace, two_c: float, dHout, lossout) -> None:
     tp = tw.topo
-    walk(U, b, imp, active, n_active, use, tw, two_c)
-    _push(use, tw.perm, tp.s0, tp.s1, tp.leaf, tp.K, tw.Hs, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss,
-          dHout, lossout)
+    _push(use, tp.s0, tp.s1, tp.leaf, tp.K, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, dHout, lossout)
+
+
+def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
+    """The dense part for instances ``use`` (tree already built on ``H``, in tree order): gradients into
+    dU/db (their active features), dH and per-point loss into dHout (I, T, m) / lossout (I, T), in the
+    order of H."""
+    tp = tw.topo
+    walk(U, b, imp, active, n_active, use, H, tw, two_c)
+    push(use, H, tw, two_c, dHout, lossout)
     _reduce(use, active, n_active, tp.K, tw.gU, dU, db)
 
 
