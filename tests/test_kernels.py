@@ -222,3 +222,22 @@ def test_step_takes_packed_kernels_with_many_non_zeros_and_matches_autograd(tied
     assert (ws.generic_buffers is not None) == (not packed)
     rl, rpl, rg = reference_loss_and_grads(W, b, bd.to_dense(), U, imp)
     _assert_matches_reference((loss, pl, g), (rl, rpl, rg), tied)
+
+
+@pytest.mark.parametrize("T", [1, 7, 70_000])
+def test_point_bounds_match_numpy_in_one_chunk_or_many(T):
+    """The points' per-dim max/min and max |h|^2 (the active-feature bound's input), serial in one chunk at small
+    T and in parallel chunks from sparse_chunks' threshold on: both equal numpy's."""
+    from toydd import kernels as K
+
+    rng = np.random.default_rng(T)
+    H = (rng.standard_normal((2, T, 3)) * [1, 10, 0.1]).astype(np.float32)
+    C = K.sparse_chunks(T)
+    pmax, pmin, pn2 = np.empty((2, C, 3)), np.empty((2, C, 3)), np.empty((2, C))
+    (K._point_bounds_parallel if C > 1 else K._point_bounds)(H, pmax, pmin, pn2)
+    assert C == (16 if T >= 65_536 else 1)
+    np.testing.assert_array_equal(pmax.max(1), H.max(1))
+    np.testing.assert_array_equal(pmin.min(1), H.min(1))
+    h64 = H.astype(np.float64)
+    np.testing.assert_allclose(pn2.max(1), ((H * H).astype(np.float64)).sum(2).max(1), rtol=1e-12)
+    assert np.all(pn2.max(1) <= (h64 * h64).sum(2).max(1) * (1 + 1e-6))

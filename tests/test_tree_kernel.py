@@ -336,3 +336,25 @@ def test_points_run_in_tree_order_and_per_point_losses_come_back_in_data_order()
     loss, pl, g, ws = loss_and_grads_cpu(W, b, other, ws=ws, kernel="tree")
     dl, dpl, dg, _ = loss_and_grads_cpu(W, b, other, kernel="dense")
     assert ws.source is other and _rel(pl, dpl) < 2e-5 and _rel(g.W, dg.W) < 2e-5
+
+
+def test_auto_walks_coarsely_only_when_the_last_step_did_not_run_the_tree(monkeypatch):
+    """auto's estimate for an instance that ran on the tree last step uses that walk's exact counts (no coarse
+    walk); an instance that ran dense walks coarsely first. The values never depend on the choice."""
+    bd, W, b, _ = _problem(1, 1, 10000, 16384, 0.999, True, seed=2)  # the tree wins (as above)
+    calls = []
+    walk = TK.walk
+
+    def spy(*args, **kw):
+        calls.append(args[-1] if len(args) > 9 else kw.get("count_depth"))
+        return walk(*args, **kw)
+
+    monkeypatch.setattr(TK, "walk", spy)
+    l1, _, _, ws = loss_and_grads_cpu(W, b, bd, kernel="auto")
+    assert ws.use_tree[0], "this state should run on the tree"
+    assert calls[0] == TK.coarse_depth(ws.tree.topo) and calls[-1] is None  # coarse count, then the walk
+    calls.clear()
+    l2, _, _, ws = loss_and_grads_cpu(W, b, bd, ws=ws, kernel="auto")
+    assert calls == [None] and ws.use_tree[0]  # the last walk's counts decided
+    assert ws.tree.counts_depth[0] == ws.tree.topo.depth_max
+    assert _rel(l1, l2) < 1e-6

@@ -172,25 +172,55 @@ def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_ind
 
 
 @njit(cache=True, fastmath=True)
-def _active_features(U, b, H, active, n_active):
-    """Features whose output can be non-zero for some point (exact upper bound)."""
+def _chunk_bounds(H, i, c, pmax, pmin, pn2):
+    """Chunk c of instance i's points (of pmax.shape[1] equal chunks): per hidden dim the max and min of h,
+    and the max of |h|^2, into pmax[i, c], pmin[i, c], pn2[i, c]."""
+    T, m = H.shape[1], H.shape[2]
+    C = pmax.shape[1]
+    for k in range(m):
+        pmax[i, c, k] = -np.inf
+        pmin[i, c, k] = np.inf
+    pn2[i, c] = 0.0
+    for t in range(c * T // C, (c + 1) * T // C):
+        s = 0.0
+        for k in range(m):
+            v = H[i, t, k]
+            s += v * v
+            if v > pmax[i, c, k]:
+                pmax[i, c, k] = v
+            if v < pmin[i, c, k]:
+                pmin[i, c, k] = v
+        if s > pn2[i, c]:
+            pn2[i, c] = s
+
+
+@njit(cache=True)
+def _point_bounds(H, pmax, pmin, pn2):
+    for w in range(pmax.shape[0] * pmax.shape[1]):
+        _chunk_bounds(H, w // pmax.shape[1], w % pmax.shape[1], pmax, pmin, pn2)
+
+
+@njit(cache=True, parallel=True)
+def _point_bounds_parallel(H, pmax, pmin, pn2):
+    """_point_bounds with the chunks in parallel (min and max are exact in any order: same result)."""
+    for w in prange(pmax.shape[0] * pmax.shape[1]):
+        _chunk_bounds(H, w // pmax.shape[1], w % pmax.shape[1], pmax, pmin, pn2)
+
+
+@njit(cache=True, fastmath=True)
+def _active_features(U, b, pmax, pmin, pn2, active, n_active):
+    """Features whose output can be non-zero for some point (exact upper bound from the points' bounds,
+    _point_bounds: (I, chunks, m), (I, chunks, m), (I, chunks))."""
     I, m, n = U.shape
-    T = H.shape[1]
     for i in range(I):
         hmax = np.full(m, -np.inf)
         hmin = np.full(m, np.inf)
         hn2 = 0.0
-        for t in range(T):
-            s = 0.0
+        for c in range(pmax.shape[1]):
+            hn2 = max(hn2, pn2[i, c])
             for k in range(m):
-                v = H[i, t, k]
-                s += v * v
-                if v > hmax[k]:
-                    hmax[k] = v
-                if v < hmin[k]:
-                    hmin[k] = v
-            if s > hn2:
-                hn2 = s
+                hmax[k] = max(hmax[k], pmax[i, c, k])
+                hmin[k] = min(hmin[k], pmin[i, c, k])
         hn = np.float32(math.sqrt(hn2))
         # Bounds per feature in passes over contiguous rows (these vectorize).
         box = np.zeros(n, np.float32)
@@ -460,6 +490,8 @@ class CpuWorkspace:
         self.H = np.empty((I, T, m), np.float32)
         self.active = np.empty((I, n), np.int64)
         self.n_active = np.empty(I, np.int64)
+        C = sparse_chunks(T)  # chunks of points of _point_bounds, like the sparse pass
+        self.pmax, self.pmin, self.pn2 = np.empty((I, C, m)), np.empty((I, C, m)), np.empty((I, C))
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
         self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)
         self.dH = np.empty((I, T, m), np.float32)
@@ -599,7 +631,9 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     else:
         _hidden(W, data.indptr, data.indices, data.values, ws.H)
     if skip:
-        _active_features(Uo, b, ws.H, ws.active, ws.n_active)
+        # the points' bounds: in chunks at large T (a thread launch costs more than the work at small T)
+        (_point_bounds_parallel if ws.pn2.shape[1] > 1 else _point_bounds)(ws.H, ws.pmax, ws.pmin, ws.pn2)
+        _active_features(Uo, b, ws.pmax, ws.pmin, ws.pn2, ws.active, ws.n_active)
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
@@ -607,13 +641,13 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     two_c = np.float32(2.0 / T)
     use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
     data = ws.points  # a new tree sort reorders the points (and H)
-    # Tree instances get no dense work (n_active 0, one block: the dense pass zeroes their block 0).
-    dense_active = np.where(use_tree, 0, ws.n_active)
-    # Blocks per instance depend on that instance alone, so batching never changes its sums.
-    nblk = np.array([n_blocks(int(a)) for a in dense_active], np.int64)
+    # Blocks per instance depend on that instance alone, so batching never changes its sums. Tree instances
+    # have one block, block 0, which the tree's push writes whole; the dense kernel skips them (0 blocks).
+    nblk = np.array([1 if t else n_blocks(int(a)) for t, a in zip(use_tree, ws.n_active)], np.int64)
     _zero_dense_grads(ws.dU, ws.db)
     dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
-    dense(Uo, b, imp, ws.H, ws.active, dense_active, nblk, two_c, ws.dU, ws.db, ws.dHpart, ws.losspart)
+    dense(Uo, b, imp, ws.H, ws.active, ws.n_active, np.where(use_tree, 0, nblk), two_c, ws.dU, ws.db, ws.dHpart,
+          ws.losspart)
     if use_tree.any():
         from . import tree_kernels as TK
 
@@ -656,7 +690,12 @@ def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.
             ws.tree = TK.TreeWorkspace(I, m, n, T)
         TK.build(ws.H, use, ws.tree, ws.reorder)
         if kernel == "auto":
-            TK.walk(Uo, b, imp, ws.active, ws.n_active, use, ws.H, ws.tree, two_c, TK.coarse_depth(ws.tree.topo))
+            # An instance that ran on the tree last step has that walk's exact counts (the state moved
+            # little since); the others walk the tree coarsely to count.
+            coarse = use & ~ws.use_tree
+            if coarse.any():
+                TK.walk(Uo, b, imp, ws.active, ws.n_active, coarse, ws.H, ws.tree, two_c,
+                        TK.coarse_depth(ws.tree.topo))
             tree, dense = TK.estimate(ws.tree, m, T, ws.n_active)
             use &= tree < TK.TREE_GAIN * dense
     ws.use_tree[:] = use

@@ -725,6 +725,7 @@ class TreeWorkspace:
         self.ba = np.zeros((I, n), np.float32)
         self.ia = np.zeros((I, n), np.float32)
         self.counts = np.zeros((I, tp.K, 2), np.int64)
+        self.counts_depth = np.full(I, -1)  # per instance, the depth its last walk counted to (see estimate)
         # The order of the last sort, kept while it stays good (see build): per instance, whether there is
         # one, and the leaves' box size it gave right after sorting (relative to the root's).
         self.sorted = np.zeros(I, np.bool_)
@@ -799,9 +800,11 @@ def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
     tp = tw.topo
     count_only = count_depth is not None
     _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
+    depth = tp.depth_max if count_depth is None else count_depth
     _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
-          tp.depth_max if count_depth is None else count_depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H,
-          two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU, tw.counts)
+          depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU,
+          tw.counts)
+    tw.counts_depth[use] = depth
 
 
 def push(use, H, tw: TreeWorkspace, two_c: float, dHout, lossout) -> None:
@@ -870,14 +873,15 @@ def worth_building(T: int, m: int, n_active: int) -> bool:
 
 
 def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(tree, dense) cost estimates (ns) per instance from the coarse walk's counts.
+    """(tree, dense) cost estimates (ns) per instance from the counts of its last walk.
 
-    The coarse walk stops at nodes of ~COARSE_POINTS points; below them the straddling
-    pairs shrink as (LEAF / node size)^(1/m) (a hyperplane crosses ~N^((m-1)/m) of N cells).
+    A whole walk (the tree ran) counted the pairs in straddling leaves themselves. A coarse walk stops
+    at nodes of ~COARSE_POINTS points; below them the straddling pairs shrink as
+    (LEAF / node size)^(1/m) (a hyperplane crosses ~N^((m-1)/m) of N cells).
     """
     tp = tw.topo
-    size = T / (1 << coarse_depth(tp))
-    shrink = (LEAF / size) ** (1.0 / m) if size > LEAF else 1.0
+    size = T / (1 << np.maximum(tw.counts_depth, 0))
+    shrink = np.where(size > LEAF, (LEAF / size) ** (1.0 / m), 1.0)
     fine_pairs = tw.counts[:, :, 1].sum(1) * shrink
     na = n_active.astype(np.float64)
     tree = build_point_ns(m) * T + LEAF_PAIR_NS[m] * fine_pairs + TASK_FEATURE_NS * tp.K * na
