@@ -69,12 +69,13 @@ MARGIN_ULP = 2.0 ** -22
 class Topology:
     """Halving tree over ``nl = ceil(T / LEAF)`` leaves in heap numbering (root 1)."""
 
-    def __init__(self, T: int):
+    def __init__(self, T: int, leaf_size: int = LEAF):
         self.T = T
-        self.nl = nl = max(1, -(-T // LEAF))
+        self.leaf_size = leaf_size
+        self.nl = nl = max(1, -(-T // leaf_size))
         self.depth_max = int(math.ceil(math.log2(nl))) if nl > 1 else 0
         self.NN = 2 << self.depth_max  # heap slots: indices 1 .. NN - 1
-        self.s0, self.s1, self.leaf, self.depth = _topology(T, nl, self.NN, LEAF)
+        self.s0, self.s1, self.leaf, self.depth = _topology(T, nl, self.NN, leaf_size)
         # K subtrees at depth log2(K) are the parallel tasks; every heap node there exists when nl >= K.
         self.K = self.tasks(T)
         self.task_depth = self.K.bit_length() - 1
@@ -451,6 +452,110 @@ def _leaf_pairs(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, U
             g[k, a] += dU32[k, q]
 
 
+@njit(cache=True, fastmath=True)
+def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, hc, acc):
+    """_leaf_pairs for m = 2 (the paper's case), blocked: four features at a time over the leaf's points.
+
+    The point loop is innermost and vectorizes over points; the four features' numbers and their
+    gradient sums stay in registers, and each point's dH and loss are read and written once per four
+    features (the feature-inner loop of _leaf_pairs loads and stores each feature's sums at every point).
+    hc (2, leaf size): the leaf's hidden vectors, contiguous; acc (3, leaf size): its points' dH and loss sums.
+    """
+    L = s1 - s0
+    h0c = hc[0]
+    h1c = hc[1]
+    e0 = acc[0]
+    e1 = acc[1]
+    lt = acc[2]
+    zero = np.float32(0.0)
+    for s in range(L):
+        h0c[s] = Ht[0, s0 + s]
+        h1c[s] = Ht[1, s0 + s]
+        e0[s] = zero
+        e1[s] = zero
+        lt[s] = zero
+    q = 0
+    while q + 4 <= nout:
+        a0 = lst[q]
+        a1 = lst[q + 1]
+        a2 = lst[q + 2]
+        a3 = lst[q + 3]
+        u00, u01, b0, w0 = ua32[a0, 0], ua32[a0, 1], ba32[a0], ia32[a0]
+        u10, u11, b1, w1 = ua32[a1, 0], ua32[a1, 1], ba32[a1], ia32[a1]
+        u20, u21, b2, w2 = ua32[a2, 0], ua32[a2, 1], ba32[a2], ia32[a2]
+        u30, u31, b3, w3 = ua32[a3, 0], ua32[a3, 1], ba32[a3], ia32[a3]
+        sb0 = sb1 = sb2 = sb3 = zero
+        sx0 = sx1 = sx2 = sx3 = zero
+        sy0 = sy1 = sy2 = sy3 = zero
+        for s in range(L):
+            h0 = h0c[s]
+            h1 = h1c[s]
+            y0 = max(b0 + h0 * u00 + h1 * u01, zero)
+            y1 = max(b1 + h0 * u10 + h1 * u11, zero)
+            y2 = max(b2 + h0 * u20 + h1 * u21, zero)
+            y3 = max(b3 + h0 * u30 + h1 * u31, zero)
+            wy0 = w0 * y0
+            wy1 = w1 * y1
+            wy2 = w2 * y2
+            wy3 = w3 * y3
+            g0 = two_c * wy0
+            g1 = two_c * wy1
+            g2 = two_c * wy2
+            g3 = two_c * wy3
+            lt[s] += wy0 * y0 + wy1 * y1 + wy2 * y2 + wy3 * y3
+            e0[s] += g0 * u00 + g1 * u10 + g2 * u20 + g3 * u30
+            e1[s] += g0 * u01 + g1 * u11 + g2 * u21 + g3 * u31
+            sb0 += g0
+            sb1 += g1
+            sb2 += g2
+            sb3 += g3
+            sx0 += g0 * h0
+            sx1 += g1 * h0
+            sx2 += g2 * h0
+            sx3 += g3 * h0
+            sy0 += g0 * h1
+            sy1 += g1 * h1
+            sy2 += g2 * h1
+            sy3 += g3 * h1
+        g[0, a0] += sx0
+        g[1, a0] += sy0
+        g[2, a0] += sb0
+        g[0, a1] += sx1
+        g[1, a1] += sy1
+        g[2, a1] += sb1
+        g[0, a2] += sx2
+        g[1, a2] += sy2
+        g[2, a2] += sb2
+        g[0, a3] += sx3
+        g[1, a3] += sy3
+        g[2, a3] += sb3
+        q += 4
+    while q < nout:  # the last 0-3 features, one at a time
+        a = lst[q]
+        u0, u1, bb, w = ua32[a, 0], ua32[a, 1], ba32[a], ia32[a]
+        sb = sx = sy = zero
+        for s in range(L):
+            h0 = h0c[s]
+            h1 = h1c[s]
+            y = max(bb + h0 * u0 + h1 * u1, zero)
+            wy = w * y
+            gq = two_c * wy
+            lt[s] += wy * y
+            e0[s] += gq * u0
+            e1[s] += gq * u1
+            sb += gq
+            sx += gq * h0
+            sy += gq * h1
+        g[0, a] += sx
+        g[1, a] += sy
+        g[2, a] += sb
+        q += 1
+    for s in range(L):
+        ploss[s0 + s] += lt[s]
+        pdH[0, s0 + s] += e0[s]
+        pdH[1, s0 + s] += e1[s]
+
+
 @njit(cache=True, parallel=True)
 def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
     """Each instance's active features, contiguous, once per step for all its tasks:
@@ -468,7 +573,8 @@ def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
 
 
 @njit(cache=True, parallel=True)
-def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task_depth, K, max_depth, count_only,
+def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, depth, task_depth, K, max_depth,
+          count_only,
           lo, hi, M1, M2, H, two_c, A, cv, d, pdH, ploss, gU, counts):
     """Depth-first walk of each (instance, subtree) carrying the undecided features.
 
@@ -505,6 +611,8 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
         zz = np.empty(na, np.float32)
         gg = np.empty(na, np.float32)
         db32 = np.empty(na, np.float32)
+        hc = np.empty((2, leaf_size), np.float32)  # scratch of _leaf_pairs_m2
+        acc = np.empty((3, leaf_size), np.float32)
         # flist[lv]: the features still undecided on entering a node at level lv below the task root.
         flist = np.empty((levels, na), np.int32)
         flen = np.zeros(levels, np.int64)
@@ -612,7 +720,12 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, depth, task
                 continue
             if leaf[k] or (count_only and depth[k] >= max_depth):
                 pairs += nout * cnt
-                if not count_only:
+                if count_only:
+                    pass
+                elif m == 2:
+                    _leaf_pairs_m2(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
+                                   g, pdH[i], ploss[i], hc, acc)
+                else:
                     _leaf_pairs(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
                                 g, pdH[i], ploss[i], Uc, bc, ic, zz, gg, dU32, db32)
                 continue
@@ -703,9 +816,9 @@ def _reduce(use, active, n_active, K, gU, dU, db):
 class TreeWorkspace:
     """Per-(I, m, n, T) buffers of the tree path, reused across steps."""
 
-    def __init__(self, I: int, m: int, n: int, T: int):
+    def __init__(self, I: int, m: int, n: int, T: int, leaf_size: int = LEAF):
         self.shape = (I, m, n, T)
-        self.topo = tp = Topology(T)
+        self.topo = tp = Topology(T, leaf_size)
         self.leaf_nodes = np.flatnonzero(tp.leaf).astype(np.int64)
         self.bits = morton_bits(m, T)
         self.codes = np.zeros((I, T), np.uint64)
@@ -801,7 +914,7 @@ def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
     count_only = count_depth is not None
     _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
     depth = tp.depth_max if count_depth is None else count_depth
-    _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.depth, tp.task_depth, tp.K,
+    _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth, tp.task_depth, tp.K,
           depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU,
           tw.counts)
     tw.counts_depth[use] = depth
