@@ -268,7 +268,7 @@ def _leaf_pairs(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, U
     Points outer, the leaf's straddling features inner in contiguous float32 copies (the
     loop vectorizes over features, like kernels._dense_pass). fastmath only vectorizes the
     sums: every dead/linear decision was made (certified) by the caller.
-    Ht (m, T): the instance's hidden vectors (a transposed view of H[i]); g (m + 1, n_active): this
+    Ht (m, T): the instance's hidden vectors (a transposed view of H[i]); g (n_active, m + 1): this
     task's gradient partials; pdH (m, T), ploss (T): per point.
     """
     m = Ht.shape[0]
@@ -447,9 +447,9 @@ def _leaf_pairs(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss, U
                 pdH[k, s] += e
     for q in range(nout):
         a = lst[q]
-        g[m, a] += db32[q]
+        g[a, m] += db32[q]
         for k in range(m):
-            g[k, a] += dU32[k, q]
+            g[a, k] += dU32[k, q]
 
 
 @njit(cache=True, fastmath=True)
@@ -517,18 +517,18 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
             sy1 += g1 * h1
             sy2 += g2 * h1
             sy3 += g3 * h1
-        g[0, a0] += sx0
-        g[1, a0] += sy0
-        g[2, a0] += sb0
-        g[0, a1] += sx1
-        g[1, a1] += sy1
-        g[2, a1] += sb1
-        g[0, a2] += sx2
-        g[1, a2] += sy2
-        g[2, a2] += sb2
-        g[0, a3] += sx3
-        g[1, a3] += sy3
-        g[2, a3] += sb3
+        g[a0, 0] += sx0
+        g[a0, 1] += sy0
+        g[a0, 2] += sb0
+        g[a1, 0] += sx1
+        g[a1, 1] += sy1
+        g[a1, 2] += sb1
+        g[a2, 0] += sx2
+        g[a2, 1] += sy2
+        g[a2, 2] += sb2
+        g[a3, 0] += sx3
+        g[a3, 1] += sy3
+        g[a3, 2] += sb3
         q += 4
     while q < nout:  # the last 0-3 features, one at a time
         a = lst[q]
@@ -546,9 +546,9 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
             sb += gq
             sx += gq * h0
             sy += gq * h1
-        g[0, a] += sx
-        g[1, a] += sy
-        g[2, a] += sb
+        g[a, 0] += sx
+        g[a, 1] += sy
+        g[a, 2] += sb
         q += 1
     for s in range(L):
         ploss[s0 + s] += lt[s]
@@ -580,7 +580,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
 
     count_only: stop at ``max_depth`` and only count (node, feature) visits and the
     (point, feature) pairs in straddling nodes there -> counts[i, task] (the cost model).
-    Otherwise: linear nodes accumulate into gU (I, K, m + 1, n_active positions) and
+    Otherwise: linear nodes accumulate into gU (I, K, n_active positions, m + 1) and
     A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
     """
     I, n, m = ua32_all.shape
@@ -598,9 +598,9 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
         ia32 = ia32_all[i]
         g = gU[i, task]
         if not count_only:
-            for k in range(m + 1):
-                for a in range(na):
-                    g[k, a] = 0.0
+            for a in range(na):
+                for k in range(m + 1):
+                    g[a, k] = 0.0
         # Scratch of the leaf loop (contiguous copies of a leaf's straddling features).
         # (rows m .. pad - 1 stay zero: the fused leaf loops run m = 3, 4 as 4 and m = 5 .. 8 as 8)
         pad = m if m == 2 or m > 8 else (4 if m <= 4 else 8)
@@ -688,7 +688,41 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                 nout += c == 1
                 lin[nlin] = a
                 nlin += c == 2
-            if not count_only and nlin > 0:
+            if not count_only and nlin > 0 and m == 2:
+                # The same closed form for m = 2 with the node's moments and sums in registers (the loop
+                # below keeps Aloc and cloc in memory: it took a quarter of the walk at T = 10^5).
+                m10 = M1[i, k, 0]
+                m11 = M1[i, k, 1]
+                m00 = M2[i, k, 0, 0]
+                m01 = M2[i, k, 0, 1]
+                m11b = M2[i, k, 1, 1]
+                a00 = a01 = a11 = c0 = c1 = dloc = 0.0
+                for q in range(nlin):
+                    a = lin[q]
+                    wgt = np.float64(ia32[a])
+                    cw = two_c * wgt
+                    bb = np.float64(ba32[a])
+                    u0 = np.float64(ua32[a, 0])
+                    u1 = np.float64(ua32[a, 1])
+                    g[a, 0] += cw * (bb * m10 + m00 * u0 + m01 * u1)
+                    g[a, 1] += cw * (bb * m11 + m01 * u0 + m11b * u1)
+                    g[a, 2] += cw * (bb * cnt + u0 * m10 + u1 * m11)
+                    wu0 = wgt * u0
+                    wu1 = wgt * u1
+                    a00 += wu0 * u0
+                    a01 += wu0 * u1
+                    a11 += wu1 * u1
+                    c0 += wu0 * bb
+                    c1 += wu1 * bb
+                    dloc += wgt * bb * bb
+                A[i, k, 0, 0] += a00
+                A[i, k, 0, 1] += a01
+                A[i, k, 1, 0] += a01
+                A[i, k, 1, 1] += a11
+                cv[i, k, 0] += c0
+                cv[i, k, 1] += c1
+                d[i, k] += dloc
+            elif not count_only and nlin > 0:
                 # Linear features: closed form of the node's moments; point terms pushed down later.
                 Aloc[:] = 0.0
                 cloc[:] = 0.0
@@ -707,9 +741,9 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                             uj = np.float64(ua32[a, jj])
                             t2 += M2[i, k, kk, jj] * uj
                             Aloc[kk, jj] += wgt * uk * uj
-                        g[kk, a] += cw * t2
+                        g[a, kk] += cw * t2
                         cloc[kk] += wgt * bb * uk
-                    g[m, a] += cw * sb
+                    g[a, m] += cw * sb
                     dloc += wgt * bb * bb
                 for kk in range(m):
                     cv[i, k, kk] += cloc[kk]
@@ -802,7 +836,7 @@ def _reduce(use, active, n_active, K, gU, dU, db):
             for k in range(m + 1):
                 s = 0.0
                 for task in range(K):
-                    s += gU[i, task, k, a]
+                    s += gU[i, task, a, k]
                 if k < m:
                     dU[i, k, j] = s
                 else:
@@ -833,7 +867,7 @@ class TreeWorkspace:
         self.d = np.zeros((I, tp.NN))
         self.pdH = np.zeros((I, m, T))
         self.ploss = np.zeros((I, T))
-        self.gU = np.zeros((I, tp.K, m + 1, n))
+        self.gU = np.zeros((I, tp.K, n, m + 1))  # per feature its (dU, db) row
         self.ua = np.zeros((I, n, m), np.float32)
         self.ba = np.zeros((I, n), np.float32)
         self.ia = np.zeros((I, n), np.float32)
