@@ -622,6 +622,15 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
         for a in range(na):
             flist[0, a] = a
         flen[0] = na
+        # m = 2: each level's list also carries its features' numbers, contiguous (b, u0, u1), so the
+        # classification reads them in order and vectorizes (gathering them by index made a visit ~6x
+        # dearer in a micro-benchmark); the compaction copies them along with the indices.
+        fl = np.empty((levels, 3, na if m == 2 else 1), np.float32)
+        if m == 2:
+            for a in range(na):
+                fl[0, 0, a] = ba32[a]
+                fl[0, 1, a] = ua32[a, 0]
+                fl[0, 2, a] = ua32[a, 1]
         stack = np.empty(2 * levels + 2, np.int64)
         slev = np.empty(2 * levels + 2, np.int64)
         top = 1
@@ -645,11 +654,30 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             dst = flist[lv + 1]
             nin = flen[lv]
             if m == 2 and leaf[k] and not count_only:
-                # A leaf takes every feature that straddles its parent, unclassified: classifying there
-                # pruned little (on the T = 10^5 states of BENCHMARKS.md, 99% of the features entering a
-                # leaf straddled it), and the per-point loop is exact for dead and linear pairs too.
-                pairs += nin * cnt
-                _leaf_pairs_m2(H[i].T, s0[k], s1[k], src, nin, ua32, ba32, ia32, np.float32(two_c),
+                # A leaf drops the features dead on its box and runs the per-point loop on the rest, linear
+                # ones included (exact for them too): the full classification, its compaction and the
+                # linear closed form cost more there than the pairs they saved (T = 10^5, BENCHMARKS.md).
+                lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
+                fb = fl[lv, 0]
+                fu0 = fl[lv, 1]
+                fu1 = fl[lv, 2]
+                for q in range(nin):
+                    bb = np.float64(fb[q])
+                    u0 = np.float64(fu0[q])
+                    u1 = np.float64(fu1[q])
+                    p0 = u0 * lo0
+                    r0 = u0 * hi0
+                    p1 = u1 * lo1
+                    r1 = u1 * hi1
+                    zmax = bb + max(p0, r0) + max(p1, r1)
+                    marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
+                    cls[q] = np.int8(zmax <= -marg)
+                nout = 0
+                for q in range(nin):
+                    dst[nout] = src[q]
+                    nout += 1 - cls[q]
+                pairs += nout * cnt
+                _leaf_pairs_m2(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
                                g, pdH[i], ploss[i], hc, acc)
                 continue
             visits += nin
@@ -659,11 +687,13 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             # the compaction below is a second, cheap loop.
             if m == 2:
                 lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
+                fb = fl[lv, 0]
+                fu0 = fl[lv, 1]
+                fu1 = fl[lv, 2]
                 for q in range(nin):
-                    a = src[q]
-                    bb = np.float64(ba32[a])
-                    u0 = np.float64(ua32[a, 0])
-                    u1 = np.float64(ua32[a, 1])
+                    bb = np.float64(fb[q])
+                    u0 = np.float64(fu0[q])
+                    u1 = np.float64(fu1[q])
                     p0 = u0 * lo0
                     r0 = u0 * hi0
                     p1 = u1 * lo1
@@ -690,13 +720,31 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                     cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
             nout = 0
             nlin = 0
-            for q in range(nin):
-                c = cls[q]
-                a = src[q]
-                dst[nout] = a
-                nout += c == 1
-                lin[nlin] = a
-                nlin += c == 2
+            if m == 2:
+                fb = fl[lv, 0]
+                fu0 = fl[lv, 1]
+                fu1 = fl[lv, 2]
+                gb = fl[lv + 1, 0]
+                gu0 = fl[lv + 1, 1]
+                gu1 = fl[lv + 1, 2]
+                for q in range(nin):
+                    c = cls[q]
+                    a = src[q]
+                    dst[nout] = a
+                    gb[nout] = fb[q]
+                    gu0[nout] = fu0[q]
+                    gu1[nout] = fu1[q]
+                    nout += c == 1
+                    lin[nlin] = a
+                    nlin += c == 2
+            else:
+                for q in range(nin):
+                    c = cls[q]
+                    a = src[q]
+                    dst[nout] = a
+                    nout += c == 1
+                    lin[nlin] = a
+                    nlin += c == 2
             if not count_only and nlin > 0 and m == 2:
                 # The same closed form for m = 2 with the node's moments and sums in registers (the loop
                 # below keeps Aloc and cloc in memory: it took a quarter of the walk at T = 10^5).
