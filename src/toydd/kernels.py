@@ -177,21 +177,24 @@ def _chunk_bounds(H, i, c, pmax, pmin, pn2):
     and the max of |h|^2, into pmax[i, c], pmin[i, c], pn2[i, c]."""
     T, m = H.shape[1], H.shape[2]
     C = pmax.shape[1]
-    for k in range(m):
-        pmax[i, c, k] = -np.inf
-        pmin[i, c, k] = np.inf
-    pn2[i, c] = 0.0
+    hi = np.full(m, -np.inf)  # local (not aliased with H): the loop keeps them in registers
+    lo = np.full(m, np.inf)
+    n2 = 0.0
     for t in range(c * T // C, (c + 1) * T // C):
         s = 0.0
         for k in range(m):
             v = H[i, t, k]
             s += v * v
-            if v > pmax[i, c, k]:
-                pmax[i, c, k] = v
-            if v < pmin[i, c, k]:
-                pmin[i, c, k] = v
-        if s > pn2[i, c]:
-            pn2[i, c] = s
+            if v > hi[k]:
+                hi[k] = v
+            if v < lo[k]:
+                lo[k] = v
+        if s > n2:
+            n2 = s
+    for k in range(m):
+        pmax[i, c, k] = hi[k]
+        pmin[i, c, k] = lo[k]
+    pn2[i, c] = n2
 
 
 @njit(cache=True)

@@ -219,6 +219,32 @@ def _leaves(H, use, s0, s1, leaf_nodes, lo, hi, M1, M2):
         if not use[i]:
             continue
         k = leaf_nodes[r - i * nl]
+        if m == 2:  # the paper's case: the sums in registers (the loop below updates memory at each point)
+            l0 = l1 = np.inf
+            g0 = g1 = -np.inf
+            s0_ = s1_ = s00 = s01 = s11 = 0.0
+            for s in range(s0[k], s1[k]):
+                v0 = np.float64(H[i, s, 0])
+                v1 = np.float64(H[i, s, 1])
+                l0 = min(l0, v0)
+                l1 = min(l1, v1)
+                g0 = max(g0, v0)
+                g1 = max(g1, v1)
+                s0_ += v0
+                s1_ += v1
+                s00 += v0 * v0
+                s01 += v1 * v0
+                s11 += v1 * v1
+            lo[i, k, 0] = l0
+            lo[i, k, 1] = l1
+            hi[i, k, 0] = g0
+            hi[i, k, 1] = g1
+            M1[i, k, 0] = s0_
+            M1[i, k, 1] = s1_
+            M2[i, k, 0, 0] = s00
+            M2[i, k, 1, 0] = M2[i, k, 0, 1] = s01
+            M2[i, k, 1, 1] = s11
+            continue
         for a in range(m):
             lo[i, k, a] = np.inf
             hi[i, k, a] = -np.inf
@@ -860,6 +886,21 @@ def _push(use, s0, s1, leaf, K, H, two_c, A, cv, d, pdH, ploss, dHout, lossout):
                 stack[top] = 2 * k + 1
                 stack[top + 1] = 2 * k
                 top += 2
+            elif m == 2:  # the paper's case, with the leaf's terms in registers
+                a00, a01, a10, a11 = A[i, k, 0, 0], A[i, k, 0, 1], A[i, k, 1, 0], A[i, k, 1, 1]
+                c0, c1, dk = cv[i, k, 0], cv[i, k, 1], d[i, k]
+                for s in range(s0[k], s1[k]):
+                    h0 = np.float64(H[i, s, 0])
+                    h1 = np.float64(H[i, s, 1])
+                    ah0 = c0 + a00 * h0 + a01 * h1
+                    ah1 = c1 + a10 * h0 + a11 * h1
+                    lt = dk + ploss[i, s] + h0 * (ah0 + c0) + h1 * (ah1 + c1)
+                    dHout[i, s, 0] = two_c * ah0 + pdH[i, 0, s]
+                    dHout[i, s, 1] = two_c * ah1 + pdH[i, 1, s]
+                    pdH[i, 0, s] = 0.0
+                    pdH[i, 1, s] = 0.0
+                    lossout[i, s] = max(lt, 0.0)
+                    ploss[i, s] = 0.0
             else:
                 for s in range(s0[k], s1[k]):
                     for a in range(m):
