@@ -241,3 +241,30 @@ def test_point_bounds_match_numpy_in_one_chunk_or_many(T):
     h64 = H.astype(np.float64)
     np.testing.assert_allclose(pn2.max(1), ((H * H).astype(np.float64)).sum(2).max(1), rtol=1e-12)
     assert np.all(pn2.max(1) <= (h64 * h64).sum(2).max(1) * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("m,n,T,tied", [(2, 300, 400, True), (3, 200, 50, False), (9, 100, 60, True), (1, 500, 3, True)])
+def test_serial_twins_give_the_threaded_kernels_bits(monkeypatch, m, n, T, tied):
+    """A small step runs every kernel as its serial twin (no parallel region to launch), a large one threaded:
+    the same loops, so the same bits, on the packed and the generic per-non-zero kernels; AdamW too."""
+    from toydd import kernels as K
+    from toydd.training import _adamw
+
+    bd, W, b, U = _problem(2, m, n, T, 0.97, tied, seed=m + T)
+    imp = (0.98 ** np.arange(n)).astype(np.float32)
+    outs = []
+    for threshold in (0, 10**18):  # everything threaded / everything serial
+        monkeypatch.setattr(K, "PARALLEL_MIN_WORK", threshold)
+        loss, pl, g, _ = loss_and_grads_cpu(W, b, bd, U, imp, kernel="dense")
+        outs.append([loss.copy(), pl.copy(), g.W.copy(), g.b.copy()] + ([] if tied else [g.U.copy()]))
+    assert all(np.array_equal(x, y) for x, y in zip(*outs))
+    assert K.serial(K._hidden) is K.serial(K._hidden) and K.serial(K._hidden) is not K._hidden
+    rng = np.random.default_rng(0)
+    P, G = rng.standard_normal((2, 2, 500), dtype=np.float32)
+    res = []
+    for f in (_adamw, K.serial(_adamw)):
+        p, mo, v = P.copy(), np.zeros_like(P), np.zeros_like(P)
+        for step in range(1, 4):
+            f(p, G, mo, v, np.array([True, False]), np.full(2, 0.01, np.float32), 1e-3, 0.9, 0.999, 1e-8, step)
+        res.append(p)
+    assert np.array_equal(res[0], res[1]) and np.array_equal(res[0][1], P[1])

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import os
+import types
 import warnings
 from dataclasses import dataclass, field
 
@@ -492,7 +493,7 @@ class CpuWorkspace:
         self.shape = (I, m, n, T, tied)
         self.H = np.empty((I, T, m), np.float32)
         self.active = np.empty((I, n), np.int64)
-        self.n_active = np.empty(I, np.int64)
+        self.n_active = np.full(I, n, np.int64)  # (the next step's work estimate reads the last step's)
         C = sparse_chunks(T)  # chunks of points of _point_bounds, like the sparse pass
         self.pmax, self.pmin, self.pn2 = np.empty((I, C, m)), np.empty((I, C, m)), np.empty((I, C))
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
@@ -578,15 +579,48 @@ class CpuWorkspace:
 
 
 PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
+NZ_WORK = 5  # one non-zero's work in the per-non-zero passes, in dense (point, feature) pairs (roughly)
 _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
-def use_threads(work: int) -> None:
-    # Small problems (the whole memorization regime) run on one thread: waking a
-    # thread pool costs more than the work, and under a loaded machine (or
-    # several sweep workers) spinning threads collapse throughput. Results do
-    # not depend on the thread count (fixed blocks, per-block partial sums).
-    numba.set_num_threads(_MAX_THREADS if work >= PARALLEL_MIN_WORK else 1)
+def use_threads(work: int) -> bool:
+    """Threads for the next kernels: all of them from PARALLEL_MIN_WORK on, else one. Returns which.
+
+    Small problems (the whole memorization regime) run on one thread: waking a
+    thread pool costs more than the work, and under a loaded machine (or
+    several sweep workers) spinning threads collapse throughput. Results do
+    not depend on the thread count (fixed blocks, per-block partial sums)."""
+    parallel = work >= PARALLEL_MIN_WORK
+    numba.set_num_threads(_MAX_THREADS if parallel else 1)
+    return parallel
+
+
+_SERIAL: dict = {}
+
+
+def serial(kernel):
+    """``kernel`` (a ``parallel=True`` numba function) compiled without a parallel region: the same loops
+    (``prange`` runs as ``range``), the same arithmetic in the same order, so the same bits
+    (tests/test_kernels.py checks it).
+
+    Why: entering a parallel region costs ~0.14 ms here even on one thread (numba's workqueue layer,
+    chosen above for loaded machines; measured on machine T), more than the whole work of a kernel at
+    small T: a T = 5 step launched four of them."""
+    twin = _SERIAL.get(kernel)
+    if twin is None:
+        f = kernel.py_func
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+        g.__qualname__ = f.__qualname__ + "_serial"  # its own on-disk cache entry
+        g.__module__ = f.__module__
+        g.__doc__ = f.__doc__
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
+        twin = _SERIAL[kernel] = njit(cache=True, **options)(g)
+    return twin
+
+
+def threaded(kernel, work: int):
+    """``kernel`` with threads from PARALLEL_MIN_WORK on (see use_threads), else its serial twin."""
+    return kernel if use_threads(work) else serial(kernel)
 
 
 def n_blocks(n_active_max: int) -> int:
@@ -622,7 +656,12 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         ws = CpuWorkspace(I, m, n, T, tied)
     imp = _ones(n) if importance is None else np.asarray(importance, np.float32)
     data = ws.take(data)  # in the workspace's order (the tree's, once it sorted)
-    use_threads(I * T * n)
+    # One decision per step, threads or not, for all its kernels: waking the thread pool costs ~0.14 ms, paid
+    # again after any serial stretch long enough for the workers to fall asleep (a serial h = W x before a
+    # threaded dense pass made that pass 0.5 ms slower at T = 1,000), so a step is either all threaded or all
+    # serial twins (the same bits). The dense work is estimated from the last step's active features.
+    par = use_threads(T * int(ws.n_active.sum()) + NZ_WORK * data.indices.size)
+    run = (lambda k: k) if par else serial
     # The unrolled per-non-zero kernels read packed rows, which cost O(I n m) to fill each step: worth it once
     # there are at least as many non-zeros as features (at T = 5, n = 10,000 the packing alone made the step
     # 15% slower). Both give the same bits (tests/test_kernels.py), so this choice never changes a result.
@@ -630,17 +669,16 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     if packed:
         FT, WT, G = ws.packed()
         _pack_rows(Uo, b, imp, W, tied, FT, WT)
-        HIDDEN_KERNELS[m](WT, data.indptr, data.indices, data.values, ws.H)
+        run(HIDDEN_KERNELS[m])(WT, data.indptr, data.indices, data.values, ws.H)
     else:
-        _hidden(W, data.indptr, data.indices, data.values, ws.H)
+        run(_hidden)(W, data.indptr, data.indices, data.values, ws.H)
     if skip:
         # the points' bounds: in chunks at large T (a thread launch costs more than the work at small T)
-        (_point_bounds_parallel if ws.pn2.shape[1] > 1 else _point_bounds)(ws.H, ws.pmax, ws.pmin, ws.pn2)
+        (_point_bounds_parallel if par and ws.pn2.shape[1] > 1 else _point_bounds)(ws.H, ws.pmax, ws.pmin, ws.pn2)
         _active_features(Uo, b, ws.pmax, ws.pmin, ws.pn2, ws.active, ws.n_active)
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
-    use_threads(T * int(ws.n_active.sum()))
     two_c = np.float32(2.0 / T)
     use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
     data = ws.points  # a new tree sort reorders the points (and H)
@@ -650,7 +688,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     _zero_dense_grads(ws.dU, ws.db)
     if not use_tree.all():  # (a call with nothing to do still wakes the threads: 0.15 ms at T = 10^5)
         dense = DENSE_KERNELS.get(m, _dense_pass)  # unrolled for m <= 8, generic beyond
-        dense(Uo, b, imp, ws.H, ws.active, ws.n_active, np.where(use_tree, 0, nblk), two_c, ws.dU, ws.db,
+        run(dense)(Uo, b, imp, ws.H, ws.active, ws.n_active, np.where(use_tree, 0, nblk), two_c, ws.dU, ws.db,
               ws.dHpart, ws.losspart)
     if use_tree.any():
         from . import tree_kernels as TK
@@ -658,12 +696,12 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.H, ws.tree, float(two_c), ws.dU, ws.db,
                      ws.dHpart[:, 0], ws.losspart[:, 0])
     if packed:
-        SPARSE_KERNELS[m](FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
+        run(SPARSE_KERNELS[m])(FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
                           ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
                           G, ws.closs)
     else:
         partU, partb, partW = ws.generic()
-        _sparse_pass(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
+        run(_sparse_pass)(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
                      ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
                      partU, partb, partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)

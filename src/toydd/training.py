@@ -28,7 +28,7 @@ from . import metrics as M
 from .config import TrainConfig
 from .errors import ToyddError
 from .evaluation import evaluate
-from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu, use_threads
+from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu, threaded
 from .storage import RunResult, load_params
 
 ProgressFn = Callable[[int], None]
@@ -250,8 +250,7 @@ class NumbaBackend:
 
     def adamw(self, live: np.ndarray, lr: float, step: int) -> None:
         c = self.cfg
-        use_threads(self.P.flat.size)
-        _adamw(self.P.flat, self.G.flat, self.Mo, self.V, live, self.wd, lr, c.beta1, c.beta2, c.adam_eps, step)
+        threaded(_adamw, self.P.flat.size)(self.P.flat, self.G.flat, self.Mo, self.V, live, self.wd, lr, c.beta1, c.beta2, c.adam_eps, step)
 
     def keep_good(self, live: np.ndarray) -> None:
         self.last_good[live] = self.P.flat[live]
