@@ -50,6 +50,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .kernels import serial
+
 LEAF = 128  # points per leaf: straddling leaves are processed point by point (measured: 128 and 256
 # beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost;
 # re-measured after the per-non-zero passes got faster: 64, 128, 256 within 5% of each other at T = 10^5, m = 2)
@@ -971,6 +973,11 @@ class TreeWorkspace:
         self.ia = np.zeros((I, n), np.float32)
         self.counts = np.zeros((I, tp.K, 2), np.int64)
         self.counts_depth = np.full(I, -1)  # per instance, the depth its last walk counted to (see estimate)
+        # Per instance: the last whole walk's straddling pairs over what its coarse walk had extrapolated for
+        # the same step (1 until both ran on one step); scales later coarse estimates, so that a coarse
+        # estimate and the exact count of the next step agree instead of flipping the choice every step.
+        self.pair_scale = np.ones(I)
+        self.coarse_fine = np.zeros(I)  # this step's coarse extrapolation of the fine pairs (0: none)
         # The order of the last sort, kept while it stays good (see build): per instance, whether there is
         # one, and the leaves' box size it gave right after sorting (relative to the root's).
         self.sorted = np.zeros(I, np.bool_)
@@ -1005,6 +1012,16 @@ def _leaf_spread(use, leaf_nodes, lo, hi):
     return out
 
 
+def _threads(kernel, tw: TreeWorkspace):
+    """A per-point tree kernel threaded from PARALLEL_POINTS points on, else its serial twin (kernels.serial:
+    the same bits; entering a parallel region costs ~0.14 ms here, a sizeable part of a T = 5,000 step)."""
+    I, T = tw.codes.shape
+    return kernel if I * T >= PARALLEL_POINTS else serial(kernel)
+
+
+PARALLEL_POINTS = 65_536
+
+
 def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
     """Boxes and moments of the points of instances ``use``, in their current order while that order
     stays good (RESORT_GROWTH), else sorted again.
@@ -1022,8 +1039,8 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
 
     def boxes(which: np.ndarray) -> np.ndarray:
         """Boxes and moments of instances ``which`` in the current order; their leaves' spread."""
-        _leaves(H, which, tp.s0, tp.s1, tw.leaf_nodes, tw.lo, tw.hi, tw.M1, tw.M2)
-        _internal(which, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
+        _threads(_leaves, tw)(H, which, tp.s0, tp.s1, tw.leaf_nodes, tw.lo, tw.hi, tw.M1, tw.M2)
+        serial(_internal)(which, tp.s0, tp.s1, tp.leaf, tw.lo, tw.hi, tw.M1, tw.M2)
         return _leaf_spread(which, tw.leaf_nodes, tw.lo, tw.hi)
 
     fresh = use & ~tw.sorted
@@ -1044,9 +1061,9 @@ def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
          count_depth: int | None = None) -> None:
     tp = tw.topo
     count_only = count_depth is not None
-    _gather(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
+    serial(_gather)(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
     depth = tp.depth_max if count_depth is None else count_depth
-    _walk(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth, tp.task_depth, tp.K,
+    (_walk if use.sum() * tp.K > 1 else serial(_walk))(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth, tp.task_depth, tp.K,
           depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU,
           tw.counts)
     tw.counts_depth[use] = depth
@@ -1054,7 +1071,7 @@ def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
 
 def push(use, H, tw: TreeWorkspace, two_c: float, dHout, lossout) -> None:
     tp = tw.topo
-    _push(use, tp.s0, tp.s1, tp.leaf, tp.K, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, dHout, lossout)
+    _threads(_push, tw)(use, tp.s0, tp.s1, tp.leaf, tp.K, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, dHout, lossout)
 
 
 def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
@@ -1063,16 +1080,22 @@ def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: flo
     order of H."""
     tp = tw.topo
     walk(U, b, imp, active, n_active, use, H, tw, two_c)
+    # calibrate the coarse estimate of instances that had one this step (see TreeWorkspace.pair_scale)
+    both = use & (tw.coarse_fine > 0)
+    tw.pair_scale[both] = tw.counts[both, :, 1].sum(1) / tw.coarse_fine[both]
+    tw.coarse_fine[:] = 0.0
     push(use, H, tw, two_c, dHout, lossout)
-    _reduce(use, active, n_active, tp.K, tw.gU, dU, db)
+    serial(_reduce)(use, active, n_active, tp.K, tw.gU, dU, db)
 
 
 # --- cost model (deterministic: counts, never clocks) ------------------------------
 # ns per unit of work, wall clock with 2 threads, fitted on real training states at m = 1, 2, 3,
 # 5, 8 and T = 10^4, 10^5 (BENCHMARKS.md, "Tree-pruned exact step"). Only their ratios matter, and
 # only near the break-even point; TREE_GAIN keeps the choice on the safe side of it.
-DENSE_PAIR_NS = (0.0, 0.15, 0.2, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
-LEAF_PAIR_NS = (0.0, 1.0, 0.65, 0.75, 0.85, 0.95, 1.05, 1.15, 1.2)  # [m]: per straddling-leaf pair, walk included
+# m = 2 re-fitted after the blocked leaf loop (BENCHMARKS.md): 0.13-0.16 ns per dense pair at T = 2,500 .. 10^5,
+# 0.23-0.25 per pair in the leaves (walk included) with one subtree task, 0.14-0.16 with several.
+DENSE_PAIR_NS = (0.0, 0.15, 0.14, 0.3, 0.35, 0.42, 0.6, 0.8, 0.95)  # [m]: dense kernel, per (point, feature)
+LEAF_PAIR_NS = (0.0, 1.0, 0.24, 0.75, 0.85, 0.95, 1.05, 1.15, 1.2)  # [m]: per straddling-leaf pair, walk included
 TASK_FEATURE_NS = 12.0  # per (subtree task, active feature): gathers, zeroing, the task root's visit
 AUTO_MAX_M = 8  # beyond the fused leaf loops the tree is never chosen automatically
 TREE_MIN_T = 2_048  # below this the dense kernel always wins (a handful of leaves)
@@ -1126,8 +1149,10 @@ def estimate(tw: TreeWorkspace, m: int, T: int, n_active: np.ndarray) -> tuple[n
     """
     tp = tw.topo
     size = T / (1 << np.maximum(tw.counts_depth, 0))
-    shrink = np.where(size > LEAF, (LEAF / size) ** (1.0 / m), 1.0)
-    fine_pairs = tw.counts[:, :, 1].sum(1) * shrink
+    coarse = size > tp.leaf_size
+    pairs = tw.counts[:, :, 1].sum(1).astype(np.float64)
+    fine_pairs = np.where(coarse, pairs * (tp.leaf_size / size) ** (1.0 / m) * tw.pair_scale, pairs)
+    tw.coarse_fine[:] = np.where(coarse, fine_pairs / tw.pair_scale, 0.0)
     na = n_active.astype(np.float64)
     tree = build_point_ns(m) * T + LEAF_PAIR_NS[m] * fine_pairs + TASK_FEATURE_NS * tp.K * na
     dense = DENSE_PAIR_NS[m] * T * na
