@@ -21,7 +21,9 @@ a binary tree over the leaves (heap numbering: node k has children 2k, 2k+1)
 carries each node's bounding box and float64 moments, computed from the current
 points every step. The order is that of the last sort while the leaves' boxes
 have not grown by more than RESORT_GROWTH since (points move little between
-steps); then the points are sorted again. A depth-first
+steps); then the points are sorted again. The points themselves stay in that
+order (the caller reorders its copy of them with H at each sort: see build), so
+every pass runs over them in order. A depth-first
 walk carries the list of still-undecided features down the tree; only features
 that straddle a leaf touch its points, with the same per-point arithmetic as the
 dense kernel.
