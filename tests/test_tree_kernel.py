@@ -358,3 +358,22 @@ def test_auto_walks_coarsely_only_when_the_last_step_did_not_run_the_tree(monkey
     assert calls == [None] and ws.use_tree[0]  # the last walk's counts decided
     assert ws.tree.counts_depth[0] == ws.tree.topo.depth_max
     assert _rel(l1, l2) < 1e-6
+
+
+def test_auto_calibrates_its_coarse_estimate_by_the_exact_count_of_the_same_step():
+    """A step that walked coarsely and then ran the tree records the exact straddling pairs over the coarse
+    extrapolation (pair_scale); a later coarse estimate is scaled by it, so it reproduces that exact count."""
+    bd, W, b, _ = _problem(1, 1, 10000, 16384, 0.999, True, seed=2)  # the tree wins (as above)
+    _, _, _, ws = loss_and_grads_cpu(W, b, bd, kernel="auto")
+    tw = ws.tree
+    assert ws.use_tree[0] and tw.coarse_fine[0] == 0.0  # consumed by the tree pass
+    exact = tw.counts[0, :, 1].sum()
+    scale = tw.pair_scale[0]
+    assert scale > 0 and scale != 1.0
+    # a coarse walk of the same state, scaled, estimates the exact count
+    imp = np.ones(10000, np.float32)
+    TK.walk(W, b, imp, ws.active, ws.n_active, np.ones(1, bool), ws.H, tw, float(np.float32(2.0 / 16384)),
+            TK.coarse_depth(tw.topo))
+    tree, _ = TK.estimate(tw, 1, 16384, ws.n_active)
+    fixed = TK.build_point_ns(1) * 16384 + TK.TASK_FEATURE_NS * tw.topo.K * ws.n_active[0]
+    np.testing.assert_allclose((tree[0] - fixed) / TK.LEAF_PAIR_NS[1], exact, rtol=1e-9)
