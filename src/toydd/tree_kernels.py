@@ -587,6 +587,29 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
         pdH[1, s0 + s] += e1[s]
 
 
+@njit(cache=True)
+def _classify_m2(f, nin, blo, bhi, margin_c, cls):
+    """m = 2: cls[q] = 0 dead (z <= 0 on the whole box [blo, bhi]), 1 straddling, 2 linear (z > 0 on it) for the
+    first nin features of a level list f (3, n): their b, u0, u1. Certified in float64 (see MARGIN_ULP); NaN
+    bounds straddle. No branches or stores that depend on earlier iterations: the loop vectorizes."""
+    lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
+    fb = f[0]
+    fu0 = f[1]
+    fu1 = f[2]
+    for q in range(nin):
+        bb = np.float64(fb[q])
+        u0 = np.float64(fu0[q])
+        u1 = np.float64(fu1[q])
+        p0 = u0 * lo0
+        r0 = u0 * hi0
+        p1 = u1 * lo1
+        r1 = u1 * hi1
+        zmax = bb + max(p0, r0) + max(p1, r1)
+        zmin = bb + min(p0, r0) + min(p1, r1)
+        marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
+        cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
+
+
 @njit(cache=True, parallel=True)
 def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
     """Each instance's active features, contiguous, once per step for all its tasks:
@@ -687,25 +710,11 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                 # A leaf drops the features dead on its box and runs the per-point loop on the rest, linear
                 # ones included (exact for them too): the full classification, its compaction and the
                 # linear closed form cost more there than the pairs they saved (T = 10^5, BENCHMARKS.md).
-                lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
-                fb = fl[lv, 0]
-                fu0 = fl[lv, 1]
-                fu1 = fl[lv, 2]
-                for q in range(nin):
-                    bb = np.float64(fb[q])
-                    u0 = np.float64(fu0[q])
-                    u1 = np.float64(fu1[q])
-                    p0 = u0 * lo0
-                    r0 = u0 * hi0
-                    p1 = u1 * lo1
-                    r1 = u1 * hi1
-                    zmax = bb + max(p0, r0) + max(p1, r1)
-                    marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
-                    cls[q] = np.int8(zmax <= -marg)
+                _classify_m2(fl[lv], nin, blo, bhi, margin_c, cls)
                 nout = 0
                 for q in range(nin):
                     dst[nout] = src[q]
-                    nout += 1 - cls[q]
+                    nout += cls[q] != 0
                 pairs += nout * cnt
                 _leaf_pairs_m2(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
                                g, pdH[i], ploss[i], hc, acc)
@@ -716,22 +725,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             # A loop without branches or stores that depend on earlier iterations (it vectorizes);
             # the compaction below is a second, cheap loop.
             if m == 2:
-                lo0, lo1, hi0, hi1 = blo[0], blo[1], bhi[0], bhi[1]
-                fb = fl[lv, 0]
-                fu0 = fl[lv, 1]
-                fu1 = fl[lv, 2]
-                for q in range(nin):
-                    bb = np.float64(fb[q])
-                    u0 = np.float64(fu0[q])
-                    u1 = np.float64(fu1[q])
-                    p0 = u0 * lo0
-                    r0 = u0 * hi0
-                    p1 = u1 * lo1
-                    r1 = u1 * hi1
-                    zmax = bb + max(p0, r0) + max(p1, r1)
-                    zmin = bb + min(p0, r0) + min(p1, r1)
-                    marg = margin_c * (abs(bb) + max(abs(p0), abs(r0)) + max(abs(p1), abs(r1))) + 1e-37
-                    cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
+                _classify_m2(fl[lv], nin, blo, bhi, margin_c, cls)
             else:
                 for q in range(nin):
                     a = src[q]
