@@ -377,3 +377,17 @@ def test_auto_calibrates_its_coarse_estimate_by_the_exact_count_of_the_same_step
     tree, _ = TK.estimate(tw, 1, 16384, ws.n_active)
     fixed = TK.build_point_ns(1) * 16384 + TK.TASK_FEATURE_NS * tw.topo.K * ws.n_active[0]
     np.testing.assert_allclose((tree[0] - fixed) / TK.LEAF_PAIR_NS[1], exact, rtol=1e-9)
+
+
+def test_a_writable_batch_changed_in_place_is_never_served_from_a_stale_reordered_copy():
+    """The workspace keeps its tree-ordered copy of the points across calls only for read-only batches
+    (BatchData.stack); a batch built on writable arrays and then changed in place gives the new data's values."""
+    bd, W, b, _ = _problem(1, 2, 300, 20000, 0.99, True, seed=5)
+    b -= 0.05
+    mine = BatchData(bd.indptr.copy(), bd.indices.copy(), bd.values.copy(), bd.n)
+    _, _, _, ws = loss_and_grads_cpu(W, b, mine, kernel="tree")
+    assert ws.rows is not None  # it sorted (the step ran on a reordered copy)
+    mine.values[:] *= 0.5  # the same object, new values
+    loss, pl, g, ws = loss_and_grads_cpu(W, b, mine, ws=ws, kernel="tree")
+    dl, dpl, dg, _ = loss_and_grads_cpu(W, b, mine, kernel="dense")
+    assert _rel(loss, dl) < 2e-5 and _rel(pl, dpl) < 2e-5 and _rel(g.W, dg.W) < 2e-5

@@ -521,9 +521,11 @@ class CpuWorkspace:
     def take(self, data: BatchData) -> BatchData:
         """The points of ``data`` in this workspace's order (a new data set starts in its own order).
 
-        A BatchData must not change in place while a workspace holds it (BatchData.stack makes its arrays
-        read-only; the torch path's device cache assumes the same)."""
-        if self.source is not data:
+        The order (and the reordered copy) is kept from one call to the next only for a BatchData whose arrays
+        are read-only, as BatchData.stack makes them: one built on writable arrays could change in place
+        between calls, so it starts from its own order every call (correct, and a tree sort every step)."""
+        frozen = not (data.indptr.flags.writeable or data.indices.flags.writeable or data.values.flags.writeable)
+        if self.source is not data or not frozen:
             self.source, self.points, self.rows = data, data, None
             if self.tree is not None:
                 self.tree.sorted[:] = False  # its last order was of other points
