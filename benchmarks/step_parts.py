@@ -35,6 +35,7 @@ def main() -> None:
     import numba
 
     from toydd import kernels as K
+    from toydd import threads as TH
     from toydd import tree_kernels as TK
     from toydd._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
     from toydd.bench import load_states
@@ -53,7 +54,7 @@ def main() -> None:
     two_c = np.float32(2.0 / T)
     nblk1 = np.ones(I, np.int64)
     nblk = np.array([K.n_blocks(int(x)) for x in ws.n_active], np.int64)
-    K.use_threads(T * int(ws.n_active.sum()))
+    TH.use_threads(T * int(ws.n_active.sum()))
 
     FT, WT, G = ws.packed()
     partU, partb, partW = ws.generic()

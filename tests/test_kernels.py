@@ -125,19 +125,19 @@ def test_batched_instances_equal_separate_calls():
 def test_kernel_is_deterministic_across_thread_counts():
     import numba
 
-    from toydd import kernels
+    from toydd import threads as TH
 
     bd, W, b, _ = _problem(1, 2, 5000, 200, 0.99, True, seed=5)
     outs = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        kernels.set_threads(threads)
-        old = kernels.PARALLEL_MIN_WORK
-        kernels.PARALLEL_MIN_WORK = 0
+        TH.set_threads(threads)
+        old = TH.PARALLEL_MIN_WORK
+        TH.PARALLEL_MIN_WORK = 0
         try:
             loss, _, g = loss_and_grads(W, b, bd)
         finally:
-            kernels.PARALLEL_MIN_WORK = old
-            kernels.set_threads(None)
+            TH.PARALLEL_MIN_WORK = old
+            TH.set_threads(None)
         outs.append((loss, g.W, g.b))
     assert all(np.array_equal(a, c) for a, c in zip(outs[0], outs[1]))
 
@@ -248,21 +248,22 @@ def test_serial_twins_give_the_threaded_kernels_bits(monkeypatch, m, n, T, tied)
     """A small step runs every kernel as its serial twin (no parallel region to launch), a large one threaded:
     the same loops, so the same bits, on the packed and the generic per-non-zero kernels; AdamW too."""
     from toydd import kernels as K
+    from toydd import threads as TH
     from toydd.training import _adamw
 
     bd, W, b, U = _problem(2, m, n, T, 0.97, tied, seed=m + T)
     imp = (0.98 ** np.arange(n)).astype(np.float32)
     outs = []
     for threshold in (0, 10**18):  # everything threaded / everything serial
-        monkeypatch.setattr(K, "PARALLEL_MIN_WORK", threshold)
+        monkeypatch.setattr(TH, "PARALLEL_MIN_WORK", threshold)
         loss, pl, g, _ = loss_and_grads_cpu(W, b, bd, U, imp, kernel="dense")
         outs.append([loss.copy(), pl.copy(), g.W.copy(), g.b.copy()] + ([] if tied else [g.U.copy()]))
     assert all(np.array_equal(x, y) for x, y in zip(*outs))
-    assert K.serial(K._hidden) is K.serial(K._hidden) and K.serial(K._hidden) is not K._hidden
+    assert TH.serial(K._hidden) is TH.serial(K._hidden) and TH.serial(K._hidden) is not K._hidden
     rng = np.random.default_rng(0)
     P, G = rng.standard_normal((2, 2, 500), dtype=np.float32)
     res = []
-    for f in (_adamw, K.serial(_adamw)):
+    for f in (_adamw, TH.serial(_adamw)):
         p, mo, v = P.copy(), np.zeros_like(P), np.zeros_like(P)
         for step in range(1, 4):
             f(p, G, mo, v, np.array([True, False]), np.full(2, 0.01, np.float32), 1e-3, 0.9, 0.999, 1e-8, step)

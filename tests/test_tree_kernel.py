@@ -135,16 +135,16 @@ def test_untied_importance_and_batched_instances_are_independent():
 def test_tree_is_deterministic_across_thread_counts():
     import numba
 
-    from toydd import kernels
+    from toydd import threads as TH
 
     bd, W, b, _ = _problem(1, 2, 2000, 4000, 0.99, True, seed=9)
     outs = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        kernels.set_threads(threads)
+        TH.set_threads(threads)
         try:
             outs.append(_run(W, b, bd, kernel="tree")[0][:4])
         finally:
-            kernels.set_threads(None)
+            TH.set_threads(None)
     assert all(np.array_equal(a, c) for a, c in zip(outs[0], outs[1]))
 
 

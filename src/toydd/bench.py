@@ -166,9 +166,9 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    from . import kernels
+    from . import threads
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": kernels._MAX_THREADS,
+    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": threads.MAX_THREADS,
             "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
             "torch_threads": torch.get_num_threads()}
 

@@ -52,24 +52,16 @@ from __future__ import annotations
 
 import math
 import os
-import types
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import numba
 from numba import njit, prange
 
 from .data import SparseData
+from .threads import serial, use_threads
 from ._dense_kernels import DENSE_KERNELS
 from ._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
-
-# Threads that wait by sleeping, not spinning. Measured on 2 busy cores
-# (another process running): the OpenMP layer's spin-waiting made a T = 1,000
-# step 5x slower than one thread; the workqueue layer matched one thread.
-# Only numba's pool is affected (torch keeps its own OpenMP settings).
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
 # Feature blocks per instance in the CPU dense pass. Fixed (not the thread
 # count) so results are bit-identical on machines with different core counts.
@@ -580,49 +572,7 @@ class CpuWorkspace:
         return self.generic_buffers
 
 
-PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
 NZ_WORK = 5  # one non-zero's work in the per-non-zero passes, in dense (point, feature) pairs (roughly)
-_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-
-
-def use_threads(work: int) -> bool:
-    """Threads for the next kernels: all of them from PARALLEL_MIN_WORK on, else one. Returns which.
-
-    Small problems (the whole memorization regime) run on one thread: waking a
-    thread pool costs more than the work, and under a loaded machine (or
-    several sweep workers) spinning threads collapse throughput. Results do
-    not depend on the thread count (fixed blocks, per-block partial sums)."""
-    parallel = work >= PARALLEL_MIN_WORK
-    numba.set_num_threads(_MAX_THREADS if parallel else 1)
-    return parallel
-
-
-_SERIAL: dict = {}
-
-
-def serial(kernel):
-    """``kernel`` (a ``parallel=True`` numba function) compiled without a parallel region: the same loops
-    (``prange`` runs as ``range``), the same arithmetic in the same order, so the same bits
-    (tests/test_kernels.py checks it).
-
-    Why: entering a parallel region costs ~0.14 ms here even on one thread (numba's workqueue layer,
-    chosen above for loaded machines; measured on machine T), more than the whole work of a kernel at
-    small T: a T = 5 step launched four of them."""
-    twin = _SERIAL.get(kernel)
-    if twin is None:
-        f = kernel.py_func
-        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
-        g.__qualname__ = f.__qualname__ + "_serial"  # its own on-disk cache entry
-        g.__module__ = f.__module__
-        g.__doc__ = f.__doc__
-        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
-        twin = _SERIAL[kernel] = njit(cache=True, **options)(g)
-    return twin
-
-
-def threaded(kernel, work: int):
-    """``kernel`` with threads from PARALLEL_MIN_WORK on (see use_threads), else its serial twin."""
-    return kernel if use_threads(work) else serial(kernel)
 
 
 def n_blocks(n_active_max: int) -> int:
@@ -887,14 +837,3 @@ def reference_loss_and_grads(W, b, X, U=None, importance=None):
     loss.sum().backward()  # instances are independent: d(sum)/dθ_i = dL_i/dθ_i
     g = Grads(W=Wt.grad.numpy(), b=bt.grad.numpy(), U=None if Ut is None else Ut.grad.numpy())
     return loss.detach().numpy(), point.detach().numpy(), g
-
-
-def set_threads(n: int | None = None) -> None:
-    """Most threads the numba kernels may use (default: all cores). Results do not depend on it."""
-    global _MAX_THREADS
-    _MAX_THREADS = max(1, min(n or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(_MAX_THREADS)
-
-
-if os.environ.get("TOYDD_THREADS"):
-    set_threads(int(os.environ["TOYDD_THREADS"]))

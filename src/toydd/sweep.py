@@ -307,7 +307,7 @@ def _ray_task(out: str, batch: list, wait: bool, work: _Work) -> list[dict[str, 
     # Use the CPUs Ray gave this task, not every core of the node: tasks share nodes.
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     try:
-        from .kernels import set_threads
+        from .threads import set_threads
 
         set_threads(max(1, int(cpus)))
     except (ImportError, AttributeError):

@@ -28,7 +28,8 @@ from . import metrics as M
 from .config import TrainConfig
 from .errors import ToyddError
 from .evaluation import evaluate
-from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu, threaded
+from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
+from .threads import threaded
 from .storage import RunResult, load_params
 
 ProgressFn = Callable[[int], None]

@@ -52,7 +52,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .kernels import serial
+from .threads import serial
 
 LEAF = 128  # points per leaf: straddling leaves are processed point by point (measured: 128 and 256
 # beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost;
@@ -1009,7 +1009,7 @@ def _leaf_spread(use, leaf_nodes, lo, hi):
 
 
 def _threads(kernel, tw: TreeWorkspace):
-    """A per-point tree kernel threaded from PARALLEL_POINTS points on, else its serial twin (kernels.serial:
+    """A per-point tree kernel threaded from PARALLEL_POINTS points on, else its serial twin (threads.serial:
     the same bits; entering a parallel region costs ~0.14 ms here, a sizeable part of a T = 5,000 step)."""
     I, T = tw.codes.shape
     return kernel if I * T >= PARALLEL_POINTS else serial(kernel)

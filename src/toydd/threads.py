@@ -1,0 +1,75 @@
+"""How the numba kernels use threads: the threading layer, all threads or one, and serial twins.
+
+Results never depend on any of this: every kernel splits its work into a fixed number of pieces (a function of
+the problem's shape) and sums them in a fixed order, so one thread and many give the same bits, and a kernel's
+serial twin (the same loops compiled without a parallel region) gives the same bits as the kernel itself
+(tests/test_kernels.py).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numba
+from numba import njit
+
+# Threads that wait by sleeping, not spinning. Measured on 2 busy cores
+# (another process running): the OpenMP layer's spin-waiting made a T = 1,000
+# step 5x slower than one thread; the workqueue layer matched one thread.
+# Only numba's pool is affected (torch keeps its own OpenMP settings).
+# The price, measured on machine T: entering a parallel region costs ~0.14 ms (an empty
+# kernel: 137 us on one thread, 139 on two; 0.2 us compiled without `parallel`): see serial.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def use_threads(work: int) -> bool:
+    """Threads for the next kernels: all of them from PARALLEL_MIN_WORK on, else one. Returns which.
+
+    Small problems (the whole memorization regime) run on one thread: waking a
+    thread pool costs more than the work, and under a loaded machine (or
+    several sweep workers) spinning threads collapse throughput."""
+    parallel = work >= PARALLEL_MIN_WORK
+    numba.set_num_threads(MAX_THREADS if parallel else 1)
+    return parallel
+
+
+_SERIAL: dict = {}
+
+
+def serial(kernel):
+    """``kernel`` (a ``parallel=True`` numba function) compiled without a parallel region: the same loops
+    (``prange`` runs as ``range``), the same arithmetic in the same order, so the same bits.
+
+    Why: entering a parallel region costs ~0.14 ms here even on one thread, more than the whole work of a
+    kernel at small T (a T = 5 step of 4 models launched four of them: 0.65 ms, 0.20 with serial twins)."""
+    twin = _SERIAL.get(kernel)
+    if twin is None:
+        f = kernel.py_func
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+        g.__qualname__ = f.__qualname__ + "_serial"  # its own on-disk cache entry
+        g.__module__ = f.__module__
+        g.__doc__ = f.__doc__
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
+        twin = _SERIAL[kernel] = njit(cache=True, **options)(g)
+    return twin
+
+
+def threaded(kernel, work: int):
+    """``kernel`` with threads from PARALLEL_MIN_WORK on (see use_threads), else its serial twin."""
+    return kernel if use_threads(work) else serial(kernel)
+
+
+def set_threads(n: int | None = None) -> None:
+    """Most threads the numba kernels may use (default: all cores). Results do not depend on it."""
+    global MAX_THREADS
+    MAX_THREADS = max(1, min(n or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(MAX_THREADS)
+
+
+if os.environ.get("TOYDD_THREADS"):
+    set_threads(int(os.environ["TOYDD_THREADS"]))
