@@ -649,13 +649,13 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
                      ws.dHpart[:, 0], ws.losspart[:, 0])
     if packed:
         run(SPARSE_KERNELS[m])(FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
-                          ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
-                          G, ws.closs)
+                               ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                               G, ws.closs)
     else:
         partU, partb, partW = ws.generic()
         run(_sparse_pass)(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
-                     ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
-                     partU, partb, partW, ws.closs)
+                          ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+                          partU, partb, partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.in_source_order(ws.point_loss) if point_loss else None, grads, ws
 
