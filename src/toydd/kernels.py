@@ -190,15 +190,10 @@ def _chunk_bounds(H, i, c, pmax, pmin, pn2):
     pn2[i, c] = n2
 
 
-@njit(cache=True)
-def _point_bounds(H, pmax, pmin, pn2):
-    for w in range(pmax.shape[0] * pmax.shape[1]):
-        _chunk_bounds(H, w // pmax.shape[1], w % pmax.shape[1], pmax, pmin, pn2)
-
-
 @njit(cache=True, parallel=True)
-def _point_bounds_parallel(H, pmax, pmin, pn2):
-    """_point_bounds with the chunks in parallel (min and max are exact in any order: same result)."""
+def _point_bounds(H, pmax, pmin, pn2):
+    """The points' bounds per chunk (_chunk_bounds), chunks in parallel (min and max are exact in any order);
+    serial(_point_bounds) at small T."""
     for w in prange(pmax.shape[0] * pmax.shape[1]):
         _chunk_bounds(H, w // pmax.shape[1], w % pmax.shape[1], pmax, pmin, pn2)
 
@@ -626,7 +621,7 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         run(_hidden)(W, data.indptr, data.indices, data.values, ws.H)
     if skip:
         # the points' bounds: in chunks at large T (a thread launch costs more than the work at small T)
-        (_point_bounds_parallel if par and ws.pn2.shape[1] > 1 else _point_bounds)(ws.H, ws.pmax, ws.pmin, ws.pn2)
+        (_point_bounds if par and ws.pn2.shape[1] > 1 else serial(_point_bounds))(ws.H, ws.pmax, ws.pmin, ws.pn2)
         _active_features(Uo, b, ws.pmax, ws.pmin, ws.pn2, ws.active, ws.n_active)
     else:
         ws.active[:] = np.arange(n)
