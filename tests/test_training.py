@@ -43,6 +43,47 @@ def test_adamw_matches_torch():
     np.testing.assert_allclose(P, np.stack([t.detach().numpy() for t in tp]), rtol=1e-5, atol=1e-7)
 
 
+def test_adamw_flushes_its_moments_before_subnormals_and_still_matches_torch():
+    """A gradient that stops leaves AdamW's moments decaying through float32's subnormals (~10x slower
+    arithmetic on x86). Both backends flush them to 0 first (config.ADAM_M_TINY); the parameters still
+    match torch's unflushed AdamW, and the torch backend flushes alike."""
+    from toydd.config import ADAM_M_TINY, ADAM_V_TINY
+    from toydd.training_torch import TorchBackend
+
+    tiny = np.finfo(np.float32).tiny
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal((2, 64)).astype(np.float32)
+    # tiny gradients (v ~ 1e-33) for 5 steps, then none: v decays by beta2 a step into the subnormals
+    g_live = [(rng.standard_normal((2, 64)) * 1e-15).astype(np.float32) for _ in range(5)]
+    zero = np.zeros((2, 64), np.float32)
+    steps = 12_000
+    wd = np.array([1e-2, 1e-2])
+    P, Mo, V = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    opt = torch.optim.AdamW([tp], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
+
+    class P_:  # the shape TorchBackend reads (ParamBatch's fields)
+        I, m, n, tied, flat = 2, 1, 32, True, p0.copy()
+    tb = TorchBackend(P_, np.ones(32, np.float32), wd, TrainConfig(n=32, m=1, T=5, eps=1e-8, loss_norm="sum"), "cpu")
+    subnormal = lambda a: bool(((a != 0) & (np.abs(a) < tiny)).any())  # noqa: E731
+    for s in range(steps):
+        g = g_live[s] if s < 5 else zero
+        _adamw(P, g, Mo, V, np.ones(2, bool), wd, 1e-3, 0.9, 0.999, 1e-8, s + 1)
+        tp.grad = torch.tensor(g)
+        opt.step()
+        tb.G.copy_(torch.tensor(g))
+        tb.adamw(np.ones(2, bool), 1e-3, s + 1)
+        if s % 500 == 0 or s == steps - 1:
+            assert not subnormal(Mo) and not subnormal(V), s
+            assert not (((Mo != 0) & (np.abs(Mo) < ADAM_M_TINY)).any() or ((V != 0) & (V < ADAM_V_TINY)).any())
+    st = opt.state[tp]
+    assert subnormal(st["exp_avg_sq"].numpy())  # torch's own AdamW does go through the subnormals here
+    assert not V.any() and not Mo.any()  # ours are flushed to exact zeros
+    np.testing.assert_allclose(P, tp.detach().numpy(), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(tb.V.numpy(), V)
+    np.testing.assert_allclose(tb.flat.numpy(), P, rtol=1e-6, atol=0)
+
+
 def test_xavier_std_is_per_model():
     p = xavier_normal(2, 10_000, 0, tied=True)
     assert abs(p["W"].std() - math.sqrt(2 / 10_002)) < 3e-4

@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from . import data as data_mod
 from . import metrics as M
-from .config import TrainConfig
+from .config import ADAM_G_TINY, ADAM_M_TINY, ADAM_V_TINY, TrainConfig
 from .errors import ToyddError
 from .evaluation import evaluate
 from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
@@ -55,6 +55,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 ADAM_CHUNKS = 8  # parallel chunks per instance; elementwise, so any split gives identical results
 
 
+
 # fastmath without nnan/ninf: vectorizes sqrt and division but keeps NaN/inf detectable.
 @njit(cache=True, parallel=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
@@ -71,6 +72,7 @@ def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
     step_size = f32(lr / (1.0 - beta1 ** step))
     epsf = f32(eps)
     inv_bc2s = f32(1.0) / bc2s
+    m_tiny, v_tiny, g_tiny = f32(ADAM_M_TINY), f32(ADAM_V_TINY), f32(ADAM_G_TINY)
     for w in prange(I * ADAM_CHUNKS):
         i = w // ADAM_CHUNKS
         c = w - i * ADAM_CHUNKS
@@ -84,7 +86,11 @@ def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
         for q in range(hi - lo):
             g = g_[q]
             mo = m_[q] + one_m_b1 * (g - m_[q])  # torch: exp_avg.lerp_(grad, 1 - beta1)
-            v = b2 * v_[q] + one_m_b2 * g * g
+            gv = g if abs(g) >= g_tiny else f32(0.0)  # (not g * g in a select: both sides get computed)
+            v = b2 * v_[q] + one_m_b2 * gv * gv
+            # flush to zero before the subnormal range (see ADAM_M_TINY); selects, so the loop still vectorizes
+            mo = mo if abs(mo) >= m_tiny else f32(0.0)
+            v = v if v >= v_tiny else f32(0.0)
             m_[q] = mo
             v_[q] = v
             p_[q] = p_[q] * decay - step_size * mo / (math.sqrt(v) * inv_bc2s + epsf)
