@@ -211,7 +211,7 @@ def gen_sparse(M: int) -> str:
     ind = lambda n, lines: "\n".join(" " * n + l for l in lines)  # noqa: E731
     hidden = HIDDEN_TEMPLATE.format(
         M=M,
-        init_h=ind(8, [f"s{k} = 0.0" for k in ks]),
+        init_h=ind(8, [f"s{k} = np.float32(0.0)" for k in ks]),
         acc_h=ind(12, [f"s{k} += x * P[i, j, {k}]" for k in ks]),
         store_h=ind(8, [f"H[i, t, {k}] = s{k}" for k in ks]),
     )

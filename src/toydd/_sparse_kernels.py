@@ -20,7 +20,7 @@ def hidden_m1(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
+        s0 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -134,8 +134,8 @@ def hidden_m2(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -271,9 +271,9 @@ def hidden_m3(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -431,10 +431,10 @@ def hidden_m4(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -614,11 +614,11 @@ def hidden_m5(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        s4 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -820,12 +820,12 @@ def hidden_m6(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        s5 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        s4 = np.float32(0.0)
+        s5 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -1049,13 +1049,13 @@ def hidden_m7(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        s5 = 0.0
-        s6 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        s4 = np.float32(0.0)
+        s5 = np.float32(0.0)
+        s6 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
@@ -1301,14 +1301,14 @@ def hidden_m8(P, indptr, indices, values, H):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        s5 = 0.0
-        s6 = 0.0
-        s7 = 0.0
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        s4 = np.float32(0.0)
+        s5 = np.float32(0.0)
+        s6 = np.float32(0.0)
+        s7 = np.float32(0.0)
         for p in range(indptr[i, t], indptr[i, t + 1]):
             j = indices[p]
             x = values[p]
