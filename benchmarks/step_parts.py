@@ -9,8 +9,8 @@ turns (A B C ... A B C ...) so that a load that comes and goes weighs on every p
 Prints one JSON object: median milliseconds per part, the whole step on each kernel, and the tree's
 (node, feature) visits and (point, feature) pairs in straddling leaves.
 
-The parts: `hidden` (h = W x, O(non-zeros)), `sparse` (the sparse corrections and the input path,
-O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk`, `tree_push`
+The parts: `hidden` (h = W x and the sparse corrections, O(non-zeros)), `sparse` (the gradients at the
+non-zeros: corrections and input path, O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk`, `tree_push`
 (node terms down to the points), `dense_pass` (the dense kernel's part instead of the tree).
 """
 
@@ -73,15 +73,18 @@ def main() -> None:
         "step_tree": step("tree"),
         "step_dense": step("dense"),
         "step_auto": step("auto"),
-        "hidden": lambda: HIDDEN_KERNELS[m](WT, pts.indptr, pts.indices, pts.values, ws.H),
-        "sparse": lambda: SPARSE_KERNELS[m](FT, ws.H, pts.indptr, pts.indices, pts.values, nblk1, two_c, True,
-                                            ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss,
-                                            ws.loss, G, ws.closs),
+        # the first per-non-zero pass (h = W x and the sparse corrections), then the second (the scatter)
+        "hidden": lambda: HIDDEN_KERNELS[m](WT, FT, pts.indptr, pts.indices, pts.values, two_c, ws.H, ws.gs, ws.dHs,
+                                            ws.ls),
+        "sparse": lambda: SPARSE_KERNELS[m](ws.H, pts.indptr, pts.indices, pts.values, nblk1, True, ws.dHpart,
+                                            ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db, ws.dH,
+                                            ws.point_loss, ws.loss, G, ws.closs),
         # the generic (any m) kernels on the same work: what unrolling and packed rows buy
-        "hidden_generic": lambda: K._hidden(W, pts.indptr, pts.indices, pts.values, ws.H),
-        "sparse_generic": lambda: K._sparse_pass(W, W, b, imp, ws.H, pts.indptr, pts.indices, pts.values, nblk1,
-                                                 two_c, True, ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH,
-                                                 ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
+        "hidden_generic": lambda: K._hidden(W, W, b, imp, pts.indptr, pts.indices, pts.values, two_c, ws.H, ws.gs,
+                                            ws.dHs, ws.ls),
+        "sparse_generic": lambda: K._sparse_pass(W, ws.H, pts.indptr, pts.indices, pts.values, nblk1, True,
+                                                 ws.dHpart, ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db,
+                                                 ws.dH, ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
         "tree_build": lambda: TK.build(ws.H, use, tw, ws.reorder),
         # walk and push in one timing: the walk leaves node terms that the push consumes and clears
         "tree_walk_push": lambda: (walk(), push()),

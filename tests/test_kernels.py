@@ -146,8 +146,9 @@ def test_kernel_is_deterministic_across_thread_counts():
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("chunked", [False, True])
 def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
-    """_sparse_kernels (generated, m unrolled, packed rows) against kernels' generic _hidden/_sparse_pass:
-    same arithmetic in the same order, so equal bit for bit, with one chunk and with SPARSE_CHUNKS."""
+    """_sparse_kernels (generated, m unrolled, packed rows) against kernels' generic _hidden/_sparse_pass
+    (both passes, and what the first leaves for the second): same arithmetic in the same order, so equal
+    bit for bit, with one chunk and with SPARSE_CHUNKS."""
     from toydd import kernels as K
     from toydd._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
 
@@ -169,26 +170,30 @@ def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
         return dict(dW=np.full((I, m, n), np.nan, np.float32), dU=dU0.copy(), db=db0.copy(),
                     dH=np.empty((I, T, m), np.float32), point_loss=np.empty((I, T)), loss=np.empty(I), closs=np.empty((I, C)))
 
-    H_ref = np.empty((I, T, m), np.float32)
-    K._hidden(W, bd.indptr, bd.indices, bd.values, H_ref)
+    nnz = bd.indices.size
+    two_c = np.float32(2.0 / T)
+    H_ref, dHs_ref, ls_ref, gs_ref = (np.empty((I, T, m), np.float32), np.empty((I, T, m), np.float32),
+                                      np.empty((I, T)), np.empty(nnz, np.float32))
+    K._hidden(W, Uo, b, imp, bd.indptr, bd.indices, bd.values, two_c, H_ref, gs_ref, dHs_ref, ls_ref)
     ref = outputs()
     big = C > 1
     partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
     partb = np.empty((I, C, n) if big else (I, 1, 1), np.float32)
     partW = np.empty((I, C, m, n) if big and not tied else (I, C, 1, 1), np.float32)
-    K._sparse_pass(W, Uo, b, imp, H_ref, bd.indptr, bd.indices, bd.values, nblk, np.float32(2.0 / T), tied, dHpart, losspart,
-                   ref["dW"], ref["dU"], ref["db"], ref["dH"], ref["point_loss"], ref["loss"], partU, partb, partW,
-                   ref["closs"])
+    K._sparse_pass(Uo, H_ref, bd.indptr, bd.indices, bd.values, nblk, tied, dHpart, losspart, gs_ref, dHs_ref,
+                   ls_ref, ref["dW"], ref["dU"], ref["db"], ref["dH"], ref["point_loss"], ref["loss"], partU, partb,
+                   partW, ref["closs"])
 
     FT = np.concatenate([Uo.transpose(0, 2, 1), b[:, :, None], np.broadcast_to(imp, (I, n))[:, :, None]], 2)
     FT = np.ascontiguousarray(FT, np.float32)
     P = FT if tied else np.ascontiguousarray(W.transpose(0, 2, 1))
-    H = np.empty((I, T, m), np.float32)
-    HIDDEN_KERNELS[m](P, bd.indptr, bd.indices, bd.values, H)
-    assert np.array_equal(H, H_ref)
+    H, dHs, ls, gs = np.empty((I, T, m), np.float32), np.empty((I, T, m), np.float32), np.empty((I, T)), np.empty(nnz, np.float32)
+    HIDDEN_KERNELS[m](P, FT, bd.indptr, bd.indices, bd.values, two_c, H, gs, dHs, ls)
+    for a, r in ((H, H_ref), (gs, gs_ref), (dHs, dHs_ref), (ls, ls_ref)):
+        assert np.array_equal(a, r)
     got = outputs()
-    G = np.empty((I, C, n, 2 * m + 1) if big else (I, 1, 1, 1), np.float32)
-    SPARSE_KERNELS[m](FT, H, bd.indptr, bd.indices, bd.values, nblk, np.float32(2.0 / T), tied, dHpart, losspart,
+    G = np.empty((I, C, n, m + 1 if tied else 2 * m + 1) if big else (I, 1, 1, 1), np.float32)
+    SPARSE_KERNELS[m](H, bd.indptr, bd.indices, bd.values, nblk, tied, dHpart, losspart, gs, dHs, ls,
                       got["dW"], got["dU"], got["db"], got["dH"], got["point_loss"], got["loss"], G, got["closs"])
     for k in ("dU", "db", "dH", "point_loss", "loss") + (() if tied else ("dW",)):
         assert np.array_equal(got[k], ref[k]), k

@@ -123,38 +123,60 @@ from numba import njit, prange
 
 HIDDEN_TEMPLATE = '''
 @njit(cache=True, parallel=True)
-def hidden_m{M}(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :{M}] (first {M} entries)."""
+def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = {M}: see there. P (I, n, >= {M}): W's columns as rows (FT itself when tied);
+    FT (I, n, {M} + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
 {init_h}
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
 {acc_h}
 {store_h}
+        lt = 0.0
+{init_d}
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+{load_u}
+            bj = Fi[j, {M}]
+            wj = Fi[j, {M1}]
+            zz = bj{zsum}
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+{acc_d}
+{store_d}
+        ls[i, t] = lt
 '''
 
 SPARSE_TEMPLATE = '''
 @njit(cache=True, parallel=True)
-def sparse_m{M}(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m{M}(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = {M}: see there. FT (I, n, {M} + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * {M} + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = {M}: see there. G (I, C, n, {M} + 1 tied, 2 * {M} + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else {M} + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -162,7 +184,7 @@ def sparse_m{M}(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, lossp
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
+            lt = ls[i, t]
 {init_d}
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
@@ -171,21 +193,26 @@ def sparse_m{M}(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, lossp
             p0 = indptr[i, t]
             p1 = indptr[i, t + 1]
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
-{corr_direct}
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-{in_direct_tied}
+{direct_tied}
                     else:
-{in_direct_untied}
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
-{corr_packed}
+{direct_untied}
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-{in_packed}
-{store_d}
+                    g = gs[p]
+                    Gi[j, {M}] += g
+                    if tied:
+{packed_tied}
+                    else:
+{packed_untied}
+{store_dH}
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
@@ -210,43 +237,31 @@ def gen_sparse(M: int) -> str:
     ks = range(M)
     ind = lambda n, lines: "\n".join(" " * n + l for l in lines)  # noqa: E731
     hidden = HIDDEN_TEMPLATE.format(
-        M=M,
+        M=M, M1=M + 1,
         init_h=ind(8, [f"s{k} = np.float32(0.0)" for k in ks]),
-        acc_h=ind(12, [f"s{k} += x * P[i, j, {k}]" for k in ks]),
+        acc_h=ind(12, [f"s{k} += x * Pi[j, {k}]" for k in ks]),
         store_h=ind(8, [f"H[i, t, {k}] = s{k}" for k in ks]),
+        init_d=ind(8, [f"d{k} = np.float32(0.0)" for k in ks]),
+        load_u=ind(12, [f"u{k} = Fi[j, {k}]" for k in ks]),
+        zsum="".join(f" + s{k} * u{k}" for k in ks),
+        acc_d=ind(12, [f"d{k} += g * u{k}" for k in ks]),
+        store_d=ind(8, [f"dHs[i, t, {k}] = d{k}" for k in ks]),
     )
     reduce = []
     for k in ks:
         reduce += ["for c in range(C):", f"    dU[i, {k}, j] += G[i, c, j, {k}]",
                    "if not tied:", "    s = np.float32(0.0)", "    for c in range(C):",
                    f"        s += G[i, c, j, {M + 1 + k}]", f"    dW[i, {k}, j] = s"]
-
-    def corrections(db_line: str, acc: list[str]) -> str:
-        """The loop over a point's non-zeros: sparse corrections into the given gradient targets."""
-        return ind(16, ["for p in range(p0, p1):"] + ["    " + l for l in [
-            "j = indices[p]", "x = values[p]",
-            *[f"u{k} = Fi[j, {k}]" for k in ks], f"bj = Fi[j, {M}]", f"wj = Fi[j, {M + 1}]",
-            "zz = bj" + "".join(f" + h{k} * u{k}" for k in ks),
-            "y = max(zz, 0.0)",
-            "lt += wj * (x * x - 2.0 * x * y)",
-            "# Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose",
-            "# outcome is a coin flip at the non-zeros.",
-            "gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)",
-            db_line, *acc]])
-
     sparse = SPARSE_TEMPLATE.format(
         M=M,
-        corr_direct=corrections("db[i, j] += gs", [l for k in ks for l in (f"dU[i, {k}, j] += gs * h{k}",
-                                                                            f"d{k} += gs * u{k}")]),
-        corr_packed=corrections(f"Gi[j, {M}] += gs", [l for k in ks for l in (f"Gi[j, {k}] += gs * h{k}",
-                                                                               f"d{k} += gs * u{k}")]),
-        init_d=ind(12, [f"d{k} = np.float32(0.0)" for k in ks]),
+        init_d=ind(12, [f"d{k} = dHs[i, t, {k}]" for k in ks]),
         sum_d=ind(16, [f"d{k} += dHpart[i, blk, t, {k}]" for k in ks]),
         load_h=ind(12, [f"h{k} = H[i, t, {k}]" for k in ks]),
-        in_direct_tied=ind(24, [f"dU[i, {k}, j] += x * d{k}" for k in ks]),
-        in_direct_untied=ind(24, [f"dW[i, {k}, j] += x * d{k}" for k in ks]),
-        in_packed=ind(20, [f"Gi[j, o + {k}] += x * d{k}" for k in ks]),
-        store_d=ind(12, [f"dH[i, t, {k}] = d{k}" for k in ks]),
+        direct_tied=ind(24, [f"dU[i, {k}, j] += g * h{k} + x * d{k}" for k in ks]),
+        direct_untied=ind(24, [l for k in ks for l in (f"dU[i, {k}, j] += g * h{k}", f"dW[i, {k}, j] += x * d{k}")]),
+        packed_tied=ind(24, [f"Gi[j, {k}] += g * h{k} + x * d{k}" for k in ks]),
+        packed_untied=ind(24, [l for k in ks for l in (f"Gi[j, {k}] += g * h{k}", f"Gi[j, {M + 1 + k}] += x * d{k}")]),
+        store_dH=ind(12, [f"dH[i, t, {k}] = d{k}" for k in ks]),
         reduce=ind(12, reduce),
     )
     return hidden + sparse

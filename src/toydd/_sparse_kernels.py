@@ -13,36 +13,58 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def hidden_m1(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :1] (first 1 entries)."""
+def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 1: see there. P (I, n, >= 1): W's columns as rows (FT itself when tied);
+    FT (I, n, 1 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
+            s0 += x * Pi[j, 0]
         H[i, t, 0] = s0
+        lt = 0.0
+        d0 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            bj = Fi[j, 1]
+            wj = Fi[j, 2]
+            zz = bj + s0 * u0
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+        dHs[i, t, 0] = d0
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m1(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m1(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 1: see there. FT (I, n, 1 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 1 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 1: see there. G (I, C, n, 1 + 1 tied, 2 * 1 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 1 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -50,8 +72,8 @@ def sparse_m1(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -62,45 +84,24 @@ def sparse_m1(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    bj = Fi[j, 1]
-                    wj = Fi[j, 2]
-                    zz = bj + h0 * u0
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
+                        dU[i, 0, j] += g * h0 + x * d0
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    bj = Fi[j, 1]
-                    wj = Fi[j, 2]
-                    zz = bj + h0 * u0
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 1] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
+                    g = gs[p]
+                    Gi[j, 1] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 2] += x * d0
             dH[i, t, 0] = d0
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
@@ -127,39 +128,65 @@ def sparse_m1(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 0, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m2(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :2] (first 2 entries)."""
+def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 2: see there. P (I, n, >= 2): W's columns as rows (FT itself when tied);
+    FT (I, n, 2 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            bj = Fi[j, 2]
+            wj = Fi[j, 3]
+            zz = bj + s0 * u0 + s1 * u1
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m2(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m2(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 2: see there. FT (I, n, 2 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 2 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 2: see there. G (I, C, n, 2 + 1 tied, 2 * 2 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 2 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -167,9 +194,9 @@ def sparse_m2(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -182,54 +209,30 @@ def sparse_m2(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    bj = Fi[j, 2]
-                    wj = Fi[j, 3]
-                    zz = bj + h0 * u0 + h1 * u1
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    bj = Fi[j, 2]
-                    wj = Fi[j, 3]
-                    zz = bj + h0 * u0 + h1 * u1
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 2] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
+                    g = gs[p]
+                    Gi[j, 2] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 3] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 4] += x * d1
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
@@ -264,42 +267,72 @@ def sparse_m2(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 1, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m3(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :3] (first 3 entries)."""
+def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 3: see there. P (I, n, >= 3): W's columns as rows (FT itself when tied);
+    FT (I, n, 3 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            bj = Fi[j, 3]
+            wj = Fi[j, 4]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m3(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m3(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 3: see there. FT (I, n, 3 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 3 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 3: see there. G (I, C, n, 3 + 1 tied, 2 * 3 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 3 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -307,10 +340,10 @@ def sparse_m3(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -325,63 +358,36 @@ def sparse_m3(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    bj = Fi[j, 3]
-                    wj = Fi[j, 4]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    bj = Fi[j, 3]
-                    wj = Fi[j, 4]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 3] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
+                    g = gs[p]
+                    Gi[j, 3] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 4] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 5] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 6] += x * d2
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2
@@ -424,45 +430,79 @@ def sparse_m3(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 2, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m4(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :4] (first 4 entries)."""
+def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 4: see there. P (I, n, >= 4): W's columns as rows (FT itself when tied);
+    FT (I, n, 4 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         s3 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
-            s3 += x * P[i, j, 3]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
+            s3 += x * Pi[j, 3]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
         H[i, t, 3] = s3
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        d3 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            u3 = Fi[j, 3]
+            bj = Fi[j, 4]
+            wj = Fi[j, 5]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+            d3 += g * u3
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        dHs[i, t, 3] = d3
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m4(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m4(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 4: see there. FT (I, n, 4 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 4 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 4: see there. G (I, C, n, 4 + 1 tied, 2 * 4 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 4 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -470,11 +510,11 @@ def sparse_m4(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
-            d3 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
+            d3 = dHs[i, t, 3]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -491,72 +531,42 @@ def sparse_m4(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    bj = Fi[j, 4]
-                    wj = Fi[j, 5]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                    dU[i, 3, j] += gs * h3
-                    d3 += gs * u3
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
-                        dU[i, 3, j] += x * d3
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
+                        dU[i, 3, j] += g * h3 + x * d3
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
+                        dU[i, 3, j] += g * h3
                         dW[i, 3, j] += x * d3
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    bj = Fi[j, 4]
-                    wj = Fi[j, 5]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 4] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                    Gi[j, 3] += gs * h3
-                    d3 += gs * u3
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
-                    Gi[j, o + 3] += x * d3
+                    g = gs[p]
+                    Gi[j, 4] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                        Gi[j, 3] += g * h3 + x * d3
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 5] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 6] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 7] += x * d2
+                        Gi[j, 3] += g * h3
+                        Gi[j, 8] += x * d3
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2
@@ -607,48 +617,86 @@ def sparse_m4(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 3, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m5(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :5] (first 5 entries)."""
+def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 5: see there. P (I, n, >= 5): W's columns as rows (FT itself when tied);
+    FT (I, n, 5 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         s3 = np.float32(0.0)
         s4 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
-            s3 += x * P[i, j, 3]
-            s4 += x * P[i, j, 4]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
+            s3 += x * Pi[j, 3]
+            s4 += x * Pi[j, 4]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
         H[i, t, 3] = s3
         H[i, t, 4] = s4
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        d3 = np.float32(0.0)
+        d4 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            u3 = Fi[j, 3]
+            u4 = Fi[j, 4]
+            bj = Fi[j, 5]
+            wj = Fi[j, 6]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+            d3 += g * u3
+            d4 += g * u4
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        dHs[i, t, 3] = d3
+        dHs[i, t, 4] = d4
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m5(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m5(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 5: see there. FT (I, n, 5 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 5 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 5: see there. G (I, C, n, 5 + 1 tied, 2 * 5 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 5 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -656,12 +704,12 @@ def sparse_m5(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
-            d3 = np.float32(0.0)
-            d4 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
+            d3 = dHs[i, t, 3]
+            d4 = dHs[i, t, 4]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -680,81 +728,48 @@ def sparse_m5(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    bj = Fi[j, 5]
-                    wj = Fi[j, 6]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                    dU[i, 3, j] += gs * h3
-                    d3 += gs * u3
-                    dU[i, 4, j] += gs * h4
-                    d4 += gs * u4
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
-                        dU[i, 3, j] += x * d3
-                        dU[i, 4, j] += x * d4
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
+                        dU[i, 3, j] += g * h3 + x * d3
+                        dU[i, 4, j] += g * h4 + x * d4
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
+                        dU[i, 3, j] += g * h3
                         dW[i, 3, j] += x * d3
+                        dU[i, 4, j] += g * h4
                         dW[i, 4, j] += x * d4
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    bj = Fi[j, 5]
-                    wj = Fi[j, 6]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 5] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                    Gi[j, 3] += gs * h3
-                    d3 += gs * u3
-                    Gi[j, 4] += gs * h4
-                    d4 += gs * u4
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
-                    Gi[j, o + 3] += x * d3
-                    Gi[j, o + 4] += x * d4
+                    g = gs[p]
+                    Gi[j, 5] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                        Gi[j, 3] += g * h3 + x * d3
+                        Gi[j, 4] += g * h4 + x * d4
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 6] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 7] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 8] += x * d2
+                        Gi[j, 3] += g * h3
+                        Gi[j, 9] += x * d3
+                        Gi[j, 4] += g * h4
+                        Gi[j, 10] += x * d4
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2
@@ -813,51 +828,93 @@ def sparse_m5(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 4, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m6(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :6] (first 6 entries)."""
+def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 6: see there. P (I, n, >= 6): W's columns as rows (FT itself when tied);
+    FT (I, n, 6 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         s3 = np.float32(0.0)
         s4 = np.float32(0.0)
         s5 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
-            s3 += x * P[i, j, 3]
-            s4 += x * P[i, j, 4]
-            s5 += x * P[i, j, 5]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
+            s3 += x * Pi[j, 3]
+            s4 += x * Pi[j, 4]
+            s5 += x * Pi[j, 5]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
         H[i, t, 3] = s3
         H[i, t, 4] = s4
         H[i, t, 5] = s5
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        d3 = np.float32(0.0)
+        d4 = np.float32(0.0)
+        d5 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            u3 = Fi[j, 3]
+            u4 = Fi[j, 4]
+            u5 = Fi[j, 5]
+            bj = Fi[j, 6]
+            wj = Fi[j, 7]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+            d3 += g * u3
+            d4 += g * u4
+            d5 += g * u5
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        dHs[i, t, 3] = d3
+        dHs[i, t, 4] = d4
+        dHs[i, t, 5] = d5
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m6(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m6(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 6: see there. FT (I, n, 6 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 6 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 6: see there. G (I, C, n, 6 + 1 tied, 2 * 6 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 6 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -865,13 +922,13 @@ def sparse_m6(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
-            d3 = np.float32(0.0)
-            d4 = np.float32(0.0)
-            d5 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
+            d3 = dHs[i, t, 3]
+            d4 = dHs[i, t, 4]
+            d5 = dHs[i, t, 5]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -892,90 +949,54 @@ def sparse_m6(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    bj = Fi[j, 6]
-                    wj = Fi[j, 7]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                    dU[i, 3, j] += gs * h3
-                    d3 += gs * u3
-                    dU[i, 4, j] += gs * h4
-                    d4 += gs * u4
-                    dU[i, 5, j] += gs * h5
-                    d5 += gs * u5
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
-                        dU[i, 3, j] += x * d3
-                        dU[i, 4, j] += x * d4
-                        dU[i, 5, j] += x * d5
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
+                        dU[i, 3, j] += g * h3 + x * d3
+                        dU[i, 4, j] += g * h4 + x * d4
+                        dU[i, 5, j] += g * h5 + x * d5
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
+                        dU[i, 3, j] += g * h3
                         dW[i, 3, j] += x * d3
+                        dU[i, 4, j] += g * h4
                         dW[i, 4, j] += x * d4
+                        dU[i, 5, j] += g * h5
                         dW[i, 5, j] += x * d5
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    bj = Fi[j, 6]
-                    wj = Fi[j, 7]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 6] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                    Gi[j, 3] += gs * h3
-                    d3 += gs * u3
-                    Gi[j, 4] += gs * h4
-                    d4 += gs * u4
-                    Gi[j, 5] += gs * h5
-                    d5 += gs * u5
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
-                    Gi[j, o + 3] += x * d3
-                    Gi[j, o + 4] += x * d4
-                    Gi[j, o + 5] += x * d5
+                    g = gs[p]
+                    Gi[j, 6] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                        Gi[j, 3] += g * h3 + x * d3
+                        Gi[j, 4] += g * h4 + x * d4
+                        Gi[j, 5] += g * h5 + x * d5
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 7] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 8] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 9] += x * d2
+                        Gi[j, 3] += g * h3
+                        Gi[j, 10] += x * d3
+                        Gi[j, 4] += g * h4
+                        Gi[j, 11] += x * d4
+                        Gi[j, 5] += g * h5
+                        Gi[j, 12] += x * d5
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2
@@ -1042,13 +1063,19 @@ def sparse_m6(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 5, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m7(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :7] (first 7 entries)."""
+def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 7: see there. P (I, n, >= 7): W's columns as rows (FT itself when tied);
+    FT (I, n, 7 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
@@ -1056,16 +1083,16 @@ def hidden_m7(P, indptr, indices, values, H):
         s4 = np.float32(0.0)
         s5 = np.float32(0.0)
         s6 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
-            s3 += x * P[i, j, 3]
-            s4 += x * P[i, j, 4]
-            s5 += x * P[i, j, 5]
-            s6 += x * P[i, j, 6]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
+            s3 += x * Pi[j, 3]
+            s4 += x * Pi[j, 4]
+            s5 += x * Pi[j, 5]
+            s6 += x * Pi[j, 6]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
@@ -1073,23 +1100,63 @@ def hidden_m7(P, indptr, indices, values, H):
         H[i, t, 4] = s4
         H[i, t, 5] = s5
         H[i, t, 6] = s6
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        d3 = np.float32(0.0)
+        d4 = np.float32(0.0)
+        d5 = np.float32(0.0)
+        d6 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            u3 = Fi[j, 3]
+            u4 = Fi[j, 4]
+            u5 = Fi[j, 5]
+            u6 = Fi[j, 6]
+            bj = Fi[j, 7]
+            wj = Fi[j, 8]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5 + s6 * u6
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+            d3 += g * u3
+            d4 += g * u4
+            d5 += g * u5
+            d6 += g * u6
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        dHs[i, t, 3] = d3
+        dHs[i, t, 4] = d4
+        dHs[i, t, 5] = d5
+        dHs[i, t, 6] = d6
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m7(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m7(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 7: see there. FT (I, n, 7 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 7 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 7: see there. G (I, C, n, 7 + 1 tied, 2 * 7 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 7 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -1097,14 +1164,14 @@ def sparse_m7(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
-            d3 = np.float32(0.0)
-            d4 = np.float32(0.0)
-            d5 = np.float32(0.0)
-            d6 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
+            d3 = dHs[i, t, 3]
+            d4 = dHs[i, t, 4]
+            d5 = dHs[i, t, 5]
+            d6 = dHs[i, t, 6]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -1127,99 +1194,60 @@ def sparse_m7(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    u6 = Fi[j, 6]
-                    bj = Fi[j, 7]
-                    wj = Fi[j, 8]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5 + h6 * u6
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                    dU[i, 3, j] += gs * h3
-                    d3 += gs * u3
-                    dU[i, 4, j] += gs * h4
-                    d4 += gs * u4
-                    dU[i, 5, j] += gs * h5
-                    d5 += gs * u5
-                    dU[i, 6, j] += gs * h6
-                    d6 += gs * u6
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
-                        dU[i, 3, j] += x * d3
-                        dU[i, 4, j] += x * d4
-                        dU[i, 5, j] += x * d5
-                        dU[i, 6, j] += x * d6
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
+                        dU[i, 3, j] += g * h3 + x * d3
+                        dU[i, 4, j] += g * h4 + x * d4
+                        dU[i, 5, j] += g * h5 + x * d5
+                        dU[i, 6, j] += g * h6 + x * d6
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
+                        dU[i, 3, j] += g * h3
                         dW[i, 3, j] += x * d3
+                        dU[i, 4, j] += g * h4
                         dW[i, 4, j] += x * d4
+                        dU[i, 5, j] += g * h5
                         dW[i, 5, j] += x * d5
+                        dU[i, 6, j] += g * h6
                         dW[i, 6, j] += x * d6
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    u6 = Fi[j, 6]
-                    bj = Fi[j, 7]
-                    wj = Fi[j, 8]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5 + h6 * u6
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 7] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                    Gi[j, 3] += gs * h3
-                    d3 += gs * u3
-                    Gi[j, 4] += gs * h4
-                    d4 += gs * u4
-                    Gi[j, 5] += gs * h5
-                    d5 += gs * u5
-                    Gi[j, 6] += gs * h6
-                    d6 += gs * u6
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
-                    Gi[j, o + 3] += x * d3
-                    Gi[j, o + 4] += x * d4
-                    Gi[j, o + 5] += x * d5
-                    Gi[j, o + 6] += x * d6
+                    g = gs[p]
+                    Gi[j, 7] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                        Gi[j, 3] += g * h3 + x * d3
+                        Gi[j, 4] += g * h4 + x * d4
+                        Gi[j, 5] += g * h5 + x * d5
+                        Gi[j, 6] += g * h6 + x * d6
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 8] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 9] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 10] += x * d2
+                        Gi[j, 3] += g * h3
+                        Gi[j, 11] += x * d3
+                        Gi[j, 4] += g * h4
+                        Gi[j, 12] += x * d4
+                        Gi[j, 5] += g * h5
+                        Gi[j, 13] += x * d5
+                        Gi[j, 6] += g * h6
+                        Gi[j, 14] += x * d6
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2
@@ -1294,13 +1322,19 @@ def sparse_m7(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 dW[i, 6, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m8(P, indptr, indices, values, H):
-    """H[i, t] = W[i] @ x_t, with W's columns packed as rows P[i, j, :8] (first 8 entries)."""
+def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """kernels._hidden for m = 8: see there. P (I, n, >= 8): W's columns as rows (FT itself when tied);
+    FT (I, n, 8 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
+    into cache."""
     I = P.shape[0]
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        Pi = P[i]
+        Fi = FT[i]
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
@@ -1309,17 +1343,17 @@ def hidden_m8(P, indptr, indices, values, H):
         s5 = np.float32(0.0)
         s6 = np.float32(0.0)
         s7 = np.float32(0.0)
-        for p in range(indptr[i, t], indptr[i, t + 1]):
+        for p in range(p0, p1):
             j = indices[p]
             x = values[p]
-            s0 += x * P[i, j, 0]
-            s1 += x * P[i, j, 1]
-            s2 += x * P[i, j, 2]
-            s3 += x * P[i, j, 3]
-            s4 += x * P[i, j, 4]
-            s5 += x * P[i, j, 5]
-            s6 += x * P[i, j, 6]
-            s7 += x * P[i, j, 7]
+            s0 += x * Pi[j, 0]
+            s1 += x * Pi[j, 1]
+            s2 += x * Pi[j, 2]
+            s3 += x * Pi[j, 3]
+            s4 += x * Pi[j, 4]
+            s5 += x * Pi[j, 5]
+            s6 += x * Pi[j, 6]
+            s7 += x * Pi[j, 7]
         H[i, t, 0] = s0
         H[i, t, 1] = s1
         H[i, t, 2] = s2
@@ -1328,23 +1362,67 @@ def hidden_m8(P, indptr, indices, values, H):
         H[i, t, 5] = s5
         H[i, t, 6] = s6
         H[i, t, 7] = s7
+        lt = 0.0
+        d0 = np.float32(0.0)
+        d1 = np.float32(0.0)
+        d2 = np.float32(0.0)
+        d3 = np.float32(0.0)
+        d4 = np.float32(0.0)
+        d5 = np.float32(0.0)
+        d6 = np.float32(0.0)
+        d7 = np.float32(0.0)
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            u0 = Fi[j, 0]
+            u1 = Fi[j, 1]
+            u2 = Fi[j, 2]
+            u3 = Fi[j, 3]
+            u4 = Fi[j, 4]
+            u5 = Fi[j, 5]
+            u6 = Fi[j, 6]
+            u7 = Fi[j, 7]
+            bj = Fi[j, 8]
+            wj = Fi[j, 9]
+            zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5 + s6 * u6 + s7 * u7
+            y = max(zz, 0.0)
+            lt += wj * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            d0 += g * u0
+            d1 += g * u1
+            d2 += g * u2
+            d3 += g * u3
+            d4 += g * u4
+            d5 += g * u5
+            d6 += g * u6
+            d7 += g * u7
+        dHs[i, t, 0] = d0
+        dHs[i, t, 1] = d1
+        dHs[i, t, 2] = d2
+        dHs[i, t, 3] = d3
+        dHs[i, t, 4] = d4
+        dHs[i, t, 5] = d5
+        dHs[i, t, 6] = d6
+        dHs[i, t, 7] = d7
+        ls[i, t] = lt
 
 @njit(cache=True, parallel=True)
-def sparse_m8(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspart,
+def sparse_m8(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
               dW, dU, db, dH, point_loss, loss, G, closs):
-    """kernels._sparse_pass for m = 8: see there. FT (I, n, 8 + 2) packed (U_j, b_j, I_j);
-    G (I, C, n, 2 * 8 + 1) per-chunk partials (dU_j, db_j, dW_j), used when C > 1."""
-    I = FT.shape[0]
-    n = FT.shape[1]
+    """kernels._sparse_pass for m = 8: see there. G (I, C, n, 8 + 1 tied, 2 * 8 + 1 untied) per-chunk
+    partials in rows (dU_j, db_j[, dW_j]), used when C > 1."""
+    I = H.shape[0]
     T = H.shape[1]
     C = G.shape[1]
-    o = 0 if tied else 8 + 1  # input-path column of G: tied models add it into dU
+    n = G.shape[2] if C > 1 else 0
     for w in prange(I * C):
         i = w // C
         c = w - i * C
         t0 = c * T // C
         t1 = (c + 1) * T // C
-        Fi = FT[i]
         Gi = G[i, c]
         if C > 1:
             Gi[:] = 0.0
@@ -1352,15 +1430,15 @@ def sparse_m8(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
             dW[i][:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
-            d0 = np.float32(0.0)
-            d1 = np.float32(0.0)
-            d2 = np.float32(0.0)
-            d3 = np.float32(0.0)
-            d4 = np.float32(0.0)
-            d5 = np.float32(0.0)
-            d6 = np.float32(0.0)
-            d7 = np.float32(0.0)
+            lt = ls[i, t]
+            d0 = dHs[i, t, 0]
+            d1 = dHs[i, t, 1]
+            d2 = dHs[i, t, 2]
+            d3 = dHs[i, t, 3]
+            d4 = dHs[i, t, 4]
+            d5 = dHs[i, t, 5]
+            d6 = dHs[i, t, 6]
+            d7 = dHs[i, t, 7]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
@@ -1385,108 +1463,66 @@ def sparse_m8(FT, H, indptr, indices, values, nblk, two_c, tied, dHpart, losspar
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    u6 = Fi[j, 6]
-                    u7 = Fi[j, 7]
-                    bj = Fi[j, 8]
-                    wj = Fi[j, 9]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5 + h6 * u6 + h7 * u7
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    db[i, j] += gs
-                    dU[i, 0, j] += gs * h0
-                    d0 += gs * u0
-                    dU[i, 1, j] += gs * h1
-                    d1 += gs * u1
-                    dU[i, 2, j] += gs * h2
-                    d2 += gs * u2
-                    dU[i, 3, j] += gs * h3
-                    d3 += gs * u3
-                    dU[i, 4, j] += gs * h4
-                    d4 += gs * u4
-                    dU[i, 5, j] += gs * h5
-                    d5 += gs * u5
-                    dU[i, 6, j] += gs * h6
-                    d6 += gs * u6
-                    dU[i, 7, j] += gs * h7
-                    d7 += gs * u7
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
+                    g = gs[p]
+                    db[i, j] += g
                     if tied:
-                        dU[i, 0, j] += x * d0
-                        dU[i, 1, j] += x * d1
-                        dU[i, 2, j] += x * d2
-                        dU[i, 3, j] += x * d3
-                        dU[i, 4, j] += x * d4
-                        dU[i, 5, j] += x * d5
-                        dU[i, 6, j] += x * d6
-                        dU[i, 7, j] += x * d7
+                        dU[i, 0, j] += g * h0 + x * d0
+                        dU[i, 1, j] += g * h1 + x * d1
+                        dU[i, 2, j] += g * h2 + x * d2
+                        dU[i, 3, j] += g * h3 + x * d3
+                        dU[i, 4, j] += g * h4 + x * d4
+                        dU[i, 5, j] += g * h5 + x * d5
+                        dU[i, 6, j] += g * h6 + x * d6
+                        dU[i, 7, j] += g * h7 + x * d7
                     else:
+                        dU[i, 0, j] += g * h0
                         dW[i, 0, j] += x * d0
+                        dU[i, 1, j] += g * h1
                         dW[i, 1, j] += x * d1
+                        dU[i, 2, j] += g * h2
                         dW[i, 2, j] += x * d2
+                        dU[i, 3, j] += g * h3
                         dW[i, 3, j] += x * d3
+                        dU[i, 4, j] += g * h4
                         dW[i, 4, j] += x * d4
+                        dU[i, 5, j] += g * h5
                         dW[i, 5, j] += x * d5
+                        dU[i, 6, j] += g * h6
                         dW[i, 6, j] += x * d6
+                        dU[i, 7, j] += g * h7
                         dW[i, 7, j] += x * d7
-            else:  # chunked: packed per-chunk partials, the input path while the non-zeros are in cache
+            else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
                     j = indices[p]
                     x = values[p]
-                    u0 = Fi[j, 0]
-                    u1 = Fi[j, 1]
-                    u2 = Fi[j, 2]
-                    u3 = Fi[j, 3]
-                    u4 = Fi[j, 4]
-                    u5 = Fi[j, 5]
-                    u6 = Fi[j, 6]
-                    u7 = Fi[j, 7]
-                    bj = Fi[j, 8]
-                    wj = Fi[j, 9]
-                    zz = bj + h0 * u0 + h1 * u1 + h2 * u2 + h3 * u3 + h4 * u4 + h5 * u5 + h6 * u6 + h7 * u7
-                    y = max(zz, 0.0)
-                    lt += wj * (x * x - 2.0 * x * y)
-                    # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                    # outcome is a coin flip at the non-zeros.
-                    gs = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
-                    Gi[j, 8] += gs
-                    Gi[j, 0] += gs * h0
-                    d0 += gs * u0
-                    Gi[j, 1] += gs * h1
-                    d1 += gs * u1
-                    Gi[j, 2] += gs * h2
-                    d2 += gs * u2
-                    Gi[j, 3] += gs * h3
-                    d3 += gs * u3
-                    Gi[j, 4] += gs * h4
-                    d4 += gs * u4
-                    Gi[j, 5] += gs * h5
-                    d5 += gs * u5
-                    Gi[j, 6] += gs * h6
-                    d6 += gs * u6
-                    Gi[j, 7] += gs * h7
-                    d7 += gs * u7
-                for p in range(p0, p1):
-                    j = indices[p]
-                    x = values[p]
-                    Gi[j, o + 0] += x * d0
-                    Gi[j, o + 1] += x * d1
-                    Gi[j, o + 2] += x * d2
-                    Gi[j, o + 3] += x * d3
-                    Gi[j, o + 4] += x * d4
-                    Gi[j, o + 5] += x * d5
-                    Gi[j, o + 6] += x * d6
-                    Gi[j, o + 7] += x * d7
+                    g = gs[p]
+                    Gi[j, 8] += g
+                    if tied:
+                        Gi[j, 0] += g * h0 + x * d0
+                        Gi[j, 1] += g * h1 + x * d1
+                        Gi[j, 2] += g * h2 + x * d2
+                        Gi[j, 3] += g * h3 + x * d3
+                        Gi[j, 4] += g * h4 + x * d4
+                        Gi[j, 5] += g * h5 + x * d5
+                        Gi[j, 6] += g * h6 + x * d6
+                        Gi[j, 7] += g * h7 + x * d7
+                    else:
+                        Gi[j, 0] += g * h0
+                        Gi[j, 9] += x * d0
+                        Gi[j, 1] += g * h1
+                        Gi[j, 10] += x * d1
+                        Gi[j, 2] += g * h2
+                        Gi[j, 11] += x * d2
+                        Gi[j, 3] += g * h3
+                        Gi[j, 12] += x * d3
+                        Gi[j, 4] += g * h4
+                        Gi[j, 13] += x * d4
+                        Gi[j, 5] += g * h5
+                        Gi[j, 14] += x * d5
+                        Gi[j, 6] += g * h6
+                        Gi[j, 15] += x * d6
+                        Gi[j, 7] += g * h7
+                        Gi[j, 16] += x * d7
             dH[i, t, 0] = d0
             dH[i, t, 1] = d1
             dH[i, t, 2] = d2

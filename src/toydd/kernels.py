@@ -119,26 +119,56 @@ class BatchData:
 # ---------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _hidden(W, indptr, indices, values, H):
-    """H[i, t, :] = W[i] @ x_t (sparse x): (I, T, m), summed in float32 like torch's float32 product (a float64
-    sum made the unrolled m = 2 pass 1.4x slower at T = 10^5: BENCHMARKS.md)."""
+def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
+    """The first per-non-zero pass: H[i, t, :] = W[i] @ x_t (sparse x), and at once each point's sparse
+    corrections (the terms at its non-zeros x_tj, which need only h_t and feature j), while feature j's
+    numbers are in cache from the sum:
+
+      gs[p] (one per non-zero p = (t, j)): -2c I_j x_tj [z_tj > 0], its gradient factor (z_tj = U_j h_t + b_j);
+      dHs[i, t] = sum_p gs[p] U_j: the corrections' part of dL/dh_t;
+      ls[i, t] = sum_p I_j (x_tj^2 - 2 x_tj ReLU(z_tj)): their part of the point's loss (float64).
+
+    The second pass (_sparse_pass) adds them to the dense part and runs the input path. h sums in float32,
+    like torch's float32 product (a float64 sum made the unrolled m = 2 pass 1.4x slower at T = 10^5).
+    The generic version (any m); _sparse_kernels.hidden_m1..8 are the same arithmetic, unrolled."""
     I, m, _ = W.shape
     T = H.shape[1]
     for r in prange(I * T):
         i = r // T
         t = r - i * T
+        p0 = indptr[i, t]
+        p1 = indptr[i, t + 1]
         for k in range(m):
             s = np.float32(0.0)
-            for p in range(indptr[i, t], indptr[i, t + 1]):
+            for p in range(p0, p1):
                 s += values[p] * W[i, k, indices[p]]
             H[i, t, k] = s
+            dHs[i, t, k] = 0.0
+        lt = 0.0
+        for p in range(p0, p1):
+            j = indices[p]
+            x = values[p]
+            zz = b[i, j]
+            for k in range(m):
+                zz += H[i, t, k] * U[i, k, j]
+            y = max(zz, 0.0)
+            lt += imp[j] * (x * x - 2.0 * x * y)
+            # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
+            # outcome is a coin flip at the non-zeros.
+            g = -two_c * imp[j] * x if zz > 0.0 else np.float32(0.0)
+            gs[p] = g
+            for k in range(m):
+                dHs[i, t, k] += g * U[i, k, j]
+        ls[i, t] = lt
 
 
 @njit(cache=True, parallel=True)
-def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_indices, out_values, Hout):
-    """For instances ``which``: point s of the output is point perm[i, s] of the input, both its CSR row
-    and its hidden vector (H is rewritten in place through Hout); other instances are copied as they are.
-    Every instance keeps its own span of the flat arrays (out_indptr[i, 0] = indptr[i, 0])."""
+def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_indices, out_values, Hout,
+                    gs, out_gs, dHs, Dout, ls, Lout):
+    """For instances ``which``: point s of the output is point perm[i, s] of the input: its CSR row with its
+    non-zeros' gs (into the out_ arrays), and its hidden vector H, dHs and ls (rewritten in place through
+    Hout, Dout, Lout); other instances are copied as they are. Every instance keeps its own span of the flat
+    arrays (out_indptr[i, 0] = indptr[i, 0])."""
     I, T, m = H.shape
     for i in prange(I):
         out_indptr[i, 0] = indptr[i, 0]
@@ -154,15 +184,20 @@ def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_ind
         for p in range(indptr[i, t + 1] - src):
             out_indices[dst + p] = indices[src + p]
             out_values[dst + p] = values[src + p]
+            out_gs[dst + p] = gs[src + p]
         if which[i]:
             for k in range(m):
                 Hout[i, s, k] = H[i, t, k]
+                Dout[i, s, k] = dHs[i, t, k]
+            Lout[i, s] = ls[i, t]
     for r in prange(I * T):
         i = r // T
         if which[i]:
             s = r - i * T
             for k in range(m):
                 H[i, s, k] = Hout[i, s, k]
+                dHs[i, s, k] = Dout[i, s, k]
+            ls[i, s] = Lout[i, s]
 
 
 @njit(cache=True, fastmath=True)
@@ -325,31 +360,19 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
                 dU[i, k, j] = dU64[k, a]
 
 
-@njit(cache=True)
-def _input_path(indptr, indices, values, dH, tied, i, t, tU, tW):
-    """dL/dW[:, j] += x_tj * dH[t, :] for point t. Tied: straight into dU (= dL/dW)."""
-    m = dH.shape[2]
-    for p in range(indptr[i, t], indptr[i, t + 1]):
-        j = indices[p]
-        x = values[p]
-        for k in range(m):
-            if tied:
-                tU[k, j] += x * dH[i, t, k]
-            else:
-                tW[k, j] += x * dH[i, t, k]
-
-
 @njit(cache=True, parallel=True)
-def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
-                 dHpart, losspart, dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
-    """Reduce the dense partials, add the sparse corrections, and the input path.
+def _sparse_pass(U, H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
+                 dW, dU, db, dH, point_loss, loss, partU, partb, partW, closs):
+    """The second per-non-zero pass: each point's dL/dh and loss (the dense part's blocks plus the sparse
+    corrections that _hidden left in dHs and ls), and the gradients at its non-zeros, in one scatter:
+    the corrections' gs[p] h_t into dU_j and gs[p] into db_j, and the input path x_tj dL/dh_t into dW_j
+    (tied: into dU_j, in the same addition).
 
     The generic version (any m); _sparse_kernels.sparse_m1..8 are the same arithmetic in the
     same order, unrolled (tests check they agree bit for bit). One task per (instance, chunk
     of points); ``partU.shape[1]`` chunks (a function of T alone, see sparse_chunks). With one
     chunk the task adds straight into dU/db/dW; with more, each chunk sums into its own
     partials (I, C, ...), added in chunk order afterwards, so results never depend on threads.
-    Each point's input path follows its corrections, while its non-zeros are in cache.
     ``dW`` receives the gradient through ``h = W x``; when tied it is added into ``dU`` (= dL/dW).
     """
     I, m, n = U.shape
@@ -370,35 +393,29 @@ def _sparse_pass(W, U, b, imp, H, indptr, indices, values, nblk, two_c, tied,
             tW[:] = 0.0
         total = 0.0
         for t in range(t0, t1):
-            lt = 0.0
+            lt = ls[i, t]
             for blk in range(nblk[i]):
                 lt += losspart[i, blk, t]
             for k in range(m):
-                s = np.float32(0.0)
+                s = dHs[i, t, k]
                 for blk in range(nblk[i]):
                     s += dHpart[i, blk, t, k]
                 dH[i, t, k] = s
-            # Sparse corrections at the non-zeros of x_t.
             for p in range(indptr[i, t], indptr[i, t + 1]):
                 j = indices[p]
                 x = values[p]
-                zz = b[i, j]
+                g = gs[p]
+                tb[j] += g
                 for k in range(m):
-                    zz += H[i, t, k] * U[i, k, j]
-                y = max(zz, 0.0)
-                lt += imp[j] * (x * x - 2.0 * x * y)
-                # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
-                # outcome is a coin flip at the non-zeros.
-                gs = -two_c * imp[j] * x if zz > 0.0 else np.float32(0.0)
-                tb[j] += gs
-                for k in range(m):
-                    tU[k, j] += gs * H[i, t, k]
-                    dH[i, t, k] += gs * U[i, k, j]
+                    if tied:
+                        tU[k, j] += g * H[i, t, k] + x * dH[i, t, k]
+                    else:
+                        tU[k, j] += g * H[i, t, k]
+                        tW[k, j] += x * dH[i, t, k]
             # Exact value is >= 0; the split y^2 - 2xy + x^2 can round a hair below.
             lt = max(lt, 0.0)
             point_loss[i, t] = lt
             total += lt
-            _input_path(indptr, indices, values, dH, tied, i, t, tU, tW)
         closs[i, c] = total
     for i in range(I):
         total = 0.0
@@ -487,6 +504,10 @@ class CpuWorkspace:
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
         self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)
         self.dH = np.empty((I, T, m), np.float32)
+        # the sparse corrections of the first per-non-zero pass (_hidden), in the order of `points`
+        self.dHs = np.empty((I, T, m), np.float32)
+        self.ls = np.empty((I, T), np.float64)
+        self.gs = np.empty(0, np.float32)  # one per non-zero of `points` (see nonzero_buffer)
         self.point_loss = np.empty((I, T), np.float64)
         self.loss = np.empty(I, np.float64)
         self.dWin = np.empty((I, m, n), np.float32)
@@ -504,7 +525,7 @@ class CpuWorkspace:
         self.source: BatchData | None = None  # the caller's data that `points` orders
         self.points: BatchData | None = None
         self.rows: np.ndarray | None = None  # (I, T): points[i, s] is source[i, rows[i, s]]; None: same order
-        self.spare = None  # (indptr, indices, values, H scratch): the buffers of the next reorder
+        self.spare = None  # (indptr, indices, values, gs, and H, dHs, ls scratch): the next reorder's buffers
 
     def take(self, data: BatchData) -> BatchData:
         """The points of ``data`` in this workspace's order (a new data set starts in its own order).
@@ -519,21 +540,31 @@ class CpuWorkspace:
                 self.tree.sorted[:] = False  # its last order was of other points
         return self.points
 
+    def nonzero_buffer(self, nnz: int) -> np.ndarray:
+        """gs: one float32 per non-zero of ``points`` (_hidden writes it, _sparse_pass reads it)."""
+        if self.gs.size != nnz:
+            self.gs = np.empty(nnz, np.float32)
+        return self.gs
+
     def reorder(self, which: np.ndarray, perm: np.ndarray) -> None:
-        """Instances ``which``: point s becomes point perm[i, s] (the CSR rows and H). Called by the tree build."""
+        """Instances ``which``: point s becomes point perm[i, s] (the CSR rows, H and what _hidden left per point
+        and per non-zero). Called by the tree build, between the two per-non-zero passes."""
         src = self.points
         I, T = src.indptr.shape[0], src.indptr.shape[1] - 1
         if self.spare is None or self.spare[1].shape != src.indices.shape:
             self.spare = (np.empty_like(src.indptr), np.empty_like(src.indices), np.empty_like(src.values),
-                          np.empty_like(self.H))
-        indptr, indices, values, Hout = self.spare
-        _reorder_points(src.indptr, src.indices, src.values, self.H, which, perm, indptr, indices, values, Hout)
+                          np.empty_like(self.gs), np.empty_like(self.H), np.empty_like(self.dHs),
+                          np.empty_like(self.ls))
+        indptr, indices, values, gs, Hout, Dout, Lout = self.spare
+        _reorder_points(src.indptr, src.indices, src.values, self.H, which, perm, indptr, indices, values, Hout,
+                        self.gs, gs, self.dHs, Dout, self.ls, Lout)
         if self.rows is None:
             self.rows = np.tile(np.arange(T, dtype=np.int64), (I, 1))
         self.rows[which] = np.take_along_axis(self.rows[which], perm[which], axis=1)
         self.points = BatchData(indptr, indices, values, src.n)
+        old_gs, self.gs = self.gs, gs
         # the old copy is the next reorder's output (never the caller's own arrays)
-        self.spare = None if src is self.source else (src.indptr, src.indices, src.values, Hout)
+        self.spare = None if src is self.source else (src.indptr, src.indices, src.values, old_gs, Hout, Dout, Lout)
 
     def in_source_order(self, per_point: np.ndarray) -> np.ndarray:
         """(I, T) values per point of ``points``, in the caller's order (a new array when the orders differ)."""
@@ -546,13 +577,13 @@ class CpuWorkspace:
 
     def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FT (I, n, m + 2): each feature's numbers in one row (U_j, b_j, I_j); WT (I, n, m): the untied
-        W's columns (FT itself when tied); G: per-chunk gradient partials (dU_j, db_j, dW_j) in rows."""
+        W's columns (FT itself when tied); G: per-chunk gradient partials (dU_j, db_j[, dW_j untied]) in rows."""
         if self.packed_buffers is None:
             I, m, n, T, tied = self.shape
             C = sparse_chunks(T)
             FT = np.empty((I, n, m + 2), np.float32)
             WT = FT if tied else np.empty((I, n, m), np.float32)
-            G = np.empty((I, C, n, 2 * m + 1) if C > 1 else (I, 1, 1, 1), np.float32)
+            G = np.empty((I, C, n, (m + 1) if tied else (2 * m + 1)) if C > 1 else (I, 1, 1, 1), np.float32)
             self.packed_buffers = (FT, WT, G)
         return self.packed_buffers
 
@@ -614,12 +645,14 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     # there are at least as many non-zeros as features (at T = 5, n = 10,000 the packing alone made the step
     # 15% slower). Both give the same bits (tests/test_kernels.py), so this choice never changes a result.
     packed = m in SPARSE_KERNELS and data.indices.size >= I * n
+    two_c = np.float32(2.0 / T)
+    gs = ws.nonzero_buffer(data.indices.size)
     if packed:
         FT, WT, G = ws.packed()
         _pack_rows(Uo, b, imp, W, tied, FT, WT)
-        run(HIDDEN_KERNELS[m])(WT, data.indptr, data.indices, data.values, ws.H)
+        run(HIDDEN_KERNELS[m])(WT, FT, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls)
     else:
-        run(_hidden)(W, data.indptr, data.indices, data.values, ws.H)
+        run(_hidden)(W, Uo, b, imp, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls)
     if skip:
         # the points' bounds: in chunks at large T (a thread launch costs more than the work at small T)
         (_point_bounds if par and ws.pn2.shape[1] > 1 else serial(_point_bounds))(ws.H, ws.pmax, ws.pmin, ws.pn2)
@@ -627,9 +660,9 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     else:
         ws.active[:] = np.arange(n)
         ws.n_active[:] = n
-    two_c = np.float32(2.0 / T)
     use_tree = _choose_tree(kernel, Uo, b, imp, ws, float(two_c))
-    data = ws.points  # a new tree sort reorders the points (and H)
+    data = ws.points  # a new tree sort reorders the points (and H, dHs, ls, gs)
+    gs = ws.gs
     # Blocks per instance depend on that instance alone, so batching never changes its sums. Tree instances
     # have one block, block 0, which the tree's push writes whole; the dense kernel skips them (0 blocks).
     nblk = np.array([1 if t else n_blocks(int(a)) for t, a in zip(use_tree, ws.n_active)], np.int64)
@@ -644,13 +677,13 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
         TK.tree_pass(Uo, b, imp, ws.active, ws.n_active, use_tree, ws.H, ws.tree, float(two_c), ws.dU, ws.db,
                      ws.dHpart[:, 0], ws.losspart[:, 0])
     if packed:
-        run(SPARSE_KERNELS[m])(FT, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
-                               ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
-                               G, ws.closs)
+        run(SPARSE_KERNELS[m])(ws.H, data.indptr, data.indices, data.values, nblk, tied, ws.dHpart, ws.losspart,
+                               gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss, G,
+                               ws.closs)
     else:
         partU, partb, partW = ws.generic()
-        run(_sparse_pass)(W, Uo, b, imp, ws.H, data.indptr, data.indices, data.values, nblk, two_c, tied,
-                          ws.dHpart, ws.losspart, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
+        run(_sparse_pass)(Uo, ws.H, data.indptr, data.indices, data.values, nblk, tied, ws.dHpart, ws.losspart,
+                          gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db, ws.dH, ws.point_loss, ws.loss,
                           partU, partb, partW, ws.closs)
     grads = Grads(W=ws.dU, b=ws.db, U=None) if tied else Grads(W=ws.dWin, b=ws.db, U=ws.dU)
     return ws.loss, ws.in_source_order(ws.point_loss) if point_loss else None, grads, ws
