@@ -24,18 +24,18 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
         H[i, t, 0] = s0
         lt = 0.0
         d0 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             bj = Fi[j, 1]
@@ -78,11 +78,11 @@ def sparse_m1(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 lt += losspart[i, blk, t]
                 d0 += dHpart[i, blk, t, 0]
             h0 = H[i, t, 0]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -93,7 +93,7 @@ def sparse_m1(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 0, j] += x * d0
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 1] += g
@@ -139,12 +139,12 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -154,7 +154,7 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d0 = np.float32(0.0)
         d1 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -203,11 +203,11 @@ def sparse_m2(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 d1 += dHpart[i, blk, t, 1]
             h0 = H[i, t, 0]
             h1 = H[i, t, 1]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -221,7 +221,7 @@ def sparse_m2(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 1, j] += x * d1
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 2] += g
@@ -278,13 +278,13 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -297,7 +297,7 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d1 = np.float32(0.0)
         d2 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -352,11 +352,11 @@ def sparse_m3(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h0 = H[i, t, 0]
             h1 = H[i, t, 1]
             h2 = H[i, t, 2]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -373,7 +373,7 @@ def sparse_m3(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 2, j] += x * d2
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 3] += g
@@ -441,14 +441,14 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         s3 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -464,7 +464,7 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d2 = np.float32(0.0)
         d3 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -525,11 +525,11 @@ def sparse_m4(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h1 = H[i, t, 1]
             h2 = H[i, t, 2]
             h3 = H[i, t, 3]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -549,7 +549,7 @@ def sparse_m4(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 3, j] += x * d3
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 4] += g
@@ -628,15 +628,15 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         s3 = np.float32(0.0)
         s4 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -655,7 +655,7 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d3 = np.float32(0.0)
         d4 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -722,11 +722,11 @@ def sparse_m5(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h2 = H[i, t, 2]
             h3 = H[i, t, 3]
             h4 = H[i, t, 4]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -749,7 +749,7 @@ def sparse_m5(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 4, j] += x * d4
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 5] += g
@@ -839,8 +839,8 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
@@ -848,7 +848,7 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         s4 = np.float32(0.0)
         s5 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -870,7 +870,7 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d4 = np.float32(0.0)
         d5 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -943,11 +943,11 @@ def sparse_m6(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h3 = H[i, t, 3]
             h4 = H[i, t, 4]
             h5 = H[i, t, 5]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -973,7 +973,7 @@ def sparse_m6(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 5, j] += x * d5
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 6] += g
@@ -1074,8 +1074,8 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
@@ -1084,7 +1084,7 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         s5 = np.float32(0.0)
         s6 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -1109,7 +1109,7 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d5 = np.float32(0.0)
         d6 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -1188,11 +1188,11 @@ def sparse_m7(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h4 = H[i, t, 4]
             h5 = H[i, t, 5]
             h6 = H[i, t, 6]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -1221,7 +1221,7 @@ def sparse_m7(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 6, j] += x * d6
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 7] += g
@@ -1333,8 +1333,8 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         t = r - i * T
         Pi = P[i]
         Fi = FT[i]
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
@@ -1344,7 +1344,7 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         s6 = np.float32(0.0)
         s7 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             s0 += x * Pi[j, 0]
             s1 += x * Pi[j, 1]
@@ -1372,7 +1372,7 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
         d6 = np.float32(0.0)
         d7 = np.float32(0.0)
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             u0 = Fi[j, 0]
             u1 = Fi[j, 1]
@@ -1457,11 +1457,11 @@ def sparse_m8(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
             h5 = H[i, t, 5]
             h6 = H[i, t, 6]
             h7 = H[i, t, 7]
-            p0 = indptr[i, t]
-            p1 = indptr[i, t + 1]
+            p0 = np.uint64(indptr[i, t])
+            p1 = np.uint64(indptr[i, t + 1])
             if C == 1:  # one chunk: add straight into the gradients (no partials to zero and reduce)
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     db[i, j] += g
@@ -1493,7 +1493,7 @@ def sparse_m8(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                         dW[i, 7, j] += x * d7
             else:  # chunked: per-chunk partials in packed rows
                 for p in range(p0, p1):
-                    j = indices[p]
+                    j = np.uint64(indices[p])
                     x = values[p]
                     g = gs[p]
                     Gi[j, 8] += g

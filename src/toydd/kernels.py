@@ -136,17 +136,17 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
     for r in prange(I * T):
         i = r // T
         t = r - i * T
-        p0 = indptr[i, t]
-        p1 = indptr[i, t + 1]
+        p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
+        p1 = np.uint64(indptr[i, t + 1])
         for k in range(m):
             s = np.float32(0.0)
             for p in range(p0, p1):
-                s += values[p] * W[i, k, indices[p]]
+                s += values[p] * W[i, k, np.uint64(indices[p])]
             H[i, t, k] = s
             dHs[i, t, k] = 0.0
         lt = 0.0
         for p in range(p0, p1):
-            j = indices[p]
+            j = np.uint64(indices[p])
             x = values[p]
             zz = b[i, j]
             for k in range(m):
@@ -401,8 +401,8 @@ def _sparse_pass(U, H, indptr, indices, values, nblk, tied, dHpart, losspart, gs
                 for blk in range(nblk[i]):
                     s += dHpart[i, blk, t, k]
                 dH[i, t, k] = s
-            for p in range(indptr[i, t], indptr[i, t + 1]):
-                j = indices[p]
+            for p in range(np.uint64(indptr[i, t]), np.uint64(indptr[i, t + 1])):  # unsigned: see _hidden
+                j = np.uint64(indices[p])
                 x = values[p]
                 g = gs[p]
                 tb[j] += g
