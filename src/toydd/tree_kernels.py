@@ -711,10 +711,11 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                 # ones included (exact for them too): the full classification, its compaction and the
                 # linear closed form cost more there than the pairs they saved (T = 10^5, BENCHMARKS.md).
                 _classify_m2(fl[lv], nin, blo, bhi, margin_c, cls)
-                nout = 0
+                nu = np.uint64(0)  # unsigned counters: no negative-index wraparound code in the compactions
                 for q in range(nin):
-                    dst[nout] = src[q]
-                    nout += cls[q] != 0
+                    dst[nu] = src[q]
+                    nu += np.uint64(cls[q] != 0)
+                nout = np.int64(nu)
                 pairs += nout * cnt
                 _leaf_pairs_m2(H[i].T, s0[k], s1[k], dst, nout, ua32, ba32, ia32, np.float32(two_c),
                                g, pdH[i], ploss[i], hc, acc)
@@ -742,8 +743,8 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                         scale += max(abs(p), abs(r))
                     marg = margin_c * scale + 1e-37
                     cls[q] = 1 - np.int8(zmax <= -marg) + np.int8(zmin > marg)
-            nout = 0
-            nlin = 0
+            nu = np.uint64(0)
+            nl = np.uint64(0)
             if m == 2:
                 fb = fl[lv, 0]
                 fu0 = fl[lv, 1]
@@ -754,21 +755,23 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                 for q in range(nin):
                     c = cls[q]
                     a = src[q]
-                    dst[nout] = a
-                    gb[nout] = fb[q]
-                    gu0[nout] = fu0[q]
-                    gu1[nout] = fu1[q]
-                    nout += c == 1
-                    lin[nlin] = a
-                    nlin += c == 2
+                    dst[nu] = a
+                    gb[nu] = fb[q]
+                    gu0[nu] = fu0[q]
+                    gu1[nu] = fu1[q]
+                    nu += np.uint64(c == 1)
+                    lin[nl] = a
+                    nl += np.uint64(c == 2)
             else:
                 for q in range(nin):
                     c = cls[q]
                     a = src[q]
-                    dst[nout] = a
-                    nout += c == 1
-                    lin[nlin] = a
-                    nlin += c == 2
+                    dst[nu] = a
+                    nu += np.uint64(c == 1)
+                    lin[nl] = a
+                    nl += np.uint64(c == 2)
+            nout = np.int64(nu)
+            nlin = np.int64(nl)
             if not count_only and nlin > 0 and m == 2:
                 # The same closed form for m = 2 with the node's moments and sums in registers (the loop
                 # below keeps Aloc and cloc in memory: it took a quarter of the walk at T = 10^5).
@@ -779,7 +782,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
                 m11b = M2[i, k, 1, 1]
                 a00 = a01 = a11 = c0 = c1 = dloc = 0.0
                 for q in range(nlin):
-                    a = lin[q]
+                    a = np.uint64(lin[q])  # (unsigned: no wraparound code at its 7 uses)
                     wgt = np.float64(ia32[a])
                     cw = two_c * wgt
                     bb = np.float64(ba32[a])
@@ -887,7 +890,7 @@ def _push(use, s0, s1, leaf, K, H, two_c, A, cv, d, pdH, ploss, dHout, lossout):
             elif m == 2:  # the paper's case, with the leaf's terms in registers
                 a00, a01, a10, a11 = A[i, k, 0, 0], A[i, k, 0, 1], A[i, k, 1, 0], A[i, k, 1, 1]
                 c0, c1, dk = cv[i, k, 0], cv[i, k, 1], d[i, k]
-                for s in range(s0[k], s1[k]):
+                for s in range(np.uint64(s0[k]), np.uint64(s1[k])):  # unsigned: no wraparound code
                     h0 = np.float64(H[i, s, 0])
                     h1 = np.float64(H[i, s, 1])
                     ah0 = c0 + a00 * h0 + a01 * h1
