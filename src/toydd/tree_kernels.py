@@ -611,9 +611,10 @@ def _classify_m2(f, nin, blo, bhi, margin_c, cls):
 
 
 @njit(cache=True, parallel=True)
-def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
+def _gather(U, b, imp, active, n_active, use, ua, ba, ia, fl0):
     """Each instance's active features, contiguous, once per step for all its tasks:
-    ua (I, n, m), ba, ia (I, n) in float32 (widened to float64 for the decisions)."""
+    ua (I, n, m), ba, ia (I, n) in float32 (widened to float64 for the decisions); m = 2: also fl0 (I, 3, n),
+    the (b, u0, u1) rows every task's walk starts from (see _walk's level lists)."""
     I, m, n = U.shape
     for i in prange(I):
         if not use[i]:
@@ -624,11 +625,15 @@ def _gather(U, b, imp, active, n_active, use, ua, ba, ia):
             ia[i, a] = imp[j]
             for k in range(m):
                 ua[i, a, k] = U[i, k, j]
+            if m == 2:
+                fl0[i, 0, a] = b[i, j]
+                fl0[i, 1, a] = U[i, 0, j]
+                fl0[i, 2, a] = U[i, 1, j]
 
 
 @njit(cache=True, parallel=True)
-def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, depth, task_depth, K, max_depth,
-          count_only,
+def _walk(ua32_all, ba32_all, ia32_all, list0, fl0, n_active, use, s0, s1, leaf, leaf_size, depth, task_depth, K,
+          max_depth, count_only,
           lo, hi, M1, M2, H, two_c, A, cv, d, pdH, ploss, gU, counts):
     """Depth-first walk of each (instance, subtree) carrying the undecided features.
 
@@ -658,8 +663,9 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
         # Scratch of the leaf loop (contiguous copies of a leaf's straddling features).
         # (rows m .. pad - 1 stay zero: the fused leaf loops run m = 3, 4 as 4 and m = 5 .. 8 as 8)
         pad = m if m == 2 or m > 8 else (4 if m <= 4 else 8)
-        Uc = np.zeros((pad, na), np.float32)
-        dU32 = np.zeros((pad, na), np.float32)
+        nu_ = 1 if m == 2 else na  # (m = 2 runs _leaf_pairs_m2, which needs none of these: no zeroing per task)
+        Uc = np.zeros((pad, nu_), np.float32)
+        dU32 = np.zeros((pad, nu_), np.float32)
         bc = np.empty(na, np.float32)
         ic = np.empty(na, np.float32)
         zz = np.empty(na, np.float32)
@@ -668,22 +674,18 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
         hc = np.empty((2, leaf_size), np.float32)  # scratch of _leaf_pairs_m2
         acc = np.empty((3, leaf_size), np.float32)
         # flist[lv]: the features still undecided on entering a node at level lv below the task root.
+        # Level 0 (the task root: all active features) is shared by the tasks (list0, fl0: made once per
+        # step by _gather instead of copied by each of the K tasks).
         flist = np.empty((levels, na), np.int32)
         flen = np.zeros(levels, np.int64)
         lin = np.empty(na, np.int32)
         cls = np.empty(na, np.int8)
-        for a in range(na):
-            flist[0, a] = a
         flen[0] = na
         # m = 2: each level's list also carries its features' numbers, contiguous (b, u0, u1), so the
         # classification reads them in order and vectorizes (gathering them by index made a visit ~6x
         # dearer in a micro-benchmark); the compaction copies them along with the indices.
         fl = np.empty((levels, 3, na if m == 2 else 1), np.float32)
-        if m == 2:
-            for a in range(na):
-                fl[0, 0, a] = ba32[a]
-                fl[0, 1, a] = ua32[a, 0]
-                fl[0, 2, a] = ua32[a, 1]
+        fl0i = fl0[i]
         stack = np.empty(2 * levels + 2, np.int64)
         slev = np.empty(2 * levels + 2, np.int64)
         top = 1
@@ -703,14 +705,15 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             for kk in range(m):
                 blo[kk] = lo[i, k, kk]
                 bhi[kk] = hi[i, k, kk]
-            src = flist[lv]
+            src = list0 if lv == 0 else flist[lv]
+            fcur = fl0i if lv == 0 else fl[lv]
             dst = flist[lv + 1]
             nin = flen[lv]
             if m == 2 and leaf[k] and not count_only:
                 # A leaf drops the features dead on its box and runs the per-point loop on the rest, linear
                 # ones included (exact for them too): the full classification, its compaction and the
                 # linear closed form cost more there than the pairs they saved (T = 10^5, BENCHMARKS.md).
-                _classify_m2(fl[lv], nin, blo, bhi, margin_c, cls)
+                _classify_m2(fcur, nin, blo, bhi, margin_c, cls)
                 nu = np.uint64(0)  # unsigned counters: no negative-index wraparound code in the compactions
                 for q in range(nin):
                     dst[nu] = src[q]
@@ -726,7 +729,7 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             # A loop without branches or stores that depend on earlier iterations (it vectorizes);
             # the compaction below is a second, cheap loop.
             if m == 2:
-                _classify_m2(fl[lv], nin, blo, bhi, margin_c, cls)
+                _classify_m2(fcur, nin, blo, bhi, margin_c, cls)
             else:
                 for q in range(nin):
                     a = src[q]
@@ -746,9 +749,9 @@ def _walk(ua32_all, ba32_all, ia32_all, n_active, use, s0, s1, leaf, leaf_size, 
             nu = np.uint64(0)
             nl = np.uint64(0)
             if m == 2:
-                fb = fl[lv, 0]
-                fu0 = fl[lv, 1]
-                fu1 = fl[lv, 2]
+                fb = fcur[0]
+                fu0 = fcur[1]
+                fu1 = fcur[2]
                 gb = fl[lv + 1, 0]
                 gu0 = fl[lv + 1, 1]
                 gu1 = fl[lv + 1, 2]
@@ -970,6 +973,8 @@ class TreeWorkspace:
         self.ua = np.zeros((I, n, m), np.float32)
         self.ba = np.zeros((I, n), np.float32)
         self.ia = np.zeros((I, n), np.float32)
+        self.list0 = np.arange(n, dtype=np.int32)  # every task's level-0 list (all active features)
+        self.fl0 = np.zeros((I, 3, n if m == 2 else 1), np.float32)  # m = 2: their (b, u0, u1)
         self.counts = np.zeros((I, tp.K, 2), np.int64)
         self.counts_depth = np.full(I, -1)  # per instance, the depth its last walk counted to (see estimate)
         # Per instance: the last whole walk's straddling pairs over what its coarse walk had extrapolated for
@@ -1060,11 +1065,12 @@ def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
          count_depth: int | None = None) -> None:
     tp = tw.topo
     count_only = count_depth is not None
-    serial(_gather)(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia)
+    serial(_gather)(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia, tw.fl0)
     depth = tp.depth_max if count_depth is None else count_depth
-    (_walk if use.sum() * tp.K > 1 else serial(_walk))(tw.ua, tw.ba, tw.ia, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth, tp.task_depth, tp.K,
-          depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, tw.gU,
-          tw.counts)
+    (_walk if use.sum() * tp.K > 1 else serial(_walk))(
+        tw.ua, tw.ba, tw.ia, tw.list0, tw.fl0, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth,
+        tp.task_depth, tp.K, depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH,
+        tw.ploss, tw.gU, tw.counts)
     tw.counts_depth[use] = depth
 
 
@@ -1084,7 +1090,7 @@ def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: flo
     tw.pair_scale[both] = tw.counts[both, :, 1].sum(1) / tw.coarse_fine[both]
     tw.coarse_fine[:] = 0.0
     push(use, H, tw, two_c, dHout, lossout)
-    serial(_reduce)(use, active, n_active, tp.K, tw.gU, dU, db)
+    _threads(_reduce, tw)(use, active, n_active, tp.K, tw.gU, dU, db)
 
 
 # --- cost model (deterministic: counts, never clocks) ------------------------------
