@@ -151,8 +151,9 @@ def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, {M}]
             wj = Fi[j, {M1}]
             zz = bj{zsum}
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)

@@ -41,8 +41,9 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 1]
             wj = Fi[j, 2]
             zz = bj + s0 * u0
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -161,8 +162,9 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 2]
             wj = Fi[j, 3]
             zz = bj + s0 * u0 + s1 * u1
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -305,8 +307,9 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 3]
             wj = Fi[j, 4]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -473,8 +476,9 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 4]
             wj = Fi[j, 5]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -665,8 +669,9 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 5]
             wj = Fi[j, 6]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -881,8 +886,9 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 6]
             wj = Fi[j, 7]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -1121,8 +1127,9 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 7]
             wj = Fi[j, 8]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5 + s6 * u6
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)
@@ -1385,8 +1392,9 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             bj = Fi[j, 8]
             wj = Fi[j, 9]
             zz = bj + s0 * u0 + s1 * u1 + s2 * u2 + s3 * u3 + s4 * u4 + s5 * u5 + s6 * u6 + s7 * u7
-            y = max(zz, 0.0)
-            lt += wj * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += wj * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * wj * x if zz > 0.0 else np.float32(0.0)

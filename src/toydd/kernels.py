@@ -151,8 +151,9 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
             zz = b[i, j]
             for k in range(m):
                 zz += H[i, t, k] * U[i, k, j]
-            y = max(zz, 0.0)
-            lt += imp[j] * (x * x - 2.0 * x * y)
+            # float32 term (its x * x was float32 already), summed in float64 (1.1x faster than mixed)
+            y = max(zz, np.float32(0.0))
+            lt += imp[j] * (x * x - np.float32(2.0) * x * y)
             # Branch-free (adds exact zeros when inactive): 1.5x faster than an if, whose
             # outcome is a coin flip at the non-zeros.
             g = -two_c * imp[j] * x if zz > 0.0 else np.float32(0.0)
