@@ -84,6 +84,26 @@ def test_adamw_flushes_its_moments_before_subnormals_and_still_matches_torch():
     np.testing.assert_allclose(tb.flat.numpy(), P, rtol=1e-6, atol=0)
 
 
+def test_adamw_flush_keeps_nan_gradients_visible():
+    """The flush-to-zero must not turn a NaN gradient into a zero update: the parameters go NaN, as torch's
+    AdamW makes them, so the training loop still sees the divergence (both backends)."""
+    from toydd.training_torch import TorchBackend
+
+    P = np.ones((1, 4), np.float32)
+    Mo, V = np.zeros_like(P), np.zeros_like(P)
+    g = np.array([[np.nan, 1.0, 1e-20, 0.0]], np.float32)
+    _adamw(P, g, Mo, V, np.ones(1, bool), np.array([0.0]), 1e-3, 0.9, 0.999, 1e-8, 1)
+    assert np.isnan(P[0, 0]) and np.isnan(Mo[0, 0]) and np.isnan(V[0, 0])
+    assert np.isfinite(P[0, 1:]).all()
+
+    class P_:
+        I, m, n, tied, flat = 1, 1, 2, True, np.ones((1, 4), np.float32)
+    tb = TorchBackend(P_, np.ones(2, np.float32), np.array([0.0]), TrainConfig(n=2, m=1, T=5, loss_norm="sum"), "cpu")
+    tb.G.copy_(torch.tensor(g))
+    tb.adamw(np.ones(1, bool), 1e-3, 1)
+    assert torch.isnan(tb.flat[0, 0]) and torch.isfinite(tb.flat[0, 1:]).all()
+
+
 def test_xavier_std_is_per_model():
     p = xavier_normal(2, 10_000, 0, tied=True)
     assert abs(p["W"].std() - math.sqrt(2 / 10_002)) < 3e-4

@@ -86,11 +86,12 @@ def _adamw(P, G, Mo, V, live, wd, lr, beta1, beta2, eps, step):
         for q in range(hi - lo):
             g = g_[q]
             mo = m_[q] + one_m_b1 * (g - m_[q])  # torch: exp_avg.lerp_(grad, 1 - beta1)
-            gv = g if abs(g) >= g_tiny else f32(0.0)  # (not g * g in a select: both sides get computed)
+            # Flush to zero before the subnormal range (see ADAM_M_TINY); selects, so the loop still vectorizes.
+            # Written "zero if below" so that a NaN (every comparison False) is kept and still stops the training.
+            gv = f32(0.0) if abs(g) < g_tiny else g  # (not g * g in a select: both sides get computed)
             v = b2 * v_[q] + one_m_b2 * gv * gv
-            # flush to zero before the subnormal range (see ADAM_M_TINY); selects, so the loop still vectorizes
-            mo = mo if abs(mo) >= m_tiny else f32(0.0)
-            v = v if v >= v_tiny else f32(0.0)
+            mo = f32(0.0) if abs(mo) < m_tiny else mo
+            v = f32(0.0) if v < v_tiny else v
             m_[q] = mo
             v_[q] = v
             p_[q] = p_[q] * decay - step_size * mo / (math.sqrt(v) * inv_bc2s + epsf)

@@ -54,11 +54,12 @@ class TorchBackend:
         bc1 = 1.0 - c.beta1 ** step
         bc2s = (1.0 - c.beta2 ** step) ** 0.5
         Mo = torch.lerp(self.Mo, self.G, 1.0 - c.beta1)
-        Gv = torch.where(self.G.abs() >= ADAM_G_TINY, self.G, 0.0)
+        # the numba backend's flush-to-zero of the moments (config.ADAM_M_TINY: subnormals are slow on CPUs),
+        # "zero if below", so that NaNs are kept
+        Gv = torch.where(self.G.abs() < ADAM_G_TINY, 0.0, self.G)
         V = self.V * c.beta2 + (1.0 - c.beta2) * Gv * Gv
-        # the numba backend's flush-to-zero of the moments (config.ADAM_M_TINY: subnormals are slow on CPUs)
-        Mo = torch.where(Mo.abs() >= ADAM_M_TINY, Mo, 0.0)
-        V = torch.where(V >= ADAM_V_TINY, V, 0.0)
+        Mo = torch.where(Mo.abs() < ADAM_M_TINY, 0.0, Mo)
+        V = torch.where(V < ADAM_V_TINY, 0.0, V)
         P = self.flat * (1.0 - lr * self.wd)[:, None] - (lr / bc1) * Mo / (V.sqrt() / bc2s + c.adam_eps)
         self.Mo = torch.where(mask, Mo, self.Mo)
         self.V = torch.where(mask, V, self.V)
