@@ -83,3 +83,49 @@ def test_malformed_files_and_wrong_W_shape(tmp_path):
     save_file({"W": np.zeros((3, 100), np.float32), "b": np.zeros(100, np.float32)}, str(bad))
     assert_clean_error(toydd("train", "--n", 100, "--m", 2, "--init", bad, "--out", tmp_path / "o"), "W has shape")
     assert not (tmp_path / "o").exists()
+
+
+def test_train_killed_mid_way_resumes_with_the_same_command(tmp_path):
+    """`toydd train --out DIR` saves its state beside DIR; killed, the same command resumes there, removes the
+    state, and saves the run an uninterrupted command saves."""
+    import os
+    import signal
+    import time
+
+    from toydd.storage import load_run
+
+    args = ["train", "--n", 300, "--m", 2, "--T", 20, "--sparsity", 0.98, "--steps", 40_000, "--test-size", 200,
+            "--init-seeds", 1]
+    env = {**os.environ, "TOYDD_CHECKPOINT_SECONDS": "0"}
+    out = tmp_path / "run"
+    state = tmp_path / ".run.toydd-resume.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "toydd", *map(str, args), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not state.exists():
+        assert proc.poll() is None, "finished before it could be killed: " + proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not out.exists()
+    p = subprocess.run([sys.executable, "-m", "toydd", *map(str, args), "--out", str(out)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert not state.exists()
+    fresh = tmp_path / "fresh"
+    assert toydd(*args, "--out", fresh).returncode == 0
+    a, b = load_run(out), load_run(fresh)
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k])
+    assert np.array_equal(a.history["train_loss"], b.history["train_loss"])
+
+
+def test_bad_checkpoint_seconds_is_a_one_line_error(tmp_path):
+    import os
+
+    p = subprocess.run([sys.executable, "-m", "toydd", "train", "--n", "100", "--T", "5", "--steps", "10", "--out",
+                        str(tmp_path / "r")], env={**os.environ, "TOYDD_CHECKPOINT_SECONDS": "soon"},
+                       capture_output=True, text=True, timeout=300)
+    assert_clean_error(p, "TOYDD_CHECKPOINT_SECONDS")
+    assert not (tmp_path / "r").exists()

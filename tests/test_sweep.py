@@ -26,7 +26,8 @@ from toydd.config import TrainConfig
 from toydd.errors import ToyddError
 from toydd.experiments import load_experiment_file
 from toydd.storage import verify_run
-from toydd.sweep import (JobLock, Store, load_table, make_batches, run_batch, run_sweep, status, table_csv)
+from toydd.sweep import (JobLock, Store, format_status, load_table, make_batches, run_batch, run_sweep, status,
+                         table_csv)
 
 # 4 T values x 2 data seeds = 8 jobs in 4 batches (one per T), a couple of seconds in all.
 TINY = """
@@ -372,3 +373,54 @@ def test_ray_executor(tmp_path, reference):
         ray.shutdown()
     assert s.ok and len(s.trained) == 8
     pd.testing.assert_frame_equal(comparable(load_table(out)), ref_table)
+
+
+def test_a_killed_batch_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A batch killed mid-training leaves its state in resume/; the next run_batch of it starts there, ends with
+    the run an uninterrupted batch saves, and removes the state."""
+    from toydd.storage import load_run
+    from toydd.sweep import job_cost
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    cfg = TrainConfig(n=300, m=2, T=20, sparsity=0.98, steps=200, test_size=500, snapshots=5, init_seeds=2)
+    total = job_cost(cfg)
+
+    class Kill(BaseException):
+        pass
+
+    done = [0.0]
+
+    def progress(units):
+        done[0] += units
+        if done[0] >= 0.65 * total:
+            raise Kill
+
+    out = tmp_path / "out"
+    Store(out).create()
+    with pytest.raises(Kill):
+        run_batch(out, [cfg], progress=progress)
+    assert len(list((out / "resume").iterdir())) == 1
+    st = status(out)
+    assert not Store(out).is_done(cfg.key()) and st["running"] == 0
+    assert [(x["keys"], x["step"]) for x in st["saved_states"]] == [([cfg.key()], 120)]
+    assert f"saved: 1 job ({cfg.key()}) resume at step 120" in format_status(st)
+    seen = []
+    [outcome] = run_batch(out, [cfg], progress=seen.append)
+    assert outcome.status == "trained"
+    assert seen[0] == pytest.approx(0.6 * total)  # resumed at step 120 of 200
+    assert list((out / "resume").iterdir()) == []
+    clean = tmp_path / "clean"
+    Store(clean).create()
+    run_batch(clean, [cfg])
+    a, b = load_run(out / "runs" / cfg.key()), load_run(clean / "runs" / cfg.key())
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k])
+    assert a.metrics["test_loss"] == b.metrics["test_loss"]
+
+
+def test_bad_checkpoint_seconds_stops_the_sweep_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "-1")
+    with pytest.raises(ToyddError, match="TOYDD_CHECKPOINT_SECONDS"):
+        run_sweep(str(tiny_file(tmp_path)), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

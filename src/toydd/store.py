@@ -6,6 +6,8 @@
     DIR/runs/<key>/               one complete run per finished job, of any job kind (storage.save_run: atomic)
     DIR/failed/<key>.json         a job that raised, or diverged (NaN/inf loss)
     DIR/locks/<key>.lock          flock-ed while some worker trains that job
+    DIR/resume/<hash>.safetensors a batch's training state while it trains (training.train_batch's checkpoint),
+                                  removed once its runs are saved; what a killed batch resumes from
 
 A job is done iff ``runs/<key>/`` passes :func:`storage.verify_run`. Why this
 survives ``kill -9`` and concurrent sweeps is told in :mod:`toydd.sweep`, which
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -72,7 +75,26 @@ class Store:
     def manifest_path(self, name: str) -> Path:
         return self.root / "experiments" / f"{name}.json"
 
-    SUBDIRS = ("experiments", "runs", "failed", "locks")
+    def checkpoint_path(self, keys: Sequence[str]) -> Path:
+        """Where the batch of jobs ``keys`` (in training order) saves its state while it trains."""
+        return self.root / "resume" / (hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16] + ".safetensors")
+
+    SUBDIRS = ("experiments", "runs", "failed", "locks", "resume")
+
+    def saved_states(self) -> list[dict[str, Any]]:
+        """The training states in resume/ (batches killed mid-training, or training now): for each, its file,
+        the step it resumes at and its job keys. Unreadable files are left out (training ignores them too)."""
+        import safetensors
+
+        out = []
+        for p in sorted((self.root / "resume").glob("*.safetensors")):
+            try:
+                with safetensors.safe_open(str(p), framework="numpy") as f:
+                    meta = f.metadata() or {}
+                out.append({"file": str(p), "step": int(meta["step"]), "keys": list(json.loads(meta["keys"]))})
+            except Exception:  # noqa: BLE001 - a state toydd cannot read is no state (training starts over)
+                continue
+        return out
 
     def create(self) -> None:
         self.check_layout()

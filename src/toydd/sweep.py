@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import TrainConfig
+from .config import TrainConfig, checkpoint_seconds
 from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
@@ -82,11 +82,15 @@ class JobOutcome:
 
 def _train_and_save(store: Store, configs: list, progress: Callable[[float], None] | None,
                     kind: JobKind, params: dict[str, Any]) -> list[JobOutcome]:
+    # Its training state, saved now and then while it trains: a batch killed mid-way resumes from there when
+    # a later sweep trains the same batch (training.train_batch). Removed once the batch is over either way.
+    checkpoint = store.checkpoint_path([c.key() for c in configs])
     try:
-        results = kind.train(configs, params, progress, store.run_dir)
+        results = kind.train(configs, params, progress, store.run_dir, checkpoint=checkpoint)
         if len(results) != len(configs):
             raise RuntimeError(f"training returned {len(results)} results for {len(configs)} configs")
     except Exception as e:
+        _remove_checkpoint(checkpoint)
         if len(configs) > 1:
             # Isolate the failure: train each job alone so that one bad job does
             # not sink the others of its batch (instances are independent).
@@ -120,7 +124,15 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
         else:
             clear_failure(store, key)  # an earlier failure of this job is history now
             outcomes.append(JobOutcome(key, "trained"))
+    _remove_checkpoint(checkpoint)
     return outcomes
+
+
+def _remove_checkpoint(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a leftover is harmless: it only ever resumes this very batch
 
 
 def run_batch(out: str | os.PathLike, configs: Sequence[Any], wait: bool = False,
@@ -448,6 +460,7 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
     ``out`` before every input has been checked.
     """
     check_executor(executor, jobs)
+    checkpoint_seconds()  # a bad TOYDD_CHECKPOINT_SECONDS: one error now, not a failure in every job
     exp = name_or_file if isinstance(name_or_file, Experiment) else get_experiment(str(name_or_file), preset)
     kind = get_kind(exp.kind)
     out = Path(out).resolve()
@@ -610,7 +623,8 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     for s in states.values():
         totals[s] += 1
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
-            "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp}
+            "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp,
+            "saved_states": [x for x in store.saved_states() if any(states.get(k) != "done" for k in x["keys"])]}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -627,6 +641,10 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"  corrupt: {c}")
     for c in st.get("ignored", []):
         lines.append(f"  ignored: {c}")
+    for x in st.get("saved_states", []):
+        n = len(x["keys"])
+        lines.append(f"  saved: {n} job{'s' if n > 1 else ''} ({', '.join(x['keys'])}) resume at step {x['step']:,} "
+                     f"({x['file']})")
     return "\n".join(lines)
 
 

@@ -15,24 +15,38 @@ W, b and W_up), written as one fused loop.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 from numba import njit, prange
 
 from . import data as data_mod
 from . import metrics as M
-from .config import ADAM_G_TINY, ADAM_M_TINY, ADAM_V_TINY, TrainConfig
-from .errors import ToyddError
+from .config import ADAM_G_TINY, ADAM_M_TINY, ADAM_V_TINY, TrainConfig, checkpoint_seconds
+from .errors import ToyddError, one_line
 from .evaluation import evaluate
 from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
 from .threads import threaded
-from .storage import RunResult, load_params
+from .storage import RunResult, StoreWriteError, atomic_write_bytes, load_params
 
 ProgressFn = Callable[[int], None]
+
+# Resuming an interrupted training (train_batch's ``checkpoint``). The CPU step keeps state from one step to the
+# next that shapes how its sums round: the tree's kept point order, the cost model's last counts (kernels.
+# CpuWorkspace). Every training, interrupted or not, starts that state afresh every RESET_EVERY steps, and a
+# checkpoint is only ever written at such a step: a resumed training is then, bit for bit, the one that never
+# stopped. A checkpoint is written at the first such step after config.checkpoint_seconds() since the last one (or
+# since the start), so at most about that much work (plus RESET_EVERY steps) is lost to an interruption.
+RESET_EVERY = 1_000
+CHECKPOINT_FORMAT = "toydd-checkpoint-1"
 
 
 # --- schedule and optimizer ------------------------------------------------------
@@ -229,9 +243,9 @@ def snapshot_steps(steps: int, count: int) -> np.ndarray:
 
 
 def train(config: TrainConfig, progress: ProgressFn | None = None, engine: str = "auto",
-          kernel: str | None = None) -> RunResult:
-    """Train one configuration (best of ``config.init_seeds`` init seeds)."""
-    return train_batch([config], progress, engine, kernel)[0]
+          kernel: str | None = None, checkpoint: str | os.PathLike | None = None) -> RunResult:
+    """Train one configuration (best of ``config.init_seeds`` init seeds); ``checkpoint``: see train_batch."""
+    return train_batch([config], progress, engine, kernel, checkpoint=checkpoint)[0]
 
 
 class NumbaBackend:
@@ -272,11 +286,32 @@ class NumbaBackend:
     def params(self) -> np.ndarray:
         return self.P.flat
 
+    def reset(self) -> None:
+        """Forget the kernels' step-to-step state (see RESET_EVERY)."""
+        self.ws = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the next step depends on, besides the data: parameters, AdamW's moments, the last good ones."""
+        return {"flat": self.P.flat, "Mo": self.Mo, "V": self.V, "last_good": self.last_good}
+
+    def load_state(self, st: dict[str, np.ndarray]) -> None:
+        self.P.flat[:] = st["flat"]
+        self.Mo[:] = st["Mo"]
+        self.V[:] = st["V"]
+        self.last_good[:] = st["last_good"]
+
 
 def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
                 engine: str = "auto", kernel: str | None = None,
-                inits: list[dict[str, np.ndarray] | None] | None = None) -> list[RunResult]:
+                inits: list[dict[str, np.ndarray] | None] | None = None,
+                checkpoint: str | os.PathLike | None = None) -> list[RunResult]:
     """Train configurations sharing ``shape_key()`` as one batch; one RunResult per config.
+
+    ``checkpoint``: a file where the training's state is saved now and then (see RESET_EVERY,
+    CHECKPOINT_SECONDS) and from which it resumes if the file holds this very batch (the same
+    configs in the same order); anything else there is ignored and replaced. The file is left in
+    place at the end: removing it is the caller's business (the sweep removes it once the runs are
+    saved). Results do not depend on whether, or where, a training was interrupted.
 
     ``engine``: ``numba`` (CPU kernel), ``torch`` (the torch path on the configs'
     device, CPU included: how the CUDA path is checked without a GPU), or
@@ -337,7 +372,32 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
 
     report_every = max(1, min(1000, steps // 100))
     pending = 0
-    for s in range(steps):
+    start, elapsed = 0, 0.0  # where this call starts, and the training time of earlier calls (a resumed run)
+    keys = [c.key() for c in configs]
+    if checkpoint is not None:
+        st = _read_checkpoint(checkpoint, keys, {"flat": P.flat.shape, "hist_loss": hist_loss.shape,
+                                                 "snap_flat": snap_flat.shape})
+        if st is not None:
+            start, elapsed = st["step"], st["elapsed"]
+            backend.load_state(st["arrays"])
+            live[:] = st["arrays"]["live"].astype(bool)
+            failed_step[:] = st["arrays"]["failed_step"]
+            last_loss[:] = st["arrays"]["last_loss"]
+            hist_loss[:] = st["arrays"]["hist_loss"]
+            snap_flat[:] = st["arrays"]["snap_flat"]
+            for stream, state in zip(streams or [], st["streams"]):
+                stream.rng.bit_generator.state = state
+            if progress is not None and start:
+                progress(start)
+    every = checkpoint_seconds() if checkpoint is not None else math.inf
+    last_save = time.perf_counter()
+    for s in range(start, steps):
+        if s % RESET_EVERY == 0 and s > 0:
+            backend.reset()
+            if time.perf_counter() - last_save >= every:
+                _write_checkpoint(checkpoint, keys, s, elapsed + time.perf_counter() - t_start, backend.state(),
+                                  live, failed_step, last_loss, hist_loss, snap_flat, streams)
+                last_save = time.perf_counter()
         if streams is not None:
             fresh = [s_.next() for s_ in streams]  # one fresh batch per config, shared by its init seeds
             batch = BatchData.stack([fresh[x.cfg_index] for x in inst])
@@ -382,9 +442,44 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     # (never NaN in a saved history; history["failed_step"] says where it stopped).
     for i in np.flatnonzero(failed_step >= 0):
         hist_loss[i, hist_steps >= failed_step[i]] = last_loss[i]
-    seconds = time.perf_counter() - t_start
+    seconds = elapsed + time.perf_counter() - t_start
     return [_finish(ci, c, inst, P, loaded[ci], imp, failed_step, hist_steps, hist_loss, snaps, snap_flat, seconds)
             for ci, c in enumerate(configs)]
+
+
+def _write_checkpoint(path, keys: list[str], step: int, elapsed: float, state: dict[str, np.ndarray],
+                      live, failed_step, last_loss, hist_loss, snap_flat, streams) -> None:
+    """The training's state at the start of ``step`` (a RESET_EVERY boundary), written atomically."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    arrays.update(live=live.astype(np.uint8), failed_step=failed_step, last_loss=last_loss, hist_loss=hist_loss,
+                  snap_flat=snap_flat)
+    meta = {"format": CHECKPOINT_FORMAT, "keys": json.dumps(keys), "step": str(step), "elapsed": repr(elapsed),
+            "streams": json.dumps([s.rng.bit_generator.state for s in streams or []])}
+    try:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        atomic_write_bytes(path, safetensors.numpy.save(arrays, metadata=meta))
+    except (OSError, StoreWriteError) as e:
+        # A checkpoint only saves time after a kill: failing to write one must not stop the training
+        # (a full disk then fails the run's own save, with its own error).
+        warnings.warn(f"toydd: could not save the training state to {path}: {one_line(e)}", stacklevel=2)
+
+
+def _read_checkpoint(path, keys: list[str], shapes: dict[str, tuple]) -> dict | None:
+    """The state saved in ``path`` if it is a checkpoint of this batch (same job keys, same shapes), else None."""
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != CHECKPOINT_FORMAT or json.loads(meta.get("keys", "null")) != keys:
+                return None
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        step, elapsed, streams = int(meta["step"]), float(meta["elapsed"]), json.loads(meta["streams"])
+    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError):
+        return None  # missing, unreadable or not ours: start from the beginning
+    need = ("flat", "Mo", "V", "last_good", "live", "failed_step", "last_loss", "hist_loss", "snap_flat")
+    if any(k not in arrays for k in need) or any(arrays[k].shape != v for k, v in shapes.items()) \
+            or step <= 0 or step % RESET_EVERY:
+        return None
+    return {"step": step, "elapsed": elapsed, "streams": streams, "arrays": arrays}
 
 
 def _pick_device(device: str) -> str:

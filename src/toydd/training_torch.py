@@ -78,3 +78,14 @@ class TorchBackend:
 
     def params(self) -> np.ndarray:
         return self.flat.cpu().numpy()
+
+    def reset(self) -> None:
+        """Nothing to forget: the torch step keeps no state from one step to the next (see training.RESET_EVERY)."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"flat": self.params(), "Mo": self.Mo.cpu().numpy(), "V": self.V.cpu().numpy(),
+                "last_good": self.last_good.cpu().numpy()}
+
+    def load_state(self, st: dict[str, np.ndarray]) -> None:
+        for name in ("flat", "Mo", "V", "last_good"):
+            setattr(self, name, torch.tensor(np.asarray(st[name], np.float32), device=self.dev))
