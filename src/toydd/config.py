@@ -41,21 +41,28 @@ ADAM_G_TINY = 4e-18  # (1 - beta2) g^2 below float32's normal range: left out of
 CHECKPOINT_SECONDS = 300.0
 
 
+def env_setting(name: str, default, parse, valid, must: str):
+    """A setting from the environment variable ``name`` (``default`` when unset): ``parse(text)``, which must
+    satisfy ``valid``; else ToyddError "``name`` must be ``must``, got ..."."""
+    import os
+
+    v = os.environ.get(name)
+    if v is None:
+        return default
+    try:
+        x = parse(v)
+    except ValueError:
+        x = None
+    if x is None or not valid(x):
+        raise ToyddError(f"{name} must be {must}, got {v!r}")
+    return x
+
+
 def checkpoint_seconds() -> float:
     """Seconds between two saves of a training's state: the environment variable TOYDD_CHECKPOINT_SECONDS
     (e.g. 60 on machines that are often preempted), else CHECKPOINT_SECONDS."""
-    import os
-
-    v = os.environ.get("TOYDD_CHECKPOINT_SECONDS")
-    if v is None:
-        return CHECKPOINT_SECONDS
-    try:
-        x = float(v)
-    except ValueError:
-        x = math.nan
-    if not x >= 0:
-        raise ToyddError(f"TOYDD_CHECKPOINT_SECONDS must be a number of seconds >= 0, got {v!r}")
-    return x
+    return env_setting("TOYDD_CHECKPOINT_SECONDS", CHECKPOINT_SECONDS, float, lambda x: x >= 0,
+                       "a number of seconds >= 0")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig
+from ..config import TrainConfig, env_setting
 from ..errors import ToyddError, one_line
 from .base import PRESETS, Experiment, get_preset, unique_jobs
 
@@ -145,18 +145,7 @@ MAX_JOBS = 100_000  # per experiment file; the paper's largest experiment has un
 
 def max_jobs() -> int:
     """The job limit of one experiment file: ``MAX_JOBS``, or the ``TOYDD_MAX_JOBS`` environment variable."""
-    import os
-
-    v = os.environ.get("TOYDD_MAX_JOBS")
-    if v is None:
-        return MAX_JOBS
-    try:
-        n = int(v)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise ToyddError(f"TOYDD_MAX_JOBS must be a positive integer, got {v!r}")
-    return n
+    return env_setting("TOYDD_MAX_JOBS", MAX_JOBS, int, lambda n: n > 0, "a positive integer")
 
 
 def _count_jobs(tables: list) -> int:
