@@ -508,3 +508,25 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if "W" not in params or "b" not in params:
         raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
     return params
+
+
+# --- a training's saved state (training.train_batch's checkpoint) ---------------------------------------------
+
+CHECKPOINT_FORMAT = "toydd-checkpoint-1"
+
+
+def checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What a saved training state says of itself (its metadata: ``keys``, the jobs it belongs to in training
+    order; ``step``, where it resumes; ``elapsed`` seconds; ``streams``, the online streams' generator states),
+    or None if ``path`` is missing, unreadable or not such a state. Reads no arrays."""
+    import safetensors
+
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            return None
+        return {"keys": list(json.loads(meta["keys"])), "step": int(meta["step"]),
+                "elapsed": float(meta["elapsed"]), "streams": json.loads(meta["streams"])}
+    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError):
+        return None

@@ -37,7 +37,8 @@ from typing import Any, Sequence
 
 from .errors import ToyddError
 from .jobs import verify_job_run
-from .storage import (CorruptRun, atomic_write_json, os_reason, probe_writable, run_dir_foreign_entries, write_error)
+from .storage import (CorruptRun, atomic_write_json, checkpoint_info, os_reason, probe_writable,
+                      run_dir_foreign_entries, write_error)
 
 LEGACY_SUBSTORES = ("mnist",)  # DIR/<name>/runs of toydd 0.1.0 (mnist-dstar)
 
@@ -84,17 +85,8 @@ class Store:
     def saved_states(self) -> list[dict[str, Any]]:
         """The training states in resume/ (batches killed mid-training, or training now): for each, its file,
         the step it resumes at and its job keys. Unreadable files are left out (training ignores them too)."""
-        import safetensors
-
-        out = []
-        for p in sorted((self.root / "resume").glob("*.safetensors")):
-            try:
-                with safetensors.safe_open(str(p), framework="numpy") as f:
-                    meta = f.metadata() or {}
-                out.append({"file": str(p), "step": int(meta["step"]), "keys": list(json.loads(meta["keys"]))})
-            except Exception:  # noqa: BLE001 - a state toydd cannot read is no state (training starts over)
-                continue
-        return out
+        infos = ((p, checkpoint_info(p)) for p in sorted((self.root / "resume").glob("*.safetensors")))
+        return [{"file": str(p), "step": x["step"], "keys": x["keys"]} for p, x in infos if x is not None]
 
     def create(self) -> None:
         self.check_layout()

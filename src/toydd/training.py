@@ -35,7 +35,8 @@ from .errors import ToyddError, one_line
 from .evaluation import evaluate
 from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
 from .threads import threaded
-from .storage import RunResult, StoreWriteError, atomic_write_bytes, load_params
+from .storage import (CHECKPOINT_FORMAT, RunResult, StoreWriteError, atomic_write_bytes, checkpoint_info,
+                      load_params)
 
 ProgressFn = Callable[[int], None]
 
@@ -46,7 +47,6 @@ ProgressFn = Callable[[int], None]
 # stopped. A checkpoint is written at the first such step after config.checkpoint_seconds() since the last one (or
 # since the start), so at most about that much work (plus RESET_EVERY steps) is lost to an interruption.
 RESET_EVERY = 1_000
-CHECKPOINT_FORMAT = "toydd-checkpoint-1"
 
 
 # --- schedule and optimizer ------------------------------------------------------
@@ -375,8 +375,10 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     start, elapsed = 0, 0.0  # where this call starts, and the training time of earlier calls (a resumed run)
     keys = [c.key() for c in configs]
     if checkpoint is not None:
-        st = _read_checkpoint(checkpoint, keys, {"flat": P.flat.shape, "hist_loss": hist_loss.shape,
-                                                 "snap_flat": snap_flat.shape})
+        st = _read_checkpoint(checkpoint, keys, {"flat": P.flat.shape, "Mo": P.flat.shape, "V": P.flat.shape,
+                                                 "last_good": P.flat.shape, "live": live.shape,
+                                                 "failed_step": failed_step.shape, "last_loss": last_loss.shape,
+                                                 "hist_loss": hist_loss.shape, "snap_flat": snap_flat.shape})
         if st is not None:
             start, elapsed = st["step"], st["elapsed"]
             backend.load_state(st["arrays"])
@@ -465,21 +467,19 @@ def _write_checkpoint(path, keys: list[str], step: int, elapsed: float, state: d
 
 
 def _read_checkpoint(path, keys: list[str], shapes: dict[str, tuple]) -> dict | None:
-    """The state saved in ``path`` if it is a checkpoint of this batch (same job keys, same shapes), else None."""
+    """The state saved in ``path`` if it is a checkpoint of this batch (same job keys, every array of the
+    expected shape, a RESET_EVERY step), else None."""
+    info = checkpoint_info(path)
+    if info is None or info["keys"] != keys or info["step"] <= 0 or info["step"] % RESET_EVERY:
+        return None
     try:
         with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != CHECKPOINT_FORMAT or json.loads(meta.get("keys", "null")) != keys:
-                return None
             arrays = {k: f.get_tensor(k) for k in f.keys()}
-        step, elapsed, streams = int(meta["step"]), float(meta["elapsed"]), json.loads(meta["streams"])
-    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError):
-        return None  # missing, unreadable or not ours: start from the beginning
-    need = ("flat", "Mo", "V", "last_good", "live", "failed_step", "last_loss", "hist_loss", "snap_flat")
-    if any(k not in arrays for k in need) or any(arrays[k].shape != v for k, v in shapes.items()) \
-            or step <= 0 or step % RESET_EVERY:
+    except (OSError, ValueError, safetensors.SafetensorError):
+        return None  # unreadable after all: start from the beginning
+    if any(k not in arrays or arrays[k].shape != v for k, v in shapes.items()):
         return None
-    return {"step": step, "elapsed": elapsed, "streams": streams, "arrays": arrays}
+    return {**info, "arrays": arrays}
 
 
 def _pick_device(device: str) -> str:
