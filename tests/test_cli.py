@@ -129,3 +129,53 @@ def test_bad_checkpoint_seconds_is_a_one_line_error(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert_clean_error(p, "TOYDD_CHECKPOINT_SECONDS")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_beside_files_long_names_and_a_second_writer(tmp_path):
+    """The files `toydd train --out` keeps beside the run: a name too long for them is refused before training; a directory or a user's file where the state would go is kept (toydd removes only what it wrote);
+    a second training of the same --out while one runs is refused before it trains; the lock goes at the end."""
+    import os
+    import time
+
+    from toydd.storage import beside_run
+
+    small = ["train", "--n", 50, "--T", 5, "--sparsity", 0.9, "--steps", 10, "--test-size", 20]
+    assert_clean_error(toydd(*small, "--out", tmp_path / ("r" * 201)), "name a shorter directory")
+    assert os.listdir(tmp_path) == []  # refused before training: nothing written
+    long_out = tmp_path / ("r" * 200)  # the longest accepted: its state's temp files still fit in 255 bytes
+    p = subprocess.run([sys.executable, "-m", "toydd", *map(str, small), "--out", str(long_out)],
+                       env={**os.environ, "TOYDD_CHECKPOINT_SECONDS": "0"}, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(beside_run(long_out, "resume.safetensors").name + ".4194304-abcdefgh.tmp") <= 255
+    assert sorted(os.listdir(tmp_path)) == [long_out.name]  # no state, no lock left
+
+    for i, make in enumerate((lambda q: q.mkdir(), lambda q: q.write_text("precious"))):
+        out = tmp_path / f"k{i}"
+        spot = tmp_path / f".k{i}.toydd-resume.safetensors"
+        make(spot)
+        p = subprocess.run([sys.executable, "-m", "toydd", *map(str, small), "--out", str(out)],
+                           env={**os.environ, "TOYDD_CHECKPOINT_SECONDS": "0"}, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert spot.is_dir() if i == 0 else spot.read_text() == "precious"
+
+    out = tmp_path / "busy"
+    lock = tmp_path / ".busy.toydd-lock"
+    first = subprocess.Popen([sys.executable, "-m", "toydd", *map(str, small[:-4]), "--steps", "400000",
+                              "--test-size", "20", "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not lock.exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.5)  # (created, then locked)
+        assert_clean_error(toydd(*small, "--out", out), "another toydd train is writing it")
+        assert not out.exists()
+    finally:
+        first.kill()
+        first.wait()
+    p = toydd(*small, "--out", out)  # the killed one's lock is no one's: free again
+    assert p.returncode == 0, p.stderr
+    assert not lock.exists()

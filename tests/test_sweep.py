@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -424,3 +425,93 @@ def test_bad_checkpoint_seconds_stops_the_sweep_before_anything_is_written(tmp_p
     with pytest.raises(ToyddError, match="TOYDD_CHECKPOINT_SECONDS"):
         run_sweep(str(tiny_file(tmp_path)), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypatch):
+    """A killed batch's state resumes only that very batch: the next sweep trains those jobs together again,
+    whatever it would batch them into now (here: with a third job). A state no sweep can resume (a job of it
+    done since, or in no experiment) is listed as stale and removed by the next sweep."""
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    f = tmp_path / "three.toml"
+    f.write_text(TINY.format(steps=200).replace('T = [3, 10, 40, "inf"]', "T = [10]").replace(
+        "data_seed = [0, 1]", "data_seed = [0, 1, 2]"))
+    c0, c1, c2 = load_experiment_file(f).configs
+    resumed = []
+    read = training._read_checkpoint
+    monkeypatch.setattr(training, "_read_checkpoint", lambda *a: resumed.append(r := read(*a)) or r)
+
+    class Kill(BaseException):
+        pass
+
+    def killed_batch(out, configs):
+        done = [0.0]
+
+        def progress(units):
+            done[0] += units
+            if done[0] >= 0.5 * sum(sweep_mod.job_cost(c) for c in configs):
+                raise Kill
+
+        with pytest.raises(Kill):
+            run_batch(out, configs, progress=progress)
+
+    out = tmp_path / "out"
+    Store(out).create()
+    killed_batch(out, [c0, c1])
+    st = status(out)
+    assert [sorted(x["keys"]) for x in st["saved_states"]] == [sorted([c0.key(), c1.key()])]
+    assert st["stale_states"] == []
+    s = run_sweep(str(f), out, progress=False)  # would batch all three together; trains [c0, c1] first
+    assert s.ok and sorted(s.trained) == sorted(c.key() for c in (c0, c1, c2))
+    assert sum(r is not None for r in resumed) == 1
+    assert list((out / "resume").iterdir()) == []
+    clean = tmp_path / "clean"
+    run_sweep(str(f), clean, progress=False)
+    pd.testing.assert_frame_equal(comparable(load_table(out)), comparable(load_table(clean)))
+
+    out2 = tmp_path / "out2"
+    Store(out2).create()
+    killed_batch(out2, [c0, c1])
+    run_batch(out2, [c0])  # c0 is done: [c0, c1] never trains together again
+    st = status(out2)
+    assert st["saved_states"] == [] and len(st["stale_states"]) == 1
+    assert "stale: " in format_status(st)
+    run_sweep(str(f), out2, progress=False)
+    assert list((out2 / "resume").iterdir()) == []
+
+    out3 = tmp_path / "out3"  # the experiment's grid changed since: c1 is in none of the store's experiments
+    run_sweep(str(f), out3, progress=False)
+    for c in (c0, c1):
+        shutil.rmtree(out3 / "runs" / c.key())
+    killed_batch(out3, [c0, c1])
+    f.write_text(f.read_text().replace("data_seed = [0, 1, 2]", "data_seed = [0, 2]"))
+    run_sweep(str(f), out3, progress=False)
+    assert list((out3 / "resume").iterdir()) == []
+
+
+def test_a_full_disk_drops_the_batch_state_to_save_the_runs(tmp_path, monkeypatch):
+    """The disk is full when the runs are saved and the batch's own state takes room: the state goes (the results
+    are in memory) and the save is tried once more, instead of failing the same way at every rerun."""
+    import errno
+
+    from toydd.storage import StoreWriteError, save_run
+
+    path = tmp_path / "state.safetensors"
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    cfg = TrainConfig(n=60, m=2, T=10, sparsity=0.9, steps=60, test_size=200, snapshots=4)
+    [result] = training.train_batch([cfg], checkpoint=path)
+    assert path.exists()
+    calls = []
+
+    def full_once(run_dir, res):
+        calls.append(run_dir)
+        if len(calls) % 2:  # every other call: the first of each save
+            raise StoreWriteError(f"cannot write {run_dir}: No space left on device", errno.ENOSPC)
+        return save_run(run_dir, res)
+
+    monkeypatch.setattr(sweep_mod, "save_run", full_once)
+    sweep_mod._save_run(tmp_path / "run", result, path)
+    assert len(calls) == 2 and not path.exists() and (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(StoreWriteError):  # no state of its own to drop: the error stands
+        sweep_mod._save_run(tmp_path / "run2", result, path)

@@ -1,6 +1,7 @@
 """Training: schedule, optimizer, batching, determinism, failures, and the m/T law."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -323,3 +324,77 @@ def test_a_checkpoint_of_another_batch_or_garbage_is_ignored(tmp_path, monkeypat
     assert sum(seen) == 200 and seen[0] < 20  # from step 0
     path.write_bytes(b"not a checkpoint")
     _same_results(train_batch(a, checkpoint=path), train_batch(a))
+
+
+def test_a_state_resumes_only_the_same_inputs_and_engine(tmp_path, monkeypatch):
+    """The same job keys can hide other inputs (a --data file rewritten between the kill and the rerun) and
+    another engine or kernel gives other bits: either way the state is ignored and the training starts over."""
+    from toydd import training
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+
+    def write_data(seed):
+        X = (np.random.default_rng(seed).random((20, 300)) < 0.05) * rng.random((20, 300))
+        np.savez(data, X=X.astype(np.float32))
+
+    write_data(1)
+    cfg = [TrainConfig(**{**SMALL, "T": 20}, data_path=str(data))]
+    path = tmp_path / "state.safetensors"
+    _train_until_killed(cfg, 90, path)
+    write_data(2)  # same path, same config key, other points
+    seen = []
+    _same_results(train_batch(cfg, progress=seen.append, checkpoint=path), train_batch(cfg))
+    assert seen[0] < 20  # from step 0
+
+    # another kernel
+    small = [TrainConfig(**SMALL).replace(T=3_000, steps=60)]
+    _train_until_killed(small, 50, path, kernel="tree", engine="numba")
+    seen = []
+    _same_results(train_batch(small, progress=seen.append, checkpoint=path, kernel="dense", engine="numba"),
+                  train_batch(small, kernel="dense", engine="numba"))
+    assert seen[0] < 20
+
+
+def test_a_damaged_state_is_not_resumed(tmp_path, monkeypatch):
+    """One flipped bit in a saved parameter would change the run without a word: the arrays' sha256 is checked."""
+    from toydd import training
+    from toydd.storage import checkpoint_info
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    cfg = [TrainConfig(**SMALL)]
+    path = tmp_path / "state.safetensors"
+    _train_until_killed(cfg, 90, path)
+    assert checkpoint_info(path)["step"] == 80
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10  # in the last array's bytes (the header comes first)
+    path.write_bytes(bytes(raw))
+    assert checkpoint_info(path) is not None  # the metadata still reads
+    seen = []
+    _same_results(train_batch(cfg, progress=seen.append, checkpoint=path), train_batch(cfg))
+    assert seen[0] < 20
+
+
+def test_a_killed_save_leaves_no_temp_file_behind(tmp_path, monkeypatch):
+    """A kill during a save leaves `.<state>.<pid>-<random>.tmp`: the next save of that state removes it, and
+    leaves a live writer's alone."""
+    import subprocess
+
+    from toydd import training
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = tmp_path / "state.safetensors"
+    stale = tmp_path / f".state.safetensors.{dead.pid}-abc123.tmp"
+    live = tmp_path / f".state.safetensors.{os.getpid()}-def456.tmp"
+    other = tmp_path / f".other.safetensors.{dead.pid}-abc123.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    _train_until_killed([TrainConfig(**SMALL)], 50, path)
+    assert path.exists() and not stale.exists()
+    assert live.exists() and other.exists()

@@ -104,7 +104,9 @@ def train(
 ) -> None:
     """Train one model (best of --init-seeds) and report its metrics."""
     from . import data as data_mod
-    from .storage import check_run_target, load_params, save_run, to_jsonable
+    from .storage import (DISK_ERRNOS, StoreWriteError, beside_run, check_run_target, checkpoint_info,
+                          load_params, remove_checkpoint, save_run, to_jsonable, write_error)
+    from .store import JobLock
     from .training import check_params, train as train_fn
 
     if data is not None:
@@ -126,19 +128,41 @@ def train(
                       warmup_from_zero=warmup_from_zero, init_method=init_method)
     if init is not None:  # fail before training, not after
         check_params(load_params(init), m, n, cfg.tied, str(init))
+    lock = target = None
     if out is not None:  # before training: not writable, not ours to replace, ...
-        check_run_target(out, overwrite)
+        target = check_run_target(out, overwrite)  # absolute and normalized (an --out of x/.. is x's parent)
         checkpoint_seconds()
+        # One training at a time writes a given --out (else the later save would silently replace the other's).
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(e, target) from None
+        lock = JobLock(beside_run(target, "lock"))
+        if not lock.acquire(blocking=False):
+            raise ToyddError(f"--out {out}: another toydd train is writing it right now; wait for it to finish "
+                             "or name another directory")
     from .progress import ProgressBar
 
     # With --out, the training's state is saved beside it every ~5 minutes: the same command after a kill
     # resumes there (and ends with the same run, bit for bit); removed once the run is saved.
-    state = out.parent / f".{out.name}.toydd-resume.safetensors" if out is not None else None
-    with ProgressBar(True, f"train n={n} m={m} T={Tv}", cfg.steps, unit="steps") as bar:
-        result = train_fn(cfg, progress=bar.advance, checkpoint=state)
-    if out is not None:
-        save_run(out, result)
-        state.unlink(missing_ok=True)
+    state = beside_run(target, "resume.safetensors") if target is not None else None
+    try:
+        with ProgressBar(True, f"train n={n} m={m} T={Tv}", cfg.steps, unit="steps") as bar:
+            result = train_fn(cfg, progress=bar.advance, checkpoint=state)
+        if target is not None:
+            try:
+                save_run(target, result)
+            except StoreWriteError as e:
+                if e.errno not in DISK_ERRNOS or checkpoint_info(state) is None:
+                    raise
+                # The disk is full, and this training's own saved state takes room: the run is in memory
+                # now, so that state is of no more use (else the same command fails the same way forever).
+                remove_checkpoint(state)
+                save_run(target, result)
+            remove_checkpoint(state)
+    finally:
+        if lock is not None:
+            lock.release(remove=True)
     if as_json:
         mt = result.metrics
         obj = {k: mt[k] for k in ("train_loss", "test_loss", "test_loss_se", "weight_norm", "bias_norm",

@@ -179,7 +179,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the writer's pid in the name: a temp file left by a killed writer can be told from a live one's
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(e, path) from None
     try:
@@ -271,6 +272,9 @@ def names_preview(names: list[str], k: int = 3) -> str:
     return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
 
 
+MAX_RUN_NAME = 200  # bytes: room for `.NAME.toydd-resume.safetensors.<pid>-<random>.tmp` in 255
+
+
 def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check that ``train --out`` may write a run directory at ``out``; returns it as an absolute path.
 
@@ -280,6 +284,10 @@ def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
     mount point, and a place where nothing can be created. Nothing is created.
     """
     out = Path(os.path.abspath(out))
+    if len(out.name.encode()) > MAX_RUN_NAME:
+        raise ToyddError(f"--out {out}: its name is {len(out.name.encode())} bytes long, more than {MAX_RUN_NAME}: "
+                         "toydd writes files named after it beside it (a temp copy, the training's state), and a "
+                         "file name ends at 255 bytes; name a shorter directory")
     if os.path.lexists(out):
         if out.is_symlink():
             raise ToyddError(f"--out {out} is a symbolic link; name the directory itself ({os.path.realpath(out)})")
@@ -512,13 +520,19 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 # --- a training's saved state (training.train_batch's checkpoint) ---------------------------------------------
 
-CHECKPOINT_FORMAT = "toydd-checkpoint-1"
+CHECKPOINT_FORMAT = "toydd-checkpoint-2"  # -1 (before 2026-12-03): no inputs, engine or payload digest
 
 
 def checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
-    """What a saved training state says of itself (its metadata: ``keys``, the jobs it belongs to in training
-    order; ``step``, where it resumes; ``elapsed`` seconds; ``streams``, the online streams' generator states),
-    or None if ``path`` is missing, unreadable or not such a state. Reads no arrays."""
+    """What a saved training state says of itself, or None if ``path`` is missing, unreadable or not such a
+    state (of this format). Reads no arrays. Its metadata:
+
+    ``keys``: the jobs it belongs to, in training order; ``step``: where it resumes; ``elapsed``: seconds
+    trained; ``streams``: the online streams' generator states; ``inputs``: a sha256 of what the training
+    started from (initial parameters, training points, importance), so that a state is never resumed on other
+    data or another init under the same config (a changed ``--data`` file); ``engine``: the engine and kernel
+    that trained it (another one would not give the uninterrupted run's bits); ``sha256``: of its arrays
+    (:func:`arrays_digest`), checked before a resume."""
     import safetensors
 
     try:
@@ -527,6 +541,79 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
         if meta.get("format") != CHECKPOINT_FORMAT:
             return None
         return {"keys": list(json.loads(meta["keys"])), "step": int(meta["step"]),
-                "elapsed": float(meta["elapsed"]), "streams": json.loads(meta["streams"])}
+                "elapsed": float(meta["elapsed"]), "streams": json.loads(meta["streams"]),
+                "inputs": str(meta["inputs"]), "engine": str(meta["engine"]), "sha256": str(meta["sha256"])}
     except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError):
         return None
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of named arrays: names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.data if a.size else b"")
+    return h.hexdigest()
+
+
+def _is_toydd_state(path: Path) -> bool:
+    """A training state written by any toydd release (any checkpoint format)."""
+    import safetensors
+
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
+            return str((f.metadata() or {}).get("format", "")).startswith("toydd-checkpoint-")
+    except (OSError, ValueError, TypeError, safetensors.SafetensorError):
+        return False
+
+
+def remove_stale_temps(directory: str | os.PathLike, name: str | None = None) -> None:
+    """Remove the temp files that writers killed mid-write left in ``directory`` (of the file ``name`` only, or
+    of any file): atomic_write_bytes names them ``.<name>.<pid>-<random>.tmp``, and one whose writer is alive
+    is left alone. Never raises."""
+    directory = Path(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for tmp in names:
+        if not (tmp.startswith(f".{name}." if name is not None else ".") and tmp.endswith(".tmp")):
+            continue
+        pid = tmp[:-len(".tmp")].rsplit(".", 1)[-1].split("-", 1)[0]  # (mkstemp's random part has no "." or "-")
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            os.unlink(directory / tmp)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, someone else's
+    return True
+
+
+def beside_run(out: str | os.PathLike, what: str) -> Path:
+    """A hidden file that ``toydd train --out OUT`` keeps beside OUT while it trains: ``.OUT.toydd-<what>``
+    (check_run_target keeps OUT's name short enough for it and its temp files)."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.toydd-{what}"
+
+
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Remove a training state toydd wrote at ``path`` (a file of any other kind there is kept: toydd only
+    removes what it wrote), and the temp files of killed writes of it. Never raises: a state left behind is
+    harmless (it only resumes that very training)."""
+    path = Path(path)
+    try:
+        if path.is_file() and not path.is_symlink() and _is_toydd_state(path):
+            path.unlink()
+    except OSError:
+        pass
+    remove_stale_temps(path.parent, path.name)

@@ -50,7 +50,8 @@ from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, kind_of, verify_job_run
-from .storage import DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, save_run
+from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, checkpoint_info,
+                      remove_checkpoint, remove_stale_temps, save_run)
 from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
                     remove_done_locks, require_store)
 
@@ -103,7 +104,7 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
     for config, result in zip(configs, results):
         key = config.key()
         try:
-            save_run(store.run_dir(key), result)
+            _save_run(store.run_dir(key), result, checkpoint)
         except StoreWriteError as e:
             if e.errno in DISK_ERRNOS:
                 raise  # the disk is full or read-only: every other job would fail the same way
@@ -129,10 +130,42 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
 
 
 def _remove_checkpoint(path: Path) -> None:
+    remove_checkpoint(path)  # (never raises: a leftover only ever resumes this very batch)
+
+
+def _save_run(run_dir: Path, result: Any, checkpoint: Path) -> None:
     try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a leftover is harmless: it only ever resumes this very batch
+        save_run(run_dir, result)
+    except StoreWriteError as e:
+        if e.errno not in DISK_ERRNOS or checkpoint_info(checkpoint) is None:
+            raise
+        # The disk is full and the batch's own saved state takes room it no longer needs (its results are in
+        # memory now): without this, the same sweep would fail the same way every time it is run.
+        remove_checkpoint(checkpoint)
+        save_run(run_dir, result)
+
+
+def _saved_batches_first(store: Store, ready: list, batches: Callable[[list], list[list]]) -> list[list]:
+    """The batches to train ``ready`` in: first each batch killed mid-training whose saved state is in resume/
+    and whose jobs are all ready, as it was (its state resumes only that very batch, whatever --jobs or the
+    executor would make of these jobs now), then ``batches`` of the rest."""
+    by_key = {c.key(): c for c in ready}
+    first: list[list] = []
+    for x in store.saved_states():
+        if all(k in by_key for k in x["keys"]):
+            first.append([by_key.pop(k) for k in x["keys"]])
+    rest = [c for c in ready if c.key() in by_key]
+    return first + (batches(rest) if rest else [])
+
+
+def _remove_stale_states(store: Store) -> None:
+    """Remove the saved states no sweep of this store can resume: a batch with a finished job (its jobs are
+    never batched together again) or with a job in no experiment of the store; and killed writes' temp files."""
+    known = {k for m in store.manifests().values() for k in m["keys"]}  # (a sweep has written its own by now)
+    for x in store.saved_states():
+        if any(k not in known or job_state(store, k) == "done" for k in x["keys"]):
+            remove_checkpoint(x["file"])
+    remove_stale_temps(store.root / "resume")
 
 
 def run_batch(out: str | os.PathLike, configs: Sequence[Any], wait: bool = False,
@@ -483,6 +516,7 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             raise ToyddError(f"{lock} is not a lock file (a directory or something else), so job "
                              f"{config.key()} cannot be locked; move it away and run again")
     write_manifest(out, exp)
+    _remove_stale_states(store)
 
     work = _Work(kind.name, exp.params)
     bar = _Bar(progress, f"{exp.name} ({exp.preset or 'custom'})",
@@ -507,7 +541,8 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             # With several workers a big group is split so that each gets a part (instances are independent:
             # the results do not depend on how jobs are batched).
             parts = jobs if executor != "local" else 1
-            wave = execute(out, kind.batches(ready, max_batch_instances, parts), False, bar, jobs, work)
+            wave = execute(out, _saved_batches_first(store, ready, lambda r: kind.batches(r, max_batch_instances, parts)),
+                           False, bar, jobs, work)
             busy_keys = {o.key for o in wave if o.status == "busy"}
             if busy_keys:
                 busy = [c for c in ready if c.key() in busy_keys]
@@ -622,9 +657,14 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     totals = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for s in states.values():
         totals[s] += 1
+    known = {k for m in manifests.values() for k in m["keys"]}
+    saved = store.saved_states()
+
+    def resumable(x: dict[str, Any]) -> bool:  # what _remove_stale_states keeps
+        return all((k in known or not manifests) and states.get(k) != "done" for k in x["keys"])
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
             "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp,
-            "saved_states": [x for x in store.saved_states() if any(states.get(k) != "done" for k in x["keys"])]}
+            "saved_states": [x for x in saved if resumable(x)], "stale_states": [x for x in saved if not resumable(x)]}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -645,6 +685,9 @@ def format_status(st: dict[str, Any]) -> str:
         n = len(x["keys"])
         lines.append(f"  saved: {n} job{'s' if n > 1 else ''} ({', '.join(x['keys'])}) resume at step {x['step']:,} "
                      f"({x['file']})")
+    for x in st.get("stale_states", []):
+        lines.append(f"  stale: {x['file']} (a saved state no sweep of this store will resume: one of its jobs is "
+                     "done, or in none of its experiments; the next sweep removes it)")
     return "\n".join(lines)
 
 

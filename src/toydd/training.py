@@ -32,11 +32,12 @@ from . import data as data_mod
 from . import metrics as M
 from .config import ADAM_G_TINY, ADAM_M_TINY, ADAM_V_TINY, TrainConfig, checkpoint_seconds
 from .errors import ToyddError, one_line
+from . import kernels as kernels_mod
 from .evaluation import evaluate
 from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
 from .threads import threaded
-from .storage import (CHECKPOINT_FORMAT, RunResult, StoreWriteError, atomic_write_bytes, checkpoint_info,
-                      load_params)
+from .storage import (CHECKPOINT_FORMAT, RunResult, StoreWriteError, arrays_digest, atomic_write_bytes,
+                      checkpoint_info, load_params, remove_stale_temps)
 
 ProgressFn = Callable[[int], None]
 
@@ -254,6 +255,7 @@ class NumbaBackend:
     def __init__(self, P: ParamBatch, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig, kernel: str | None = None):
         self.P, self.imp, self.wd, self.cfg = P, imp, wd, cfg
         self.kernel = kernel  # dense part: auto | dense | tree (None: kernels.DEFAULT_KERNEL)
+        self.tag = f"numba/{kernel or kernels_mod.DEFAULT_KERNEL}"  # what trains: a saved state resumes only on this
         self.G = ParamBatch(P.I, P.m, P.n, P.tied)  # gradients, same layout as P
         self.Mo = np.zeros_like(P.flat)
         self.V = np.zeros_like(P.flat)
@@ -375,10 +377,15 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
     start, elapsed = 0, 0.0  # where this call starts, and the training time of earlier calls (a resumed run)
     keys = [c.key() for c in configs]
     if checkpoint is not None:
-        st = _read_checkpoint(checkpoint, keys, {"flat": P.flat.shape, "Mo": P.flat.shape, "V": P.flat.shape,
-                                                 "last_good": P.flat.shape, "live": live.shape,
-                                                 "failed_step": failed_step.shape, "last_loss": last_loss.shape,
-                                                 "hist_loss": hist_loss.shape, "snap_flat": snap_flat.shape})
+        # What this training starts from and what trains it: a saved state resumes only a training with the same
+        # of both (the same keys can hide another --data file's contents; another kernel, other bits).
+        inputs = arrays_digest({"init": P.flat, "importance": imp,
+                                **{f"{k}{ci}": getattr(d, k) for ci, d in enumerate(train_sets) if d is not None
+                                   for k in ("indptr", "indices", "values")}})
+        st = _read_checkpoint(checkpoint, keys, inputs, backend.tag,
+                              {"flat": P.flat, "Mo": P.flat, "V": P.flat, "last_good": P.flat, "live": live.astype(np.uint8),
+                               "failed_step": failed_step, "last_loss": last_loss, "hist_loss": hist_loss,
+                               "snap_flat": snap_flat})
         if st is not None:
             start, elapsed = st["step"], st["elapsed"]
             backend.load_state(st["arrays"])
@@ -397,8 +404,8 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
         if s % RESET_EVERY == 0 and s > 0:
             backend.reset()
             if time.perf_counter() - last_save >= every:
-                _write_checkpoint(checkpoint, keys, s, elapsed + time.perf_counter() - t_start, backend.state(),
-                                  live, failed_step, last_loss, hist_loss, snap_flat, streams)
+                _write_checkpoint(checkpoint, keys, inputs, backend.tag, s, elapsed + time.perf_counter() - t_start,
+                                  backend.state(), live, failed_step, last_loss, hist_loss, snap_flat, streams)
                 last_save = time.perf_counter()
         if streams is not None:
             fresh = [s_.next() for s_ in streams]  # one fresh batch per config, shared by its init seeds
@@ -449,14 +456,16 @@ def train_batch(configs: list[TrainConfig], progress: ProgressFn | None = None,
             for ci, c in enumerate(configs)]
 
 
-def _write_checkpoint(path, keys: list[str], step: int, elapsed: float, state: dict[str, np.ndarray],
-                      live, failed_step, last_loss, hist_loss, snap_flat, streams) -> None:
+def _write_checkpoint(path, keys: list[str], inputs: str, engine: str, step: int, elapsed: float,
+                      state: dict[str, np.ndarray], live, failed_step, last_loss, hist_loss, snap_flat, streams) -> None:
     """The training's state at the start of ``step`` (a RESET_EVERY boundary), written atomically."""
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
     arrays.update(live=live.astype(np.uint8), failed_step=failed_step, last_loss=last_loss, hist_loss=hist_loss,
                   snap_flat=snap_flat)
     meta = {"format": CHECKPOINT_FORMAT, "keys": json.dumps(keys), "step": str(step), "elapsed": repr(elapsed),
-            "streams": json.dumps([s.rng.bit_generator.state for s in streams or []])}
+            "streams": json.dumps([s.rng.bit_generator.state for s in streams or []]), "inputs": inputs,
+            "engine": engine, "sha256": arrays_digest(arrays)}
+    remove_stale_temps(os.path.dirname(os.fspath(path)) or ".", os.path.basename(os.fspath(path)))  # of killed writes
     try:
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
         atomic_write_bytes(path, safetensors.numpy.save(arrays, metadata=meta))
@@ -466,19 +475,23 @@ def _write_checkpoint(path, keys: list[str], step: int, elapsed: float, state: d
         warnings.warn(f"toydd: could not save the training state to {path}: {one_line(e)}", stacklevel=2)
 
 
-def _read_checkpoint(path, keys: list[str], shapes: dict[str, tuple]) -> dict | None:
-    """The state saved in ``path`` if it is a checkpoint of this batch (same job keys, every array of the
-    expected shape, a RESET_EVERY step), else None."""
+def _read_checkpoint(path, keys: list[str], inputs: str, engine: str, like: dict[str, np.ndarray]) -> dict | None:
+    """The state saved in ``path`` if it is a checkpoint of this very training (same job keys, inputs and
+    engine; a RESET_EVERY step; every array of ``like``'s shape and dtype; its arrays' sha256 as written), else
+    None: the training then starts from step 0 and the state is overwritten at the first save."""
     info = checkpoint_info(path)
-    if info is None or info["keys"] != keys or info["step"] <= 0 or info["step"] % RESET_EVERY:
+    if (info is None or info["keys"] != keys or info["inputs"] != inputs or info["engine"] != engine
+            or info["step"] <= 0 or info["step"] % RESET_EVERY):
         return None
     try:
         with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (OSError, ValueError, safetensors.SafetensorError):
         return None  # unreadable after all: start from the beginning
-    if any(k not in arrays or arrays[k].shape != v for k, v in shapes.items()):
+    if any(k not in arrays or arrays[k].shape != v.shape or arrays[k].dtype != v.dtype for k, v in like.items()):
         return None
+    if arrays_digest(arrays) != info["sha256"]:
+        return None  # damaged on disk (a flipped bit would change the run without a word)
     return {**info, "arrays": arrays}
 
 

@@ -20,6 +20,7 @@ from .kernels import BatchData, loss_and_grads_torch
 class TorchBackend:
     def __init__(self, P, imp: np.ndarray, wd: np.ndarray, cfg: TrainConfig, device: str):
         self.dev = torch.device(device)
+        self.tag = f"torch/{self.dev.type}"  # what trains (training.train_batch's saved states)
         self.I, self.m, self.n, self.tied = P.I, P.m, P.n, P.tied
         self.cfg = cfg
         self.flat = torch.tensor(P.flat, device=self.dev)
