@@ -494,7 +494,8 @@ def test_a_full_disk_drops_the_batch_state_to_save_the_runs(tmp_path, monkeypatc
     are in memory) and the save is tried once more, instead of failing the same way at every rerun."""
     import errno
 
-    from toydd.storage import StoreWriteError, save_run
+    from toydd import storage
+    from toydd.storage import StoreWriteError, save_run, save_run_making_room
 
     path = tmp_path / "state.safetensors"
     monkeypatch.setattr(training, "RESET_EVERY", 20)
@@ -510,8 +511,8 @@ def test_a_full_disk_drops_the_batch_state_to_save_the_runs(tmp_path, monkeypatc
             raise StoreWriteError(f"cannot write {run_dir}: No space left on device", errno.ENOSPC)
         return save_run(run_dir, res)
 
-    monkeypatch.setattr(sweep_mod, "save_run", full_once)
-    sweep_mod._save_run(tmp_path / "run", result, path)
+    monkeypatch.setattr(storage, "save_run", full_once)
+    save_run_making_room(tmp_path / "run", result, path)
     assert len(calls) == 2 and not path.exists() and (tmp_path / "run" / "metrics.json").exists()
     with pytest.raises(StoreWriteError):  # no state of its own to drop: the error stands
-        sweep_mod._save_run(tmp_path / "run2", result, path)
+        save_run_making_room(tmp_path / "run2", result, path)

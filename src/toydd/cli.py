@@ -104,8 +104,8 @@ def train(
 ) -> None:
     """Train one model (best of --init-seeds) and report its metrics."""
     from . import data as data_mod
-    from .storage import (DISK_ERRNOS, StoreWriteError, beside_run, check_run_target, checkpoint_info,
-                          load_params, remove_checkpoint, save_run, to_jsonable, write_error)
+    from .storage import (beside_run, check_run_target, load_params, remove_checkpoint, save_run_making_room,
+                          to_jsonable, write_error)
     from .store import JobLock
     from .training import check_params, train as train_fn
 
@@ -150,15 +150,7 @@ def train(
         with ProgressBar(True, f"train n={n} m={m} T={Tv}", cfg.steps, unit="steps") as bar:
             result = train_fn(cfg, progress=bar.advance, checkpoint=state)
         if target is not None:
-            try:
-                save_run(target, result)
-            except StoreWriteError as e:
-                if e.errno not in DISK_ERRNOS or checkpoint_info(state) is None:
-                    raise
-                # The disk is full, and this training's own saved state takes room: the run is in memory
-                # now, so that state is of no more use (else the same command fails the same way forever).
-                remove_checkpoint(state)
-                save_run(target, result)
+            save_run_making_room(target, result, state)
             remove_checkpoint(state)
     finally:
         if lock is not None:

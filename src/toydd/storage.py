@@ -606,6 +606,19 @@ def beside_run(out: str | os.PathLike, what: str) -> Path:
     return out.parent / f".{out.name}.toydd-{what}"
 
 
+def save_run_making_room(run_dir: str | os.PathLike, result: RunResult, state: str | os.PathLike) -> Path:
+    """save_run, and if the disk is full while ``state`` (the training's own saved state, of no more use now that
+    the results are in memory) takes room: remove it and try once more. Else the same command would fail the
+    same way at every rerun."""
+    try:
+        return save_run(run_dir, result)
+    except StoreWriteError as e:
+        if e.errno not in DISK_ERRNOS or checkpoint_info(state) is None:
+            raise
+        remove_checkpoint(state)
+        return save_run(run_dir, result)
+
+
 def remove_checkpoint(path: str | os.PathLike) -> None:
     """Remove a training state toydd wrote at ``path`` (a file of any other kind there is kept: toydd only
     removes what it wrote), and the temp files of killed writes of it. Never raises: a state left behind is

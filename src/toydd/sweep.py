@@ -50,8 +50,8 @@ from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, kind_of, verify_job_run
-from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, checkpoint_info,
-                      remove_checkpoint, remove_stale_temps, save_run)
+from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, remove_checkpoint,
+                      remove_stale_temps, save_run_making_room)
 from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
                     remove_done_locks, require_store)
 
@@ -91,7 +91,7 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
         if len(results) != len(configs):
             raise RuntimeError(f"training returned {len(results)} results for {len(configs)} configs")
     except Exception as e:
-        _remove_checkpoint(checkpoint)
+        remove_checkpoint(checkpoint)  # (never raises: a leftover only resumes this very batch)
         if len(configs) > 1:
             # Isolate the failure: train each job alone so that one bad job does
             # not sink the others of its batch (instances are independent).
@@ -104,7 +104,7 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
     for config, result in zip(configs, results):
         key = config.key()
         try:
-            _save_run(store.run_dir(key), result, checkpoint)
+            save_run_making_room(store.run_dir(key), result, checkpoint)
         except StoreWriteError as e:
             if e.errno in DISK_ERRNOS:
                 raise  # the disk is full or read-only: every other job would fail the same way
@@ -125,24 +125,8 @@ def _train_and_save(store: Store, configs: list, progress: Callable[[float], Non
         else:
             clear_failure(store, key)  # an earlier failure of this job is history now
             outcomes.append(JobOutcome(key, "trained"))
-    _remove_checkpoint(checkpoint)
+    remove_checkpoint(checkpoint)
     return outcomes
-
-
-def _remove_checkpoint(path: Path) -> None:
-    remove_checkpoint(path)  # (never raises: a leftover only ever resumes this very batch)
-
-
-def _save_run(run_dir: Path, result: Any, checkpoint: Path) -> None:
-    try:
-        save_run(run_dir, result)
-    except StoreWriteError as e:
-        if e.errno not in DISK_ERRNOS or checkpoint_info(checkpoint) is None:
-            raise
-        # The disk is full and the batch's own saved state takes room it no longer needs (its results are in
-        # memory now): without this, the same sweep would fail the same way every time it is run.
-        remove_checkpoint(checkpoint)
-        save_run(run_dir, result)
 
 
 def _saved_batches_first(store: Store, ready: list, batches: Callable[[list], list[list]]) -> list[list]:
