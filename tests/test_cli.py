@@ -140,14 +140,14 @@ def test_train_beside_files_long_names_and_a_second_writer(tmp_path):
     from toydd.storage import beside_run
 
     small = ["train", "--n", 50, "--T", 5, "--sparsity", 0.9, "--steps", 10, "--test-size", 20]
-    assert_clean_error(toydd(*small, "--out", tmp_path / ("r" * 201)), "name a shorter directory")
+    assert_clean_error(toydd(*small, "--out", tmp_path / ("r" * 191)), "name a shorter directory")
     assert os.listdir(tmp_path) == []  # refused before training: nothing written
-    long_out = tmp_path / ("r" * 200)  # the longest accepted: its state's temp files still fit in 255 bytes
+    long_out = tmp_path / ("r" * 190)  # the longest accepted: its state's temp files still fit in 255 bytes
     p = subprocess.run([sys.executable, "-m", "toydd", *map(str, small), "--out", str(long_out)],
                        env={**os.environ, "TOYDD_CHECKPOINT_SECONDS": "0"}, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr
-    assert len(beside_run(long_out, "resume.safetensors").name + ".4194304-abcdefgh.tmp") <= 255
+    assert len(beside_run(long_out, "resume.safetensors").name + ".4194304-0123abcd-abcdefgh.tmp") <= 255
     assert sorted(os.listdir(tmp_path)) == [long_out.name]  # no state, no lock left
 
     for i, make in enumerate((lambda q: q.mkdir(), lambda q: q.write_text("precious"))):

@@ -516,3 +516,66 @@ def test_a_full_disk_drops_the_batch_state_to_save_the_runs(tmp_path, monkeypatc
     assert len(calls) == 2 and not path.exists() and (tmp_path / "run" / "metrics.json").exists()
     with pytest.raises(StoreWriteError):  # no state of its own to drop: the error stands
         save_run_making_room(tmp_path / "run2", result, path)
+
+
+def test_saved_batches_resume_in_the_wait_pass_and_live_ones_are_never_stale(tmp_path, monkeypatch):
+    """Jobs another sweep held when this one looked (its second pass waits for them): if their owner was killed,
+    their saved batch resumes as it was, not split for --jobs. And a saved state whose batch a live process
+    holds is never stale, even when the store's experiment no longer names all its jobs."""
+    from toydd.sweep import JobOutcome, _remove_stale_states
+
+    monkeypatch.setattr(training, "RESET_EVERY", 20)
+    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    f = tmp_path / "three.toml"
+    f.write_text(TINY.format(steps=200).replace('T = [3, 10, 40, "inf"]', "T = [10]").replace(
+        "data_seed = [0, 1]", "data_seed = [0, 1, 2]"))
+    c0, c1, c2 = load_experiment_file(f).configs
+    out = tmp_path / "out"
+    Store(out).create()
+
+    class Kill(BaseException):
+        pass
+
+    def progress(units, done=[0.0]):
+        done[0] += units
+        if done[0] >= 0.5 * (sweep_mod.job_cost(c0) + sweep_mod.job_cost(c1)):
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_batch(out, [c0, c1], progress=progress)
+    [saved] = Store(out).saved_states()
+
+    calls = []
+
+    def held_then_free(out_, batches, wait, *rest):  # first pass: another sweep holds every job
+        calls.append((wait, [[c.key() for c in b] for b in batches]))
+        if not wait:
+            return [JobOutcome(c.key(), "busy") for b in batches for c in b]
+        return sweep_mod._run_local(out_, batches, wait, *rest)
+
+    monkeypatch.setitem(sweep_mod._EXECUTE, "process", held_then_free)
+    s = run_sweep(str(f), out, executor="process", jobs=2, progress=False)
+    assert s.ok and len(s.trained) == 3
+    assert calls[1][0] and calls[1][1][0] == saved["keys"]  # the saved batch, whole and first
+    assert list((out / "resume").iterdir()) == []
+
+    # a live batch's state: kept, listed as saved, whatever the manifest says now
+    out2 = tmp_path / "out2"
+    Store(out2).create()
+    with pytest.raises(Kill):
+        run_batch(out2, [c0, c1], progress=lambda u, d=[0.0]: progress(u, d))
+    store = Store(out2)
+    sweep_mod.write_manifest(out2, load_experiment_file(f))
+    f.write_text(f.read_text().replace("data_seed = [0, 1, 2]", "data_seed = [0, 2]"))
+    sweep_mod.write_manifest(out2, load_experiment_file(f))  # c1 is in no experiment now
+    lock = JobLock(store.lock_path(c0.key()))
+    assert lock.acquire(blocking=True)
+    try:
+        _remove_stale_states(store)
+        assert len(store.saved_states()) == 1
+        assert len(status(out2)["saved_states"]) == 1
+    finally:
+        lock.release()
+    assert len(status(out2)["stale_states"]) == 1
+    _remove_stale_states(store)
+    assert store.saved_states() == []

@@ -387,14 +387,22 @@ def test_a_killed_save_leaves_no_temp_file_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "RESET_EVERY", 20)
     monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
+    from toydd.storage import FOREIGN_TEMP_SECONDS, _host_tag
+
     dead = subprocess.Popen(["true"])
     dead.wait()
+    here = _host_tag()
     path = tmp_path / "state.safetensors"
-    stale = tmp_path / f".state.safetensors.{dead.pid}-abc123.tmp"
-    live = tmp_path / f".state.safetensors.{os.getpid()}-def456.tmp"
-    other = tmp_path / f".other.safetensors.{dead.pid}-abc123.tmp"
-    for p in (stale, live, other):
+    stale = tmp_path / f".state.safetensors.{dead.pid}-{here}-abc123.tmp"
+    live = tmp_path / f".state.safetensors.{os.getpid()}-{here}-def456.tmp"
+    other = tmp_path / f".other.safetensors.{dead.pid}-{here}-abc123.tmp"
+    # another machine's writer (a store shared by nodes): its pid means nothing here; removed once a day old
+    remote = tmp_path / f".state.safetensors.{dead.pid}-ffffffff-abc123.tmp"
+    remote_old = tmp_path / f".state.safetensors.{os.getpid()}-ffffffff-xyz789.tmp"
+    for p in (stale, live, other, remote, remote_old):
         p.write_bytes(b"partial")
+    old = os.stat(remote_old).st_mtime - FOREIGN_TEMP_SECONDS - 60
+    os.utime(remote_old, (old, old))
     _train_until_killed([TrainConfig(**SMALL)], 50, path)
-    assert path.exists() and not stale.exists()
-    assert live.exists() and other.exists()
+    assert path.exists() and not stale.exists() and not remote_old.exists()
+    assert live.exists() and other.exists() and remote.exists()

@@ -137,7 +137,7 @@ def train(
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(e, target) from None
-        lock = JobLock(beside_run(target, "lock"))
+        lock = JobLock(beside_run(target, "lock"), f"--out {out}")
         if not lock.acquire(blocking=False):
             raise ToyddError(f"--out {out}: another toydd train is writing it right now; wait for it to finish "
                              "or name another directory")

@@ -179,8 +179,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the writer's pid in the name: a temp file left by a killed writer can be told from a live one's
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        # The writer's pid and machine in the name: a temp file a killed writer left can be told from a live
+        # one's (remove_stale_temps).
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}-", suffix=".tmp",
+                                   dir=path.parent)
     except OSError as e:
         raise write_error(e, path) from None
     try:
@@ -272,7 +274,7 @@ def names_preview(names: list[str], k: int = 3) -> str:
     return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
 
 
-MAX_RUN_NAME = 200  # bytes: room for `.NAME.toydd-resume.safetensors.<pid>-<random>.tmp` in 255
+MAX_RUN_NAME = 190  # bytes: room for `.NAME.toydd-resume.safetensors.<pid>-<host>-<random>.tmp` in 255
 
 
 def check_run_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -568,23 +570,42 @@ def _is_toydd_state(path: Path) -> bool:
         return False
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine in temp files' names (a pid means something on its own machine only)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+FOREIGN_TEMP_SECONDS = 86_400  # a temp file of another machine's writer is removed only once this old
+
+
 def remove_stale_temps(directory: str | os.PathLike, name: str | None = None) -> None:
     """Remove the temp files that writers killed mid-write left in ``directory`` (of the file ``name`` only, or
-    of any file): atomic_write_bytes names them ``.<name>.<pid>-<random>.tmp``, and one whose writer is alive
-    is left alone. Never raises."""
+    of any file). atomic_write_bytes names them ``.<name>.<pid>-<host>-<random>.tmp``: one of this machine is
+    removed if its pid is dead, one of another machine (a store shared by several nodes) once it is a day
+    old. Never raises."""
+    import time
+
     directory = Path(directory)
     try:
         names = os.listdir(directory)
     except OSError:
         return
+    here = _host_tag()
     for tmp in names:
         if not (tmp.startswith(f".{name}." if name is not None else ".") and tmp.endswith(".tmp")):
             continue
-        pid = tmp[:-len(".tmp")].rsplit(".", 1)[-1].split("-", 1)[0]  # (mkstemp's random part has no "." or "-")
-        if not pid.isdigit() or _pid_alive(int(pid)):
+        parts = tmp[:-len(".tmp")].rsplit(".", 1)[-1].split("-")  # (mkstemp's random part has no "." or "-")
+        if len(parts) != 3 or not parts[0].isdigit():
             continue
         try:
-            os.unlink(directory / tmp)
+            if parts[1] == here:
+                stale = not _pid_alive(int(parts[0]))
+            else:
+                stale = time.time() - os.stat(directory / tmp).st_mtime > FOREIGN_TEMP_SECONDS
+            if stale:
+                os.unlink(directory / tmp)
         except OSError:
             pass
 

@@ -198,8 +198,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
 class JobLock:
     """An exclusive ``flock`` on ``locks/<key>.lock``; released on close or when the process dies."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, what: str = "the job"):
         self.path = path
+        self.what = what  # what cannot be locked, in error messages
         self.fd: int | None = None
 
     def acquire(self, blocking: bool) -> bool:
@@ -240,11 +241,11 @@ class JobLock:
                 os.rmdir(self.path)
                 fd = os.open(self.path, flags, 0o644)
             except OSError:
-                raise ToyddError(f"{self.path} is a directory, not a lock file: the job cannot be locked; "
+                raise ToyddError(f"{self.path} is a directory, not a lock file: {self.what} cannot be locked; "
                                  "move it away and run again") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: the job cannot be locked; "
+                raise ToyddError(f"{self.path} is a symbolic link, not a lock file: {self.what} cannot be locked; "
                                  "move it away and run again") from None
             raise write_error(e, self.path, "cannot create the lock file") from None
         try:

@@ -50,8 +50,8 @@ from . import workers
 from .errors import ToyddError, one_line
 from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, kind_of, verify_job_run
-from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, remove_checkpoint,
-                      remove_stale_temps, save_run_making_room)
+from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, names_preview,
+                      remove_checkpoint, remove_stale_temps, save_run_making_room)
 from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
                     remove_done_locks, require_store)
 
@@ -147,6 +147,8 @@ def _remove_stale_states(store: Store) -> None:
     never batched together again) or with a job in no experiment of the store; and killed writes' temp files."""
     known = {k for m in store.manifests().values() for k in m["keys"]}  # (a sweep has written its own by now)
     for x in store.saved_states():
+        if any(store.is_running(k) for k in x["keys"]):
+            continue  # a live process trains that batch (and saves its state again soon)
         if any(k not in known or job_state(store, k) == "done" for k in x["keys"]):
             remove_checkpoint(x["file"])
     remove_stale_temps(store.root / "resume")
@@ -531,7 +533,9 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             if busy_keys:
                 busy = [c for c in ready if c.key() in busy_keys]
                 wave = [o for o in wave if o.status != "busy"]
-                wave += execute(out, kind.batches(busy, max_batch_instances, parts), True, bar, jobs, work)
+                # (a batch whose owner was killed meanwhile resumes from its saved state, as it was)
+                wave += execute(out, _saved_batches_first(store, busy, lambda r: kind.batches(r, max_batch_instances, parts)),
+                                True, bar, jobs, work)
             outcomes += wave
             waiting = blocked
     finally:
@@ -645,7 +649,8 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     saved = store.saved_states()
 
     def resumable(x: dict[str, Any]) -> bool:  # what _remove_stale_states keeps
-        return all((k in known or not manifests) and states.get(k) != "done" for k in x["keys"])
+        return (any(store.is_running(k) for k in x["keys"])
+                or all((k in known or not manifests) and states.get(k) != "done" for k in x["keys"]))
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
             "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp,
             "saved_states": [x for x in saved if resumable(x)], "stale_states": [x for x in saved if not resumable(x)]}
@@ -667,7 +672,7 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"  ignored: {c}")
     for x in st.get("saved_states", []):
         n = len(x["keys"])
-        lines.append(f"  saved: {n} job{'s' if n > 1 else ''} ({', '.join(x['keys'])}) resume at step {x['step']:,} "
+        lines.append(f"  saved: {n} job{'s' if n > 1 else ''} ({names_preview(x['keys'])}) resume at step {x['step']:,} "
                      f"({x['file']})")
     for x in st.get("stale_states", []):
         lines.append(f"  stale: {x['file']} (a saved state no sweep of this store will resume: one of its jobs is "
