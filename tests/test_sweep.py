@@ -427,16 +427,22 @@ def test_bad_checkpoint_seconds_stops_the_sweep_before_anything_is_written(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypatch):
-    """A killed batch's state resumes only that very batch: the next sweep trains those jobs together again,
-    whatever it would batch them into now (here: with a third job). A state no sweep can resume (a job of it
-    done since, or in no experiment) is listed as stale and removed by the next sweep."""
+def _three_jobs_saving_every_20_steps(tmp_path, monkeypatch):
+    """An experiment file of three jobs that batch together (T = 10, data seeds 0-2, 200 steps), and its configs;
+    trainings save their state every 20 steps."""
     monkeypatch.setattr(training, "RESET_EVERY", 20)
     monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
     f = tmp_path / "three.toml"
     f.write_text(TINY.format(steps=200).replace('T = [3, 10, 40, "inf"]', "T = [10]").replace(
         "data_seed = [0, 1]", "data_seed = [0, 1, 2]"))
-    c0, c1, c2 = load_experiment_file(f).configs
+    return f, load_experiment_file(f).configs
+
+
+def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypatch):
+    """A killed batch's state resumes only that very batch: the next sweep trains those jobs together again,
+    whatever it would batch them into now (here: with a third job). A state no sweep can resume (a job of it
+    done since, or in no experiment) is listed as stale and removed by the next sweep."""
+    f, (c0, c1, c2) = _three_jobs_saving_every_20_steps(tmp_path, monkeypatch)
     resumed = []
     read = training._read_checkpoint
     monkeypatch.setattr(training, "_read_checkpoint", lambda *a: resumed.append(r := read(*a)) or r)
@@ -524,12 +530,7 @@ def test_saved_batches_resume_in_the_wait_pass_and_live_ones_are_never_stale(tmp
     holds is never stale, even when the store's experiment no longer names all its jobs."""
     from toydd.sweep import JobOutcome, _remove_stale_states
 
-    monkeypatch.setattr(training, "RESET_EVERY", 20)
-    monkeypatch.setenv("TOYDD_CHECKPOINT_SECONDS", "0")
-    f = tmp_path / "three.toml"
-    f.write_text(TINY.format(steps=200).replace('T = [3, 10, 40, "inf"]', "T = [10]").replace(
-        "data_seed = [0, 1]", "data_seed = [0, 1, 2]"))
-    c0, c1, c2 = load_experiment_file(f).configs
+    f, (c0, c1, c2) = _three_jobs_saving_every_20_steps(tmp_path, monkeypatch)
     out = tmp_path / "out"
     Store(out).create()
 
