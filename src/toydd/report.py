@@ -45,7 +45,7 @@ from .experiments import paper_order, report_function
 from .jobs import get_kind
 from .results import ExperimentResults, Results, load_results
 from .sections import ReportContext, Section, recipe_note
-from .storage import names_preview, os_reason, write_error
+from .storage import names_preview, os_reason, pid_alive, write_error
 
 # The names of this module's API before results and sections had modules of their own.
 Store = Results
@@ -371,12 +371,10 @@ def _clean_stale_temporaries(root: Path) -> None:
         if p.name.startswith(".report.tmp-"):
             try:
                 pid = int(p.name.split("-")[1])
-                os.kill(pid, 0)
-                continue  # alive: another report is drawing into it
-            except ProcessLookupError:
-                pass
-            except (ValueError, IndexError, PermissionError, OSError):
+            except (ValueError, IndexError):
                 continue
+            if pid_alive(pid):
+                continue  # alive: another report is drawing into it
         elif not p.name.startswith(".report.old-"):
             continue
         try:

@@ -535,17 +535,25 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
     data or another init under the same config (a changed ``--data`` file); ``engine``: the engine and kernel
     that trained it (another one would not give the uninterrupted run's bits); ``sha256``: of its arrays
     (:func:`arrays_digest`), checked before a resume."""
+    meta = _safetensors_metadata(path)
+    if meta is None or meta.get("format") != CHECKPOINT_FORMAT:
+        return None
+    try:
+        return {"keys": list(json.loads(meta["keys"])), "step": int(meta["step"]),
+                "elapsed": float(meta["elapsed"]), "streams": json.loads(meta["streams"]),
+                "inputs": str(meta["inputs"]), "engine": str(meta["engine"]), "sha256": str(meta["sha256"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _safetensors_metadata(path: str | os.PathLike) -> dict[str, str] | None:
+    """A safetensors file's metadata (no arrays read), or None if it is missing or not such a file."""
     import safetensors
 
     try:
         with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            return None
-        return {"keys": list(json.loads(meta["keys"])), "step": int(meta["step"]),
-                "elapsed": float(meta["elapsed"]), "streams": json.loads(meta["streams"]),
-                "inputs": str(meta["inputs"]), "engine": str(meta["engine"]), "sha256": str(meta["sha256"])}
-    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError):
+            return f.metadata() or {}
+    except (OSError, ValueError, TypeError, safetensors.SafetensorError):
         return None
 
 
@@ -561,13 +569,7 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 
 def _is_toydd_state(path: Path) -> bool:
     """A training state written by any toydd release (any checkpoint format)."""
-    import safetensors
-
-    try:
-        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
-            return str((f.metadata() or {}).get("format", "")).startswith("toydd-checkpoint-")
-    except (OSError, ValueError, TypeError, safetensors.SafetensorError):
-        return False
+    return str((_safetensors_metadata(path) or {}).get("format", "")).startswith("toydd-checkpoint-")
 
 
 def _host_tag() -> str:
@@ -601,7 +603,7 @@ def remove_stale_temps(directory: str | os.PathLike, name: str | None = None) ->
             continue
         try:
             if parts[1] == here:
-                stale = not _pid_alive(int(parts[0]))
+                stale = not pid_alive(int(parts[0]))
             else:
                 stale = time.time() - os.stat(directory / tmp).st_mtime > FOREIGN_TEMP_SECONDS
             if stale:
@@ -610,7 +612,8 @@ def remove_stale_temps(directory: str | os.PathLike, name: str | None = None) ->
             pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (another user's counts: it cannot be signalled, but it is there)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

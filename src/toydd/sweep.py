@@ -142,14 +142,20 @@ def _saved_batches_first(store: Store, ready: list, batches: Callable[[list], li
     return first + (batches(rest) if rest else [])
 
 
+def _resumable(store: Store, saved: dict[str, Any], known: set[str] | None, done: Callable[[str], bool]) -> bool:
+    """Whether some sweep can still resume a saved state: a live process holds its batch (and saves it again
+    soon), or none of its jobs is done (its jobs are never batched together again once one is) and each is in
+    an experiment of the store (``known``; None: the store has no experiment yet)."""
+    keys = saved["keys"]
+    return (any(store.is_running(k) for k in keys)
+            or all((known is None or k in known) and not done(k) for k in keys))
+
+
 def _remove_stale_states(store: Store) -> None:
-    """Remove the saved states no sweep of this store can resume: a batch with a finished job (its jobs are
-    never batched together again) or with a job in no experiment of the store; and killed writes' temp files."""
+    """Remove the saved states no sweep of this store can resume (see _resumable), and killed writes' temp files."""
     known = {k for m in store.manifests().values() for k in m["keys"]}  # (a sweep has written its own by now)
     for x in store.saved_states():
-        if any(store.is_running(k) for k in x["keys"]):
-            continue  # a live process trains that batch (and saves its state again soon)
-        if any(k not in known or job_state(store, k) == "done" for k in x["keys"]):
+        if not _resumable(store, x, known, lambda k: job_state(store, k) == "done"):
             remove_checkpoint(x["file"])
     remove_stale_temps(store.root / "resume")
 
@@ -527,15 +533,16 @@ def run_sweep(name_or_file: "str | Experiment", out: str | os.PathLike, preset: 
             # With several workers a big group is split so that each gets a part (instances are independent:
             # the results do not depend on how jobs are batched).
             parts = jobs if executor != "local" else 1
-            wave = execute(out, _saved_batches_first(store, ready, lambda r: kind.batches(r, max_batch_instances, parts)),
-                           False, bar, jobs, work)
+
+            def batches(configs: list) -> list[list]:  # (a killed batch's saved state resumes it as it was)
+                return _saved_batches_first(store, configs, lambda r: kind.batches(r, max_batch_instances, parts))
+
+            wave = execute(out, batches(ready), False, bar, jobs, work)
             busy_keys = {o.key for o in wave if o.status == "busy"}
             if busy_keys:
                 busy = [c for c in ready if c.key() in busy_keys]
                 wave = [o for o in wave if o.status != "busy"]
-                # (a batch whose owner was killed meanwhile resumes from its saved state, as it was)
-                wave += execute(out, _saved_batches_first(store, busy, lambda r: kind.batches(r, max_batch_instances, parts)),
-                                True, bar, jobs, work)
+                wave += execute(out, batches(busy), True, bar, jobs, work)
             outcomes += wave
             waiting = blocked
     finally:
@@ -645,15 +652,11 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     totals = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for s in states.values():
         totals[s] += 1
-    known = {k for m in manifests.values() for k in m["keys"]}
-    saved = store.saved_states()
-
-    def resumable(x: dict[str, Any]) -> bool:  # what _remove_stale_states keeps
-        return (any(store.is_running(k) for k in x["keys"])
-                or all((k in known or not manifests) and states.get(k) != "done" for k in x["keys"]))
+    known = {k for m in manifests.values() for k in m["keys"]} if manifests else None
+    saved = [(x, _resumable(store, x, known, lambda k: states.get(k) == "done")) for x in store.saved_states()]
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
             "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp,
-            "saved_states": [x for x in saved if resumable(x)], "stale_states": [x for x in saved if not resumable(x)]}
+            "saved_states": [x for x, ok in saved if ok], "stale_states": [x for x, ok in saved if not ok]}
 
 
 def format_status(st: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -29,10 +30,10 @@ import safetensors.numpy
 from numba import njit, prange
 
 from . import data as data_mod
+from . import kernels as kernels_mod
 from . import metrics as M
 from .config import ADAM_G_TINY, ADAM_M_TINY, ADAM_V_TINY, TrainConfig, checkpoint_seconds
 from .errors import ToyddError, one_line
-from . import kernels as kernels_mod
 from .evaluation import evaluate
 from .kernels import BatchData, CpuWorkspace, loss_and_grads_cpu
 from .threads import threaded
@@ -465,7 +466,7 @@ def _write_checkpoint(path, keys: list[str], inputs: str, engine: str, step: int
     meta = {"format": CHECKPOINT_FORMAT, "keys": json.dumps(keys), "step": str(step), "elapsed": repr(elapsed),
             "streams": json.dumps([s.rng.bit_generator.state for s in streams or []]), "inputs": inputs,
             "engine": engine, "sha256": arrays_digest(arrays)}
-    remove_stale_temps(os.path.dirname(os.fspath(path)) or ".", os.path.basename(os.fspath(path)))  # of killed writes
+    remove_stale_temps(Path(path).parent, Path(path).name)  # what earlier writes, killed, left
     try:
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
         atomic_write_bytes(path, safetensors.numpy.save(arrays, metadata=meta))
