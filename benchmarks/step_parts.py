@@ -12,6 +12,9 @@ Prints one JSON object: median milliseconds per part, the whole step on each ker
 The parts: `hidden` (h = W x and the sparse corrections, O(non-zeros)), `sparse` (the gradients at the
 non-zeros: corrections and input path, O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk`, `tree_push`
 (node terms down to the points), `dense_pass` (the dense kernel's part instead of the tree).
+
+`--in-step` times the phases inside whole tree steps instead (as training calls them, without the per-point
+losses): each phase is wrapped by a timer, so the phases add up to the step save Python's glue between them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("--states", required=True)
     ap.add_argument("--state-step", type=int, required=True)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--in-step", action="store_true", help="time the phases inside whole tree steps")
     a = ap.parse_args()
 
     import numba
@@ -56,6 +60,9 @@ def main() -> None:
     nblk = np.array([K.n_blocks(int(x)) for x in ws.n_active], np.int64)
     TH.use_threads(T * int(ws.n_active.sum()))
 
+    if a.in_step:
+        print(json.dumps(in_step(K, TK, W, b, data, ws, a.reps), indent=1))
+        return
     FT, WT, G = ws.packed()
     partU, partb, partW = ws.generic()
 
@@ -114,6 +121,38 @@ def main() -> None:
                       "threads": numba.get_num_threads(), "machine": platform.processor() or platform.machine(),
                       "n_active": int(ws.n_active[0]), "nnz": int(data.indices.size), "ms": ms,
                       "tree_visits": visits, "tree_leaf_pairs": pairs}, indent=1))
+
+
+def in_step(K, TK, W, b, data, ws, reps: int) -> dict:
+    """Median ms of each phase of `reps` whole tree steps (training's call), each phase timed where it runs."""
+    from collections import defaultdict
+
+    spent: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name, f):
+        def g(*args, **kw):
+            t0 = time.perf_counter()
+            out = f(*args, **kw)
+            spent[name].append(time.perf_counter() - t0)
+            return out
+        return g
+
+    m = W.shape[1]
+    for mod, name in ((K, "_pack_rows"), (K, "_point_bounds"), (K, "_active_features"), (K, "_zero_dense_grads"),
+                      (TK, "build"), (TK, "walk"), (TK, "push"), (TK, "_reduce")):
+        setattr(mod, name, timed(name.strip("_"), getattr(mod, name)))
+    K.HIDDEN_KERNELS[m] = timed("hidden", K.HIDDEN_KERNELS[m])
+    K.SPARSE_KERNELS[m] = timed("sparse", K.SPARSE_KERNELS[m])
+    steps = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        K.loss_and_grads_cpu(W, b, data, ws=ws, kernel="tree", point_loss=False)
+        steps.append(time.perf_counter() - t0)
+    ms = {k: round(1e3 * float(np.median(v)), 2) for k, v in spent.items()}
+    return {"T": data.T, "m": m, "threads": __import__("numba").get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "nnz": int(data.indices.size),
+            "step_ms_min": round(1e3 * min(steps), 2), "step_ms_median": round(1e3 * float(np.median(steps)), 2),
+            "phases_ms_median": ms}
 
 
 if __name__ == "__main__":
