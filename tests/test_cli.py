@@ -179,3 +179,66 @@ def test_train_beside_files_long_names_and_a_second_writer(tmp_path):
     p = toydd(*small, "--out", out)  # the killed one's lock is no one's: free again
     assert p.returncode == 0, p.stderr
     assert not lock.exists()
+
+
+# --- Ctrl-C before the command's own imports are done ------------------------------------------------------------
+
+def test_entry_point_imports_nothing_heavy_before_it_can_catch_ctrl_c():
+    """The console script's module (and the package) import neither NumPy nor typer: a Ctrl-C is caught from
+    the first moment (`toydd._entry`), not only once `cli.main` runs."""
+    code = ("import sys, toydd._entry, toydd; "
+            "heavy = [m for m in ('numpy', 'typer', 'rich', 'torch', 'numba') if m in sys.modules]; "
+            "assert not heavy, heavy; assert callable(toydd._entry.main); print('ok')")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("toydd") == "toydd._entry:main"
+
+
+def test_ctrl_c_during_the_command_imports_is_one_line_and_status_130():
+    """A KeyboardInterrupt raised while `toydd` imports typer (where a Ctrl-C lands in its first ~0.3 s)."""
+    code = ("import sys\n"
+            "class Stop:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'typer':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            "sys.argv = ['toydd', '--help']\n"
+            "from toydd._entry import main\n"
+            "main()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert p.stderr == "error: interrupted\n", p.stderr
+    assert p.stdout == ""
+
+
+def test_real_sigint_while_the_command_imports_never_prints_a_traceback():
+    """A real SIGINT to the installed `toydd` script at points of its imports (NumPy, typer, rich, the CLI), each
+    found by `-X importtime`'s line as it is printed: one line and status 130 every time. (Before the entry
+    module runs, the interpreter and pip's wrapper script import `re` and `sys` themselves, ~20-30 ms: a Ctrl-C
+    there is Python's own traceback, out of toydd's reach.)"""
+    import os
+    import signal
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "toydd"
+    if not script.exists():
+        pytest.skip("no installed toydd script beside this interpreter")
+    for marker in ("numpy", "typer", "rich", "toydd.cli"):
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", str(script), "train", "--n", "50", "--T", "3",
+                                 "--steps", "50000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.rstrip().endswith("| " + marker) or line.rstrip().endswith(" " + marker):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+        err = "".join(seen) + rest
+        own = [ln for ln in err.splitlines() if not ln.startswith("import time:")]
+        assert "Traceback" not in err, (marker, err[-2000:])
+        assert proc.returncode == 130, (marker, proc.returncode, own)
+        assert own == ["error: interrupted"], (marker, own)

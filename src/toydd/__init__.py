@@ -8,33 +8,32 @@ Quick start (from a notebook)::
     run.arrays["data_dims"]                 # D_X per training point, ~ m/T = 0.4 each: a memorized pentagon
     toydd.metrics.feature_dimensionality(run.W)   # D_f per feature
 
-``train``, ``train_batch``, ``load_run``, ``save_run``, ``RunResult``,
-``run_sweep``, ``load_table`` and the submodules (``toydd.plots``, ...) are
-loaded on first use: importing toydd compiles no kernels and imports no
-matplotlib. They are listed by ``dir(toydd)`` (so they tab-complete).
+Every name (``TrainConfig``, ``train``, ``train_batch``, ``load_run``, ``save_run``,
+``RunResult``, ``run_sweep``, ``load_table``, ``ToyddError``) and the submodules
+(``toydd.metrics``, ``toydd.plots``, ...) are loaded on first use: importing toydd
+imports nothing else (no NumPy, no kernels, no matplotlib), so the ``toydd`` command
+can catch Ctrl-C before its first heavy import (see ``_entry``). They are listed by
+``dir(toydd)`` (so they tab-complete).
 """
 
 __version__ = "0.1.0"
 
 import importlib as _importlib
 
-from . import metrics  # noqa: E402,F401
-from .config import TrainConfig  # noqa: E402,F401
-from .errors import ToyddError  # noqa: E402,F401
-
 # Lazy names: where each one lives.
 _LAZY = {
+    "TrainConfig": "config", "ToyddError": "errors",
     "train": "training", "train_batch": "training",
     "load_run": "storage", "save_run": "storage", "RunResult": "storage",
     "run_sweep": "sweep", "load_table": "sweep",
 }
-_SUBMODULES = ("analysis", "data", "experiments", "metrics", "mnist", "plots", "plots_mnist", "replication",
+_SUBMODULES = ("analysis", "config", "data", "errors", "experiments", "metrics", "mnist", "plots", "plots_mnist", "replication",
                "report", "storage", "sweep", "training")
 
 __all__ = ["TrainConfig", "ToyddError", "metrics", *_LAZY]
 
 
-def __getattr__(name):  # lazy: importing toydd must not compile kernels
+def __getattr__(name):  # lazy: importing toydd must import nothing heavy
     if name in _LAZY:
         return getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _SUBMODULES:
