@@ -15,6 +15,7 @@ import math
 
 from toydd import costmodel, sweep
 from toydd.experiments import Experiment, named_experiment
+from toydd.store import Store
 
 
 def main() -> None:
@@ -36,8 +37,13 @@ def main() -> None:
         print(costmodel.format_plan(costmodel.plan([subset(keep)], a.out)))
         return
     Ts = sorted({c.T for c in keep}, key=lambda t: 8_192 if math.isinf(t) else t)  # T = inf costs like 8,192 points
+    # Each pass writes the experiment's manifest with the jobs it names, and the report reads only those: so every
+    # pass also names the jobs already finished in the store (a second data seed grown from small T must not drop
+    # the first seed's large T from the manifest, as it once did).
+    store = Store(a.out)
+    finished = {c.key() for c in keep if store.is_done(c.key())}
     for i, T in enumerate(Ts):
-        part = [c for c in keep if c.T in Ts[: i + 1]]
+        part = [c for c in keep if c.T in Ts[: i + 1] or c.key() in finished]
         print(f"T = {T}:", sweep.run_sweep(subset(part), a.out, progress=False), flush=True)
 
 
