@@ -24,13 +24,14 @@ def main() -> None:
     ap.add_argument("--max-T", type=float, default=100_000)
     ap.add_argument("--data-seeds", type=int, default=1)
     ap.add_argument("--plan", action="store_true")
+    ap.add_argument("--preset", default="paper", help="the t-sweep preset to take the subset of (tests use smoke)")
     a = ap.parse_args()
-    e = named_experiment("t-sweep", "paper")
+    e = named_experiment("t-sweep", a.preset)
     keep = [c for c in e.configs if c.data_seed < a.data_seeds and (math.isinf(c.T) or c.T <= a.max_T)]
     desc = e.description + f" (subset: {a.data_seeds} data seed(s), T <= {a.max_T:,.0f} and inf)"
 
     def subset(configs):
-        return Experiment(name="t-sweep", description=desc, preset="paper", configs=configs, params=e.params,
+        return Experiment(name="t-sweep", description=desc, preset=a.preset, configs=configs, params=e.params,
                           kind="toy")
 
     if a.plan:
@@ -41,9 +42,11 @@ def main() -> None:
     # pass also names the jobs already finished in the store (a second data seed grown from small T must not drop
     # the first seed's large T from the manifest, as it once did).
     store = Store(a.out)
-    finished = {c.key() for c in keep if store.is_done(c.key())}
+    finished = [c for c in e.configs if store.is_done(c.key())]  # any T, any data seed: this pass's subset or not
     for i, T in enumerate(Ts):
-        part = [c for c in keep if c.T in Ts[: i + 1] or c.key() in finished]
+        part = [c for c in keep if c.T in Ts[: i + 1]]
+        named = {c.key() for c in part}
+        part += [c for c in finished if c.key() not in named]
         print(f"T = {T}:", sweep.run_sweep(subset(part), a.out, progress=False), flush=True)
 
 

@@ -25,3 +25,29 @@ def test_the_worked_example_is_a_working_experiment(tmp_path, monkeypatch):
     assert len(sweep.load_table(tmp_path / "o", experiment="lr-scan")) == 16
     page = report.build_report(tmp_path / "o", movies=0, log=lambda m: None, dpi=40).read_text()
     assert 'id="lr-scan-lines"' in page and "Lowest training loss at the largest T" in page
+
+
+def test_the_paper_tsweep_subset_example_never_drops_finished_jobs_from_the_manifest(tmp_path):
+    """examples/paper_tsweep_subset.py grows a subset of the t-sweep one T at a time; the report reads only the jobs the
+    manifest names. Growing a second data seed over small T must keep the first seed's larger T in it (it once
+    dropped them: docs/PAPER_SCALE.md)."""
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "paper_tsweep_subset.py"
+    out = tmp_path / "store"
+
+    def run(*args):
+        p = subprocess.run([sys.executable, str(script), str(out), "--preset", "smoke", *args], capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        return json.loads((out / "experiments" / "t-sweep.json").read_text())
+
+    first = run("--data-seeds", "1")  # data seed 0: T = 3, 10, 100 and inf
+    assert len(first["keys"]) == 4
+    grown = run("--data-seeds", "2", "--max-T", "10")  # data seed 1 at T = 3, 10 and inf, smallest first
+    assert set(first["keys"]) <= set(grown["keys"])  # seed 0's T = 100 (outside this pass's subset) is still named
+    assert len(grown["keys"]) == 7
+    from toydd import sweep
+
+    assert len(sweep.load_table(out, experiment="t-sweep")) == 7
