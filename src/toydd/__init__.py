@@ -27,10 +27,10 @@ _LAZY = {
     "load_run": "storage", "save_run": "storage", "RunResult": "storage",
     "run_sweep": "sweep", "load_table": "sweep",
 }
-_SUBMODULES = ("analysis", "config", "data", "errors", "experiments", "metrics", "mnist", "plots", "plots_mnist", "replication",
-               "report", "storage", "sweep", "training")
+_SUBMODULES = ("analysis", "config", "data", "errors", "experiments", "metrics", "mnist", "plots", "plots_mnist",
+               "replication", "report", "storage", "sweep", "training")
 
-__all__ = ["TrainConfig", "ToyddError", "metrics", *_LAZY]
+__all__ = ["metrics", *_LAZY]
 
 
 def __getattr__(name):  # lazy: importing toydd must import nothing heavy
