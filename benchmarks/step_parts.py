@@ -45,6 +45,9 @@ def main() -> None:
     from toydd.bench import load_states
     from toydd.data import training_set
 
+    if a.in_step and a.T < TK.PARALLEL_POINTS:
+        # (the timers replace the kernels, and a serial twin is made from a kernel itself: only threaded steps)
+        ap.error(f"--in-step times threaded steps only: --T {TK.PARALLEL_POINTS} or more")
     state = load_states(a.states, [a.state_step])[0][1]
     W, b = state["W"][None], state["b"][None]
     I, m, n = W.shape
@@ -149,7 +152,9 @@ def in_step(K, TK, W, b, data, ws, reps: int) -> dict:
         K.loss_and_grads_cpu(W, b, data, ws=ws, kernel="tree", point_loss=False)
         steps.append(time.perf_counter() - t0)
     ms = {k: round(1e3 * float(np.median(v)), 2) for k, v in spent.items()}
-    return {"T": data.T, "m": m, "threads": __import__("numba").get_num_threads(),
+    import numba
+
+    return {"T": data.T, "m": m, "threads": numba.get_num_threads(),
             "machine": platform.processor() or platform.machine(), "nnz": int(data.indices.size),
             "step_ms_min": round(1e3 * min(steps), 2), "step_ms_median": round(1e3 * float(np.median(steps)), 2),
             "phases_ms_median": ms}
