@@ -466,9 +466,10 @@ def _write_checkpoint(path, keys: list[str], inputs: str, engine: str, step: int
     meta = {"format": CHECKPOINT_FORMAT, "keys": json.dumps(keys), "step": str(step), "elapsed": repr(elapsed),
             "streams": json.dumps([s.rng.bit_generator.state for s in streams or []]), "inputs": inputs,
             "engine": engine, "sha256": arrays_digest(arrays)}
-    remove_stale_temps(Path(path).parent, Path(path).name)  # what earlier writes, killed, left
+    where = Path(path)
+    remove_stale_temps(where.parent, where.name)  # what earlier writes, killed, left
     try:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        where.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, safetensors.numpy.save(arrays, metadata=meta))
     except (OSError, StoreWriteError) as e:
         # A checkpoint only saves time after a kill: failing to write one must not stop the training
