@@ -95,7 +95,7 @@ def main() -> None:
         "sparse_generic": lambda: K._sparse_pass(W, ws.H, pts.indptr, pts.indices, pts.values, nblk1, True,
                                                  ws.dHpart, ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db,
                                                  ws.dH, ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
-        "tree_build": lambda: TK.build(ws.H, use, tw, ws.reorder),
+        "tree_build": lambda: TK.build(ws.H, use, tw, ws.reorder, ws.point_sizes),
         # walk and push in one timing: the walk leaves node terms that the push consumes and clears
         "tree_walk_push": lambda: (walk(), push()),
         "tree_walk": walk,
@@ -116,7 +116,7 @@ def main() -> None:
             times[k].append(time.perf_counter() - t0)
     ms = {k: round(1e3 * float(np.median(v[1:])), 2) for k, v in times.items()}  # first round: warm-up
     ms["tree_push"] = round(ms["tree_walk_push"] - ms["tree_walk"], 2)
-    TK.build(ws.H, use, tw, ws.reorder)
+    TK.build(ws.H, use, tw, ws.reorder, ws.point_sizes)
     walk()
     visits, pairs = (int(x) for x in tw.counts[0].sum(0))
     push()

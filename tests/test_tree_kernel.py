@@ -338,6 +338,36 @@ def test_points_run_in_tree_order_and_per_point_losses_come_back_in_data_order()
     assert ws.source is other and _rel(pl, dpl) < 2e-5 and _rel(g.W, dg.W) < 2e-5
 
 
+def test_a_sort_orders_each_leafs_points_by_their_non_zeros_and_keeps_the_leaves():
+    """A sort puts each leaf's points in order of their number of non-zeros (ties in Morton order), so the
+    per-non-zero loops meet runs of equal trip counts: the leaves hold the same points as the Morton order's
+    (the same boxes), and the step equals the one on the Morton order alone."""
+    bd, W, b, _ = _problem(2, 2, 300, 20000, 0.99, True, seed=11)
+    b -= 0.05
+    I, T = 2, 20000
+    H = np.einsum("imn,itn->itm", W, np.stack([bd.instance(i).to_dense() for i in range(I)])).astype(np.float32)
+    use = np.ones(I, np.bool_)
+    counts = np.stack([np.diff(bd.instance(i).indptr) for i in range(I)])
+    orders = {}
+    for name, sizes in (("morton", None), ("by_count", lambda: counts)):
+        tw = TK.TreeWorkspace(I, 2, 300, T)
+        got = []
+        TK.build(H.copy(), use, tw, lambda which, perm: got.append(perm.copy()), sizes=sizes)
+        orders[name] = got[0]
+    L = TK.LEAF
+    for i in range(I):
+        by_count, morton = orders["by_count"][i], orders["morton"][i]
+        assert not np.array_equal(by_count, morton)
+        for a in range(0, T, L):
+            leaf, ref = by_count[a:a + L], morton[a:a + L]
+            assert np.array_equal(np.sort(leaf), np.sort(ref))  # the same points
+            k = counts[i, leaf]
+            assert np.all(np.diff(k) >= 0)  # by their non-zeros
+            for c in np.unique(k):  # ties keep the Morton order
+                assert np.array_equal(leaf[k == c], ref[np.isin(ref, leaf[k == c])])
+    _assert_same(W, b, bd)
+
+
 def test_auto_walks_coarsely_only_when_the_last_step_did_not_run_the_tree(monkeypatch):
     """auto's estimate for an instance that ran on the tree last step uses that walk's exact counts (no coarse
     walk); an instance that ran dense walks coarsely first. The values never depend on the choice."""

@@ -569,6 +569,10 @@ class CpuWorkspace:
         # the old copy is the next reorder's output (never the caller's own arrays)
         self.spare = None if src is self.source else (src.indptr, src.indices, src.values, old_gs, Hout, Dout, Lout)
 
+    def point_sizes(self) -> np.ndarray:
+        """(I, T) each point's number of non-zeros, in the order of ``points`` (the tree sorts each leaf by it)."""
+        return np.diff(self.points.indptr, axis=1)
+
     def in_source_order(self, per_point: np.ndarray) -> np.ndarray:
         """(I, T) values per point of ``points``, in the caller's order (a new array when the orders differ)."""
         if self.rows is None:
@@ -714,7 +718,7 @@ def _choose_tree(kernel: str, Uo, b, imp, ws: CpuWorkspace, two_c: float) -> np.
     if use.any():
         if ws.tree is None:
             ws.tree = TK.TreeWorkspace(I, m, n, T)
-        TK.build(ws.H, use, ws.tree, ws.reorder)
+        TK.build(ws.H, use, ws.tree, ws.reorder, ws.point_sizes)
         if kernel == "auto":
             # An instance that ran on the tree last step has that walk's exact counts (the state moved
             # little since); the others walk the tree coarsely to count.

@@ -214,6 +214,42 @@ def _radix_argsort(codes, use, nbits, perm):
 
 
 @njit(cache=True, parallel=True)
+def _order_leaves(perm, use, key, leaf_size):
+    """Within each leaf of a new order (perm (I, T): blocks of leaf_size), order the points by key (I, T, per
+    point of the current order; keys above KEY_CAP count as KEY_CAP), stably: ties keep their Morton order.
+    A leaf's points stay the same set. A counting sort (a general sort per leaf cost as much as the Morton
+    sort at T = 10^6)."""
+    I, T = perm.shape
+    nl = (T + leaf_size - 1) // leaf_size
+    C = max(1, min(nl, 256 // max(I, 1)))  # chunks of leaves per instance (scratch allocated per chunk)
+    for w in prange(I * C):
+        i = w // C
+        if not use[i]:
+            continue
+        c = w - i * C
+        block = np.empty(leaf_size, np.int64)
+        k = np.empty(leaf_size, np.int64)
+        cnt = np.empty(KEY_CAP + 2, np.int64)
+        for leaf in range(c * nl // C, (c + 1) * nl // C):
+            a = leaf * leaf_size
+            L = min(T, a + leaf_size) - a
+            cnt[:] = 0
+            for s in range(L):
+                p = perm[i, a + s]
+                block[s] = p
+                k[s] = min(key[i, p], KEY_CAP)
+                cnt[k[s] + 1] += 1
+            for v in range(KEY_CAP + 1):
+                cnt[v + 1] += cnt[v]
+            for s in range(L):
+                perm[i, a + cnt[k[s]]] = block[s]
+                cnt[k[s]] += 1
+
+
+KEY_CAP = 63  # _order_leaves: points with more non-zeros than this keep their Morton order among themselves
+
+
+@njit(cache=True, parallel=True)
 def _leaves(H, use, s0, s1, leaf_nodes, lo, hi, M1, M2):
     """Each leaf's box and float64 moments (H is already in tree order: see build)."""
     I, T, m = H.shape
@@ -1026,7 +1062,7 @@ def _threads(kernel, tw: TreeWorkspace):
 PARALLEL_POINTS = 65_536
 
 
-def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
+def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None) -> None:
     """Boxes and moments of the points of instances ``use``, in their current order while that order
     stays good (RESORT_GROWTH), else sorted again.
 
@@ -1037,7 +1073,12 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
     over points in tree order, with no gather or scatter.
 
     The tree is exact in any order; the order only decides how tight the boxes are. Which order a step
-    uses depends on that instance's own earlier steps alone (never on threads or the batch)."""
+    uses depends on that instance's own earlier steps alone (never on threads or the batch).
+
+    ``sizes``: optional, a callable giving each point's number of non-zeros (I, T) in the current order,
+    called at a sort only. A sort then orders each leaf's points by it (the same points per leaf, so the
+    same boxes): the per-non-zero loops, which run point by point in this order, then meet runs of equal
+    trip counts and predict their loops' exits (measured 12-20% off the first pass at T = 10^5 .. 10^6)."""
     tp = tw.topo
     m = H.shape[2]
 
@@ -1055,6 +1096,8 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder) -> None:
     if fresh.any():
         _morton(H, fresh, tw.bits, tw.codes)
         _radix_argsort(tw.codes, fresh, tw.bits * m, tw.perm)
+        if sizes is not None:
+            _threads(_order_leaves, tw)(tw.perm, fresh, sizes(), tp.leaf_size)
         reorder(fresh, tw.perm)
         tw.spread_at_sort[fresh] = boxes(fresh)[fresh]
         tw.sorted |= fresh
