@@ -85,13 +85,13 @@ def main() -> None:
         "step_auto": step("auto"),
         # the first per-non-zero pass (h = W x and the sparse corrections), then the second (the scatter)
         "hidden": lambda: HIDDEN_KERNELS[m](WT, FT, pts.indptr, pts.indices, pts.values, two_c, ws.H, ws.gs, ws.dHs,
-                                            ws.ls),
+                                            ws.ls, ws.pmax, ws.pmin, ws.pn2),
         "sparse": lambda: SPARSE_KERNELS[m](ws.H, pts.indptr, pts.indices, pts.values, nblk1, True, ws.dHpart,
                                             ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db, ws.dH,
                                             ws.point_loss, ws.loss, G, ws.closs),
         # the generic (any m) kernels on the same work: what unrolling and packed rows buy
         "hidden_generic": lambda: K._hidden(W, W, b, imp, pts.indptr, pts.indices, pts.values, two_c, ws.H, ws.gs,
-                                            ws.dHs, ws.ls),
+                                            ws.dHs, ws.ls, ws.pmax, ws.pmin, ws.pn2),
         "sparse_generic": lambda: K._sparse_pass(W, ws.H, pts.indptr, pts.indices, pts.values, nblk1, True,
                                                  ws.dHpart, ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db,
                                                  ws.dH, ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
@@ -141,7 +141,7 @@ def in_step(K, TK, W, b, data, ws, reps: int) -> dict:
         return g
 
     m = W.shape[1]
-    for mod, name in ((K, "_pack_rows"), (K, "_point_bounds"), (K, "_active_features"), (K, "_zero_dense_grads"),
+    for mod, name in ((K, "_pack_rows"), (K, "_active_features"), (K, "_zero_dense_grads"),
                       (TK, "build"), (TK, "walk"), (TK, "push"), (TK, "_reduce")):
         setattr(mod, name, timed(name.strip("_"), getattr(mod, name)))
     K.HIDDEN_KERNELS[m] = timed("hidden", K.HIDDEN_KERNELS[m])

@@ -174,7 +174,9 @@ def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
     two_c = np.float32(2.0 / T)
     H_ref, dHs_ref, ls_ref, gs_ref = (np.empty((I, T, m), np.float32), np.empty((I, T, m), np.float32),
                                       np.empty((I, T)), np.empty(nnz, np.float32))
-    K._hidden(W, Uo, b, imp, bd.indptr, bd.indices, bd.values, two_c, H_ref, gs_ref, dHs_ref, ls_ref)
+    Cp = K.point_chunks(I, T)
+    bounds_ref = (np.empty((I, Cp, m)), np.empty((I, Cp, m)), np.empty((I, Cp)))
+    K._hidden(W, Uo, b, imp, bd.indptr, bd.indices, bd.values, two_c, H_ref, gs_ref, dHs_ref, ls_ref, *bounds_ref)
     ref = outputs()
     big = C > 1
     partU = np.empty((I, C, m, n) if big else (I, 1, 1, 1), np.float32)
@@ -188,8 +190,9 @@ def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
     FT = np.ascontiguousarray(FT, np.float32)
     P = FT if tied else np.ascontiguousarray(W.transpose(0, 2, 1))
     H, dHs, ls, gs = np.empty((I, T, m), np.float32), np.empty((I, T, m), np.float32), np.empty((I, T)), np.empty(nnz, np.float32)
-    HIDDEN_KERNELS[m](P, FT, bd.indptr, bd.indices, bd.values, two_c, H, gs, dHs, ls)
-    for a, r in ((H, H_ref), (gs, gs_ref), (dHs, dHs_ref), (ls, ls_ref)):
+    bounds = (np.empty((I, Cp, m)), np.empty((I, Cp, m)), np.empty((I, Cp)))
+    HIDDEN_KERNELS[m](P, FT, bd.indptr, bd.indices, bd.values, two_c, H, gs, dHs, ls, *bounds)
+    for a, r in ((H, H_ref), (gs, gs_ref), (dHs, dHs_ref), (ls, ls_ref)) + tuple(zip(bounds, bounds_ref)):
         assert np.array_equal(a, r)
     got = outputs()
     G = np.empty((I, C, n, m + 1 if tied else 2 * m + 1) if big else (I, 1, 1, 1), np.float32)
@@ -229,25 +232,40 @@ def test_step_takes_packed_kernels_with_many_non_zeros_and_matches_autograd(tied
     _assert_matches_reference((loss, pl, g), (rl, rpl, rg), tied)
 
 
-@pytest.mark.parametrize("T", [1, 7, 70_000])
-def test_point_bounds_match_numpy_in_one_chunk_or_many(T):
-    """The points' per-dim max/min and max |h|^2 (the active-feature bound's input), serial in one chunk at small
-    T and in parallel chunks from sparse_chunks' threshold on: both equal numpy's."""
+@pytest.mark.parametrize("I,T", [(1, 1), (1, 7), (3, 300), (1, 70_000)])
+@pytest.mark.parametrize("m", [2, 3, 9])
+def test_first_pass_leaves_the_points_bounds_of_every_chunk(I, T, m):
+    """The first per-non-zero pass leaves, per chunk of points, the per-dim max/min of h and the max |h|^2 (the
+    active-feature bound's input): over the chunks they equal numpy's on the H it wrote, from one chunk (T = 1)
+    to 256, in the unrolled kernels (m <= 8) and the generic one (m = 9); a NaN h is left out."""
     from toydd import kernels as K
+    from toydd._sparse_kernels import HIDDEN_KERNELS
 
-    rng = np.random.default_rng(T)
-    H = (rng.standard_normal((2, T, 3)) * [1, 10, 0.1]).astype(np.float32)
-    C = K.sparse_chunks(T)
-    pmax, pmin, pn2 = np.empty((2, C, 3)), np.empty((2, C, 3)), np.empty((2, C))
-    from toydd.threads import serial
-
-    (K._point_bounds if C > 1 else serial(K._point_bounds))(H, pmax, pmin, pn2)
-    assert C == (16 if T >= 65_536 else 1)
-    np.testing.assert_array_equal(pmax.max(1), H.max(1))
-    np.testing.assert_array_equal(pmin.min(1), H.min(1))
-    h64 = H.astype(np.float64)
-    np.testing.assert_allclose(pn2.max(1), ((H * H).astype(np.float64)).sum(2).max(1), rtol=1e-12)
-    assert np.all(pn2.max(1) <= (h64 * h64).sum(2).max(1) * (1 + 1e-6))
+    bd, W, b, _ = _problem(I, m, 50, T, 0.9, True, seed=T + m)
+    if T == 300:
+        W[0, :, :] = np.nan  # instance 0 diverged: every h is NaN
+        W[1, 0, 3] = np.nan  # instance 1: the points with feature 3 have a NaN first coordinate
+    imp = np.ones(50, np.float32)
+    C = K.point_chunks(I, T)
+    assert C == min(T, 256 // I)
+    H, gs = np.empty((I, T, m), np.float32), np.empty(bd.indices.size, np.float32)
+    dHs, ls = np.empty((I, T, m), np.float32), np.empty((I, T))
+    pmax, pmin, pn2 = np.full((I, C, m), 7.0), np.full((I, C, m), 7.0), np.full((I, C), 7.0)
+    args = (bd.indptr, bd.indices, bd.values, np.float32(2.0 / T), H, gs, dHs, ls, pmax, pmin, pn2)
+    if m in HIDDEN_KERNELS:
+        FT = np.ascontiguousarray(np.concatenate([W.transpose(0, 2, 1), b[:, :, None],
+                                                  np.ones((I, 50, 1), np.float32)], 2))
+        HIDDEN_KERNELS[m](FT, FT, *args)
+    else:
+        K._hidden(W, W, b, imp, *args)
+    Hm = np.where(np.isnan(H), -np.inf, H).max(1)
+    HM = np.where(np.isnan(H), np.inf, H).min(1)
+    np.testing.assert_array_equal(pmax.max(1), Hm)
+    np.testing.assert_array_equal(pmin.min(1), HM)
+    q = (H * H).astype(np.float64).sum(2)
+    np.testing.assert_allclose(pn2.max(1), np.where(np.isnan(q), 0.0, q).max(1), rtol=1e-12)
+    if T == 300:  # (the NaN cases happened; a point without non-zeros has h = 0 even when W is NaN)
+        assert np.isnan(H[0]).mean() > 0.9 and np.isnan(H[1, :, 0]).any() and np.isfinite(pmax[1]).all()
 
 
 @pytest.mark.parametrize("m,n,T,tied", [(2, 300, 400, True), (3, 200, 50, False), (9, 100, 60, True), (1, 500, 3, True)])

@@ -123,18 +123,19 @@ from numba import njit, prange
 
 HIDDEN_TEMPLATE = '''
 @njit(cache=True, parallel=True)
-def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = {M}: see there. P (I, n, >= {M}): W's columns as rows (FT itself when tied);
     FT (I, n, {M} + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+{init_bounds}
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -144,6 +145,7 @@ def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
                 x = values[p]
 {acc_h}
 {store_h}
+{acc_bounds}
             lt = 0.0
 {init_d}
             for p in range(p0, p1):
@@ -163,6 +165,7 @@ def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
 {acc_d}
 {store_d}
             ls[i, t] = lt
+{store_bounds}
 '''
 
 SPARSE_TEMPLATE = '''
@@ -249,6 +252,13 @@ def gen_sparse(M: int) -> str:
         zsum="".join(f" + s{k} * u{k}" for k in ks),
         acc_d=ind(16, [f"d{k} += g * u{k}" for k in ks]),
         store_d=ind(12, [f"dHs[i, t, {k}] = d{k}" for k in ks]),
+        init_bounds=ind(8, [f"hi{k} = -np.inf" for k in ks] + [f"lo{k} = np.inf" for k in ks] + ["n2 = 0.0"]),
+        # (comparisons, not max/min: a NaN h is left out of the bounds, as in kernels._hidden)
+        acc_bounds=ind(12, sum(([f"if s{k} > hi{k}:", f"    hi{k} = np.float64(s{k})", f"if s{k} < lo{k}:",
+                                 f"    lo{k} = np.float64(s{k})"] for k in ks), [])
+                       + ["q = " + " + ".join(f"np.float64(s{k} * s{k})" for k in ks), "if q > n2:", "    n2 = q"]),
+        store_bounds=ind(8, [f"pmax[i, c, {k}] = hi{k}" for k in ks] + [f"pmin[i, c, {k}] = lo{k}" for k in ks]
+                         + ["pn2[i, c] = n2"]),
     )
     reduce = []
     for k in ks:

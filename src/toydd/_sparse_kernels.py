@@ -13,18 +13,21 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 1: see there. P (I, n, >= 1): W's columns as rows (FT itself when tied);
     FT (I, n, 1 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        lo0 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -34,6 +37,13 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
                 x = values[p]
                 s0 += x * Pi[j, 0]
             H[i, t, 0] = s0
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            q = np.float64(s0 * s0)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             for p in range(p0, p1):
@@ -53,6 +63,9 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
                 d0 += g * u0
             dHs[i, t, 0] = d0
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmin[i, c, 0] = lo0
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m1(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -131,18 +144,23 @@ def sparse_m1(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 0, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 2: see there. P (I, n, >= 2): W's columns as rows (FT itself when tied);
     FT (I, n, 2 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -155,6 +173,17 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
                 s1 += x * Pi[j, 1]
             H[i, t, 0] = s0
             H[i, t, 1] = s1
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -178,6 +207,11 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 0] = d0
             dHs[i, t, 1] = d1
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m2(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -273,18 +307,25 @@ def sparse_m2(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 1, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 3: see there. P (I, n, >= 3): W's columns as rows (FT itself when tied);
     FT (I, n, 3 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -300,6 +341,21 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 0] = s0
             H[i, t, 1] = s1
             H[i, t, 2] = s2
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -327,6 +383,13 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 1] = d1
             dHs[i, t, 2] = d2
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m3(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -439,18 +502,27 @@ def sparse_m3(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 2, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 4: see there. P (I, n, >= 4): W's columns as rows (FT itself when tied);
     FT (I, n, 4 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        hi3 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        lo3 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -469,6 +541,25 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 1] = s1
             H[i, t, 2] = s2
             H[i, t, 3] = s3
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            if s3 > hi3:
+                hi3 = np.float64(s3)
+            if s3 < lo3:
+                lo3 = np.float64(s3)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -500,6 +591,15 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 2] = d2
             dHs[i, t, 3] = d3
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmax[i, c, 3] = hi3
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pmin[i, c, 3] = lo3
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m4(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -629,18 +729,29 @@ def sparse_m4(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 3, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 5: see there. P (I, n, >= 5): W's columns as rows (FT itself when tied);
     FT (I, n, 5 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        hi3 = -np.inf
+        hi4 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        lo3 = np.inf
+        lo4 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -662,6 +773,29 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 2] = s2
             H[i, t, 3] = s3
             H[i, t, 4] = s4
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            if s3 > hi3:
+                hi3 = np.float64(s3)
+            if s3 < lo3:
+                lo3 = np.float64(s3)
+            if s4 > hi4:
+                hi4 = np.float64(s4)
+            if s4 < lo4:
+                lo4 = np.float64(s4)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -697,6 +831,17 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 3] = d3
             dHs[i, t, 4] = d4
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmax[i, c, 3] = hi3
+        pmax[i, c, 4] = hi4
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pmin[i, c, 3] = lo3
+        pmin[i, c, 4] = lo4
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m5(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -843,18 +988,31 @@ def sparse_m5(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 4, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 6: see there. P (I, n, >= 6): W's columns as rows (FT itself when tied);
     FT (I, n, 6 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        hi3 = -np.inf
+        hi4 = -np.inf
+        hi5 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        lo3 = np.inf
+        lo4 = np.inf
+        lo5 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -879,6 +1037,33 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 3] = s3
             H[i, t, 4] = s4
             H[i, t, 5] = s5
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            if s3 > hi3:
+                hi3 = np.float64(s3)
+            if s3 < lo3:
+                lo3 = np.float64(s3)
+            if s4 > hi4:
+                hi4 = np.float64(s4)
+            if s4 < lo4:
+                lo4 = np.float64(s4)
+            if s5 > hi5:
+                hi5 = np.float64(s5)
+            if s5 < lo5:
+                lo5 = np.float64(s5)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -918,6 +1103,19 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 4] = d4
             dHs[i, t, 5] = d5
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmax[i, c, 3] = hi3
+        pmax[i, c, 4] = hi4
+        pmax[i, c, 5] = hi5
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pmin[i, c, 3] = lo3
+        pmin[i, c, 4] = lo4
+        pmin[i, c, 5] = lo5
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m6(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -1081,18 +1279,33 @@ def sparse_m6(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 5, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 7: see there. P (I, n, >= 7): W's columns as rows (FT itself when tied);
     FT (I, n, 7 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        hi3 = -np.inf
+        hi4 = -np.inf
+        hi5 = -np.inf
+        hi6 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        lo3 = np.inf
+        lo4 = np.inf
+        lo5 = np.inf
+        lo6 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -1120,6 +1333,37 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 4] = s4
             H[i, t, 5] = s5
             H[i, t, 6] = s6
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            if s3 > hi3:
+                hi3 = np.float64(s3)
+            if s3 < lo3:
+                lo3 = np.float64(s3)
+            if s4 > hi4:
+                hi4 = np.float64(s4)
+            if s4 < lo4:
+                lo4 = np.float64(s4)
+            if s5 > hi5:
+                hi5 = np.float64(s5)
+            if s5 < lo5:
+                lo5 = np.float64(s5)
+            if s6 > hi6:
+                hi6 = np.float64(s6)
+            if s6 < lo6:
+                lo6 = np.float64(s6)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5) + np.float64(s6 * s6)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -1163,6 +1407,21 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 5] = d5
             dHs[i, t, 6] = d6
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmax[i, c, 3] = hi3
+        pmax[i, c, 4] = hi4
+        pmax[i, c, 5] = hi5
+        pmax[i, c, 6] = hi6
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pmin[i, c, 3] = lo3
+        pmin[i, c, 4] = lo4
+        pmin[i, c, 5] = lo5
+        pmin[i, c, 6] = lo6
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m7(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,
@@ -1343,18 +1602,35 @@ def sparse_m7(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs,
                 dW[i, 6, j] = s
 
 @njit(cache=True, parallel=True)
-def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
+def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """kernels._hidden for m = 8: see there. P (I, n, >= 8): W's columns as rows (FT itself when tied);
     FT (I, n, 8 + 2) packed (U_j, b_j, I_j). The corrections loop reads the rows the sum just brought
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
         Pi = P[i]
         Fi = FT[i]
+        hi0 = -np.inf
+        hi1 = -np.inf
+        hi2 = -np.inf
+        hi3 = -np.inf
+        hi4 = -np.inf
+        hi5 = -np.inf
+        hi6 = -np.inf
+        hi7 = -np.inf
+        lo0 = np.inf
+        lo1 = np.inf
+        lo2 = np.inf
+        lo3 = np.inf
+        lo4 = np.inf
+        lo5 = np.inf
+        lo6 = np.inf
+        lo7 = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
@@ -1385,6 +1661,41 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             H[i, t, 5] = s5
             H[i, t, 6] = s6
             H[i, t, 7] = s7
+            if s0 > hi0:
+                hi0 = np.float64(s0)
+            if s0 < lo0:
+                lo0 = np.float64(s0)
+            if s1 > hi1:
+                hi1 = np.float64(s1)
+            if s1 < lo1:
+                lo1 = np.float64(s1)
+            if s2 > hi2:
+                hi2 = np.float64(s2)
+            if s2 < lo2:
+                lo2 = np.float64(s2)
+            if s3 > hi3:
+                hi3 = np.float64(s3)
+            if s3 < lo3:
+                lo3 = np.float64(s3)
+            if s4 > hi4:
+                hi4 = np.float64(s4)
+            if s4 < lo4:
+                lo4 = np.float64(s4)
+            if s5 > hi5:
+                hi5 = np.float64(s5)
+            if s5 < lo5:
+                lo5 = np.float64(s5)
+            if s6 > hi6:
+                hi6 = np.float64(s6)
+            if s6 < lo6:
+                lo6 = np.float64(s6)
+            if s7 > hi7:
+                hi7 = np.float64(s7)
+            if s7 < lo7:
+                lo7 = np.float64(s7)
+            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5) + np.float64(s6 * s6) + np.float64(s7 * s7)
+            if q > n2:
+                n2 = q
             lt = 0.0
             d0 = np.float32(0.0)
             d1 = np.float32(0.0)
@@ -1432,6 +1743,23 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls):
             dHs[i, t, 6] = d6
             dHs[i, t, 7] = d7
             ls[i, t] = lt
+        pmax[i, c, 0] = hi0
+        pmax[i, c, 1] = hi1
+        pmax[i, c, 2] = hi2
+        pmax[i, c, 3] = hi3
+        pmax[i, c, 4] = hi4
+        pmax[i, c, 5] = hi5
+        pmax[i, c, 6] = hi6
+        pmax[i, c, 7] = hi7
+        pmin[i, c, 0] = lo0
+        pmin[i, c, 1] = lo1
+        pmin[i, c, 2] = lo2
+        pmin[i, c, 3] = lo3
+        pmin[i, c, 4] = lo4
+        pmin[i, c, 5] = lo5
+        pmin[i, c, 6] = lo6
+        pmin[i, c, 7] = lo7
+        pn2[i, c] = n2
 
 @njit(cache=True, parallel=True)
 def sparse_m8(H, indptr, indices, values, nblk, tied, dHpart, losspart, gs, dHs, ls,

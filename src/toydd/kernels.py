@@ -119,7 +119,7 @@ class BatchData:
 # ---------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True)
-def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
+def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin, pn2):
     """The first per-non-zero pass: H[i, t, :] = W[i] @ x_t (sparse x), and at once each point's sparse
     corrections (the terms at its non-zeros x_tj, which need only h_t and feature j), while feature j's
     numbers are in cache from the sum:
@@ -130,22 +130,39 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
 
     The second pass (_sparse_pass) adds them to the dense part and runs the input path. h sums in float32,
     like torch's float32 product (a float64 sum made the unrolled m = 2 pass 1.4x slower at T = 10^5).
+
+    The points run in C = pmax.shape[1] chunks of contiguous points per instance (point_chunks), and each
+    chunk leaves its points' bounds, for _active_features: per hidden dim the max and min of h, pmax[i, c]
+    and pmin[i, c], and the max of |h|^2, pn2[i, c] (a NaN h left out), from h while it is in registers
+    (a separate pass over H cost 3-4 ms a step at T = 10^6).
     The generic version (any m); _sparse_kernels.hidden_m1..8 are the same arithmetic, unrolled."""
     I, m, _ = W.shape
     T = H.shape[1]
-    C = max(1, min(T, 256 // I))  # chunks of contiguous points per instance: one division per chunk, not
-    for w in prange(I * C):       # per point (r // T per point cost 15% of the m = 2 pass at T = 10^5..10^6)
+    C = pmax.shape[1]
+    for w in prange(I * C):
         i = w // C
         c = w - i * C
+        for k in range(m):
+            pmax[i, c, k] = -np.inf
+            pmin[i, c, k] = np.inf
+        n2 = 0.0
         for t in range(c * T // C, (c + 1) * T // C):
             p0 = np.uint64(indptr[i, t])  # unsigned: no negative-index wraparound code in the loops (1.2x)
             p1 = np.uint64(indptr[i, t + 1])
+            q = 0.0
             for k in range(m):
                 s = np.float32(0.0)
                 for p in range(p0, p1):
                     s += values[p] * W[i, k, np.uint64(indices[p])]
                 H[i, t, k] = s
                 dHs[i, t, k] = 0.0
+                q += np.float64(s * s)
+                if s > pmax[i, c, k]:
+                    pmax[i, c, k] = s
+                if s < pmin[i, c, k]:
+                    pmin[i, c, k] = s
+            if q > n2:
+                n2 = q
             lt = 0.0
             for p in range(p0, p1):
                 j = np.uint64(indices[p])
@@ -163,6 +180,7 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls):
                 for k in range(m):
                     dHs[i, t, k] += g * U[i, k, j]
             ls[i, t] = lt
+        pn2[i, c] = n2
 
 
 @njit(cache=True, parallel=True)
@@ -204,43 +222,9 @@ def _reorder_points(indptr, indices, values, H, which, perm, out_indptr, out_ind
 
 
 @njit(cache=True, fastmath=True)
-def _chunk_bounds(H, i, c, pmax, pmin, pn2):
-    """Chunk c of instance i's points (of pmax.shape[1] equal chunks): per hidden dim the max and min of h,
-    and the max of |h|^2, into pmax[i, c], pmin[i, c], pn2[i, c]."""
-    T, m = H.shape[1], H.shape[2]
-    C = pmax.shape[1]
-    hi = np.full(m, -np.inf)  # local (not aliased with H): the loop keeps them in registers
-    lo = np.full(m, np.inf)
-    n2 = 0.0
-    for t in range(c * T // C, (c + 1) * T // C):
-        s = 0.0
-        for k in range(m):
-            v = H[i, t, k]
-            s += v * v
-            if v > hi[k]:
-                hi[k] = v
-            if v < lo[k]:
-                lo[k] = v
-        if s > n2:
-            n2 = s
-    for k in range(m):
-        pmax[i, c, k] = hi[k]
-        pmin[i, c, k] = lo[k]
-    pn2[i, c] = n2
-
-
-@njit(cache=True, parallel=True)
-def _point_bounds(H, pmax, pmin, pn2):
-    """The points' bounds per chunk (_chunk_bounds), chunks in parallel (min and max are exact in any order);
-    serial(_point_bounds) at small T."""
-    for w in prange(pmax.shape[0] * pmax.shape[1]):
-        _chunk_bounds(H, w // pmax.shape[1], w % pmax.shape[1], pmax, pmin, pn2)
-
-
-@njit(cache=True, fastmath=True)
 def _active_features(U, b, pmax, pmin, pn2, active, n_active):
     """Features whose output can be non-zero for some point (exact upper bound from the points' bounds,
-    _point_bounds: (I, chunks, m), (I, chunks, m), (I, chunks))."""
+    left by the first per-non-zero pass (_hidden): (I, chunks, m), (I, chunks, m), (I, chunks))."""
     I, m, n = U.shape
     for i in range(I):
         hmax = np.full(m, -np.inf)
@@ -445,6 +429,14 @@ SPARSE_CHUNK_T = 65_536  # from this T on the sparse pass runs in SPARSE_CHUNKS 
 SPARSE_CHUNKS = 16
 
 
+def point_chunks(I: int, T: int) -> int:
+    """Chunks of contiguous points per instance of the first per-non-zero pass: about 256 in all, so that a
+    chunk, not a point, pays the division that finds its instance (a division per point cost 15% of the pass
+    at T = 10^5 .. 10^6), with enough chunks to spread over any core count. Its outputs are per point and
+    per chunk maxima, the same bits whatever the chunking."""
+    return max(1, min(T, 256 // I))
+
+
 def sparse_chunks(T: int) -> int:
     """Chunks of points of the sparse pass: a function of T alone (bit-identical on any core count)."""
     return SPARSE_CHUNKS if T >= SPARSE_CHUNK_T else 1
@@ -502,7 +494,7 @@ class CpuWorkspace:
         self.H = np.empty((I, T, m), np.float32)
         self.active = np.empty((I, n), np.int64)
         self.n_active = np.full(I, n, np.int64)  # (the next step's work estimate reads the last step's)
-        C = sparse_chunks(T)  # chunks of points of _point_bounds, like the sparse pass
+        C = point_chunks(I, T)  # chunks of points of the first per-non-zero pass, and their points' bounds
         self.pmax, self.pmin, self.pn2 = np.empty((I, C, m)), np.empty((I, C, m)), np.empty((I, C))
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
         self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)
@@ -657,12 +649,12 @@ def loss_and_grads_cpu(W: np.ndarray, b: np.ndarray, data: BatchData, U: np.ndar
     if packed:
         FT, WT, G = ws.packed()
         _pack_rows(Uo, b, imp, W, tied, FT, WT)
-        run(HIDDEN_KERNELS[m])(WT, FT, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls)
+        run(HIDDEN_KERNELS[m])(WT, FT, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls,
+                               ws.pmax, ws.pmin, ws.pn2)
     else:
-        run(_hidden)(W, Uo, b, imp, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls)
-    if skip:
-        # the points' bounds: in chunks at large T (a thread launch costs more than the work at small T)
-        (_point_bounds if par and ws.pn2.shape[1] > 1 else serial(_point_bounds))(ws.H, ws.pmax, ws.pmin, ws.pn2)
+        run(_hidden)(W, Uo, b, imp, data.indptr, data.indices, data.values, two_c, ws.H, gs, ws.dHs, ws.ls,
+                     ws.pmax, ws.pmin, ws.pn2)
+    if skip:  # (the first pass left the points' bounds)
         _active_features(Uo, b, ws.pmax, ws.pmin, ws.pn2, ws.active, ws.n_active)
     else:
         ws.active[:] = np.arange(n)
