@@ -341,7 +341,7 @@ def test_points_run_in_tree_order_and_per_point_losses_come_back_in_data_order()
 def test_a_sort_orders_each_leafs_points_by_their_non_zeros_and_keeps_the_leaves():
     """A sort puts each leaf's points in order of their number of non-zeros (ties in Morton order), so the
     per-non-zero loops meet runs of equal trip counts: the leaves hold the same points as the Morton order's
-    (the same boxes), and the step equals the one on the Morton order alone."""
+    (the same boxes), and a step on that order still equals the dense kernel's."""
     bd, W, b, _ = _problem(2, 2, 300, 20000, 0.99, True, seed=11)
     b -= 0.05
     I, T = 2, 20000
