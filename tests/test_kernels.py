@@ -262,10 +262,50 @@ def test_first_pass_leaves_the_points_bounds_of_every_chunk(I, T, m):
     HM = np.where(np.isnan(H), np.inf, H).min(1)
     np.testing.assert_array_equal(pmax.max(1), Hm)
     np.testing.assert_array_equal(pmin.min(1), HM)
-    q = (H * H).astype(np.float64).sum(2)
+    q = (H.astype(np.float64) ** 2).sum(2)
     np.testing.assert_allclose(pn2.max(1), np.where(np.isnan(q), 0.0, q).max(1), rtol=1e-12)
     if T == 300:  # (the NaN cases happened; a point without non-zeros has h = 0 even when W is NaN)
         assert np.isnan(H[0]).mean() > 0.9 and np.isnan(H[1, :, 0]).any() and np.isfinite(pmax[1]).all()
+
+
+def test_a_feature_with_a_tiny_column_is_not_skipped_while_a_huge_h_keeps_it_alive():
+    """The active-feature test's ball bound |U_j| max|h|: |U_j|^2 = 1e-46 underflows to 0 in float32, and with it
+    the bound, which called feature 1 dead although z = 1e15 * 1e-23 - 1e-20 = 1e-8 > 0 at every point and its
+    gradient is the largest one (found by a hostile review). Also |h|^2 = 1e40 overflows a float32 square."""
+    from toydd import kernels as K
+    from toydd.data import SparseData
+
+    n, m, T = 3, 2, 4
+    X = np.zeros((T, n), np.float32)
+    X[:, 0] = 1.0
+    bd = K.BatchData.stack([SparseData.from_dense(X)])
+    W = np.zeros((1, m, n), np.float32)
+    W[0, 0, 0] = 1e15  # h_t = (1e15, 0)
+    U = np.zeros((1, m, n), np.float32)
+    U[0, 0, 1] = 1e-23
+    b = np.zeros((1, n), np.float32)
+    b[0, 1] = -1e-20
+    b[0, 2] = -1.0  # feature 2: dead at every point, may be skipped
+    _, _, g, ws = K.loss_and_grads_cpu(W, b, bd, U, kernel="dense")
+    assert 1 in ws.active[0, :ws.n_active[0]]
+    ref = K.reference_loss_and_grads(W, b, X[None], U)[2]
+    assert abs(g.U[0, 0, 1] - ref.U[0, 0, 1]) <= 1e-5 * abs(ref.U[0, 0, 1]) and ref.U[0, 0, 1] != 0
+    W[0, 0, 0] = 1e20  # |h|^2 = 1e40: beyond float32, not beyond the bound's float64
+    U[0, 0, 1] = 1e-28
+    b[0, 1] = -1e-10  # z = 1e-8 - 1e-10 > 0
+    _, _, g, ws = K.loss_and_grads_cpu(W, b, bd, U, kernel="dense")
+    assert 1 in ws.active[0, :ws.n_active[0]] and np.isfinite(ws.pn2).all()
+
+
+@pytest.mark.parametrize("kernel", ["dense", "tree", "auto"])
+def test_a_batch_of_no_instances_gives_empty_results(kernel):
+    from toydd import kernels as K
+
+    T, n, m = 5, 20, 2
+    bd = K.BatchData(np.zeros((0, T + 1), np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+    loss, pl, g, _ = K.loss_and_grads_cpu(np.zeros((0, m, n), np.float32), np.zeros((0, n), np.float32), bd,
+                                          kernel=kernel)
+    assert loss.shape == (0,) and pl.shape == (0, T) and g.W.shape == (0, m, n) and g.b.shape == (0, n)
 
 
 @pytest.mark.parametrize("m,n,T,tied", [(2, 300, 400, True), (3, 200, 50, False), (9, 100, 60, True), (1, 500, 3, True)])

@@ -256,7 +256,7 @@ def gen_sparse(M: int) -> str:
         # (comparisons, not max/min: a NaN h is left out of the bounds, as in kernels._hidden)
         acc_bounds=ind(12, sum(([f"if s{k} > hi{k}:", f"    hi{k} = np.float64(s{k})", f"if s{k} < lo{k}:",
                                  f"    lo{k} = np.float64(s{k})"] for k in ks), [])
-                       + ["q = " + " + ".join(f"np.float64(s{k} * s{k})" for k in ks), "if q > n2:", "    n2 = q"]),
+                       + ["q = " + " + ".join(f"np.float64(s{k}) * np.float64(s{k})" for k in ks), "if q > n2:", "    n2 = q"]),
         store_bounds=ind(8, [f"pmax[i, c, {k}] = hi{k}" for k in ks] + [f"pmin[i, c, {k}] = lo{k}" for k in ks]
                          + ["pn2[i, c] = n2"]),
     )

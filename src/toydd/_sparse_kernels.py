@@ -41,7 +41,7 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi0 = np.float64(s0)
             if s0 < lo0:
                 lo0 = np.float64(s0)
-            q = np.float64(s0 * s0)
+            q = np.float64(s0) * np.float64(s0)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -181,7 +181,7 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi1 = np.float64(s1)
             if s1 < lo1:
                 lo1 = np.float64(s1)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -353,7 +353,7 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi2 = np.float64(s2)
             if s2 < lo2:
                 lo2 = np.float64(s2)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -557,7 +557,7 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi3 = np.float64(s3)
             if s3 < lo3:
                 lo3 = np.float64(s3)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2) + np.float64(s3) * np.float64(s3)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -793,7 +793,7 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi4 = np.float64(s4)
             if s4 < lo4:
                 lo4 = np.float64(s4)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2) + np.float64(s3) * np.float64(s3) + np.float64(s4) * np.float64(s4)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -1061,7 +1061,7 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi5 = np.float64(s5)
             if s5 < lo5:
                 lo5 = np.float64(s5)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2) + np.float64(s3) * np.float64(s3) + np.float64(s4) * np.float64(s4) + np.float64(s5) * np.float64(s5)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -1361,7 +1361,7 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi6 = np.float64(s6)
             if s6 < lo6:
                 lo6 = np.float64(s6)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5) + np.float64(s6 * s6)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2) + np.float64(s3) * np.float64(s3) + np.float64(s4) * np.float64(s4) + np.float64(s5) * np.float64(s5) + np.float64(s6) * np.float64(s6)
             if q > n2:
                 n2 = q
             lt = 0.0
@@ -1693,7 +1693,7 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
                 hi7 = np.float64(s7)
             if s7 < lo7:
                 lo7 = np.float64(s7)
-            q = np.float64(s0 * s0) + np.float64(s1 * s1) + np.float64(s2 * s2) + np.float64(s3 * s3) + np.float64(s4 * s4) + np.float64(s5 * s5) + np.float64(s6 * s6) + np.float64(s7 * s7)
+            q = np.float64(s0) * np.float64(s0) + np.float64(s1) * np.float64(s1) + np.float64(s2) * np.float64(s2) + np.float64(s3) * np.float64(s3) + np.float64(s4) * np.float64(s4) + np.float64(s5) * np.float64(s5) + np.float64(s6) * np.float64(s6) + np.float64(s7) * np.float64(s7)
             if q > n2:
                 n2 = q
             lt = 0.0

@@ -156,7 +156,7 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, 
                     s += values[p] * W[i, k, np.uint64(indices[p])]
                 H[i, t, k] = s
                 dHs[i, t, k] = 0.0
-                q += np.float64(s * s)
+                q += np.float64(s) * np.float64(s)  # (in float64: a float32 square overflows from |h| ~ 2e19)
                 if s > pmax[i, c, k]:
                     pmax[i, c, k] = s
                 if s < pmin[i, c, k]:
@@ -237,8 +237,10 @@ def _active_features(U, b, pmax, pmin, pn2, active, n_active):
                 hmin[k] = min(hmin[k], pmin[i, c, k])
         hn = np.float32(math.sqrt(hn2))
         # Bounds per feature in passes over contiguous rows (these vectorize).
+        # (|U_j|^2 in float64: in float32 it underflows to 0 for |U_j| < ~1e-19, and a zero ball would call a
+        # feature with a tiny column dead while a huge h keeps it alive)
         box = np.zeros(n, np.float32)
-        un2 = np.zeros(n, np.float32)
+        un2 = np.zeros(n)
         for k in range(m):
             u = U[i, k]
             hx = np.float32(hmax[k])
@@ -246,7 +248,7 @@ def _active_features(U, b, pmax, pmin, pn2, active, n_active):
             for j in range(n):
                 uj = u[j]
                 box[j] += max(uj * hx, uj * hm)
-                un2[j] += uj * uj
+                un2[j] += np.float64(uj) * np.float64(uj)
         bi = b[i]
         c = 0
         for j in range(n):
@@ -434,7 +436,7 @@ def point_chunks(I: int, T: int) -> int:
     chunk, not a point, pays the division that finds its instance (a division per point cost 15% of the pass
     at T = 10^5 .. 10^6), with enough chunks to spread over any core count. Its outputs are per point and
     per chunk maxima, the same bits whatever the chunking."""
-    return max(1, min(T, 256 // I))
+    return max(1, min(T, 256 // max(I, 1)))
 
 
 def sparse_chunks(T: int) -> int:
