@@ -17,9 +17,9 @@ points whose bounding box lies entirely on one side of feature i's hyperplane
 
 Points are put in a tree each step: ordered by the Morton code of ``h`` (so every
 node is a contiguous range of the order), cut into leaves of ``LEAF`` points (within
-a leaf, by their number of non-zeros: see build), and a binary tree over the leaves (heap numbering: node k has children 2k, 2k+1)
-carries each node's bounding box and float64 moments, computed from the current
-points every step. The order is that of the last sort while the leaves' boxes
+a leaf, by their number of non-zeros: see build), and a binary tree over the leaves
+(heap numbering: node k has children 2k, 2k+1) carries each node's bounding box and
+float64 moments, computed from the current points every step. The order is that of the last sort while the leaves' boxes
 have not grown by more than RESORT_GROWTH since (points move little between
 steps); then the points are sorted again. The points themselves stay in that
 order (the caller reorders its copy of them with H at each sort: see build), so
@@ -1067,10 +1067,9 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None
     stays good (RESORT_GROWTH), else sorted again.
 
     The points stay in the order of their last sort (Morton; within a leaf, by ``sizes``): ``H`` (I, T, m)
-    comes in that order, and a
-    new sort calls ``reorder(which, perm)``, which must put ``H[i]`` (and whatever the caller keeps
-    aligned with it: the training points themselves) into the order ``H[i, perm[i]]`` for the
-    instances ``which``. Everything after the build (walk, push, the per-non-zero passes) then runs
+    comes in that order, and a new sort calls ``reorder(which, perm)``, which must put ``H[i]`` (and
+    whatever the caller keeps aligned with it: the training points themselves) into the order
+    ``H[i, perm[i]]`` for the instances ``which``. Everything after the build (walk, push, the per-non-zero passes) then runs
     over points in tree order, with no gather or scatter.
 
     The tree is exact in any order; the order only decides how tight the boxes are. Which order a step
@@ -1078,8 +1077,9 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None
 
     ``sizes``: optional, a callable giving each point's number of non-zeros (I, T) in the current order,
     called at a sort only. A sort then orders each leaf's points by it, counts from KEY_CAP on as one
-    (the same points per leaf, so the same boxes): the per-non-zero loops, which run point by point in this order, then meet runs of equal
-    trip counts and predict their loops' exits (measured 10-22% off both passes at T = 10^5 .. 10^6)."""
+    (the same points per leaf, so the same boxes): the per-non-zero loops, which run point by point in
+    this order, then meet runs of equal trip counts and predict their loops' exits (measured 10-22% off
+    both passes at T = 10^5 .. 10^6)."""
     tp = tw.topo
     m = H.shape[2]
 
