@@ -6,6 +6,7 @@ import torch
 
 from toydd import data as D
 from toydd.kernels import BatchData, loss_and_grads, loss_and_grads_cpu, reference_loss_and_grads
+from toydd.threads import chunks
 
 
 def _rel(a, b):
@@ -174,7 +175,7 @@ def test_unrolled_sparse_kernels_equal_generic_bit_for_bit(m, tied, chunked):
     two_c = np.float32(2.0 / T)
     H_ref, dHs_ref, ls_ref, gs_ref = (np.empty((I, T, m), np.float32), np.empty((I, T, m), np.float32),
                                       np.empty((I, T)), np.empty(nnz, np.float32))
-    Cp = K.point_chunks(I, T)
+    Cp = chunks(I, T)
     bounds_ref = (np.empty((I, Cp, m)), np.empty((I, Cp, m)), np.empty((I, Cp)))
     K._hidden(W, Uo, b, imp, bd.indptr, bd.indices, bd.values, two_c, H_ref, gs_ref, dHs_ref, ls_ref, *bounds_ref)
     ref = outputs()
@@ -246,7 +247,7 @@ def test_first_pass_leaves_the_points_bounds_of_every_chunk(I, T, m):
         W[0, :, :] = np.nan  # instance 0 diverged: every h is NaN
         W[1, 0, 3] = np.nan  # instance 1: the points with feature 3 have a NaN first coordinate
     imp = np.ones(50, np.float32)
-    C = K.point_chunks(I, T)
+    C = chunks(I, T)
     assert C == min(T, 256 // I)
     H, gs = np.empty((I, T, m), np.float32), np.empty(bd.indices.size, np.float32)
     dHs, ls = np.empty((I, T, m), np.float32), np.empty((I, T))

@@ -129,7 +129,7 @@ def hidden_m{M}(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmi
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C

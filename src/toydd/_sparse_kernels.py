@@ -19,7 +19,7 @@ def hidden_m1(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -150,7 +150,7 @@ def hidden_m2(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -313,7 +313,7 @@ def hidden_m3(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -508,7 +508,7 @@ def hidden_m4(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -735,7 +735,7 @@ def hidden_m5(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -994,7 +994,7 @@ def hidden_m6(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -1285,7 +1285,7 @@ def hidden_m7(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C
@@ -1608,7 +1608,7 @@ def hidden_m8(P, FT, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, pmin,
     into cache."""
     I = P.shape[0]
     T = H.shape[1]
-    C = pmax.shape[1]  # chunks of contiguous points per instance (kernels.point_chunks)
+    C = pmax.shape[1]  # chunks of contiguous points per instance (threads.chunks)
     for w in prange(I * C):
         i = w // C
         c = w - i * C

@@ -59,7 +59,7 @@ import numpy as np
 from numba import njit, prange
 
 from .data import SparseData
-from .threads import serial, use_threads
+from .threads import chunks, serial, use_threads
 from ._dense_kernels import DENSE_KERNELS
 from ._sparse_kernels import HIDDEN_KERNELS, SPARSE_KERNELS
 
@@ -131,7 +131,7 @@ def _hidden(W, U, b, imp, indptr, indices, values, two_c, H, gs, dHs, ls, pmax, 
     The second pass (_sparse_pass) adds them to the dense part and runs the input path. h sums in float32,
     like torch's float32 product (a float64 sum made the unrolled m = 2 pass 1.4x slower at T = 10^5).
 
-    The points run in C = pmax.shape[1] chunks of contiguous points per instance (point_chunks), and each
+    The points run in C = pmax.shape[1] chunks of contiguous points per instance (threads.chunks), and each
     chunk leaves its points' bounds, for _active_features: per hidden dim the max and min of h, pmax[i, c]
     and pmin[i, c], and the max of |h|^2, pn2[i, c] (a NaN h left out), from h while it is in registers
     (a separate pass over H cost 3-4 ms a step at T = 10^6).
@@ -431,14 +431,6 @@ SPARSE_CHUNK_T = 65_536  # from this T on the sparse pass runs in SPARSE_CHUNKS 
 SPARSE_CHUNKS = 16
 
 
-def point_chunks(I: int, T: int) -> int:
-    """Chunks of contiguous points per instance of the first per-non-zero pass: about 256 in all, so that a
-    chunk, not a point, pays the division that finds its instance (a division per point cost 15% of the pass
-    at T = 10^5 .. 10^6), with enough chunks to spread over any core count. Its outputs are per point and
-    per chunk maxima, the same bits whatever the chunking."""
-    return max(1, min(T, 256 // max(I, 1)))
-
-
 def sparse_chunks(T: int) -> int:
     """Chunks of points of the sparse pass: a function of T alone (bit-identical on any core count)."""
     return SPARSE_CHUNKS if T >= SPARSE_CHUNK_T else 1
@@ -496,7 +488,7 @@ class CpuWorkspace:
         self.H = np.empty((I, T, m), np.float32)
         self.active = np.empty((I, n), np.int64)
         self.n_active = np.full(I, n, np.int64)  # (the next step's work estimate reads the last step's)
-        C = point_chunks(I, T)  # chunks of points of the first per-non-zero pass, and their points' bounds
+        C = chunks(I, T)  # chunks of points of the first per-non-zero pass, and their points' bounds
         self.pmax, self.pmin, self.pn2 = np.empty((I, C, m)), np.empty((I, C, m)), np.empty((I, C))
         self.dHpart = np.empty((I, MAX_BLOCKS, T, m), np.float32)
         self.losspart = np.empty((I, MAX_BLOCKS, T), np.float32)

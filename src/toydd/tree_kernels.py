@@ -19,9 +19,9 @@ Points are put in a tree each step: ordered by the Morton code of ``h`` (so ever
 node is a contiguous range of the order), cut into leaves of ``LEAF`` points (within
 a leaf, by their number of non-zeros: see build), and a binary tree over the leaves
 (heap numbering: node k has children 2k, 2k+1) carries each node's bounding box and
-float64 moments, computed from the current points every step. The order is that of the last sort while the leaves' boxes
-have not grown by more than RESORT_GROWTH since (points move little between
-steps); then the points are sorted again. The points themselves stay in that
+float64 moments, computed from the current points every step. The order is that
+of the last sort while the leaves' boxes have not grown by more than RESORT_GROWTH
+since (points move little between steps); then the points are sorted again. The points themselves stay in that
 order (the caller reorders its copy of them with H at each sort: see build), so
 every pass runs over them in order. A depth-first
 walk carries the list of still-undecided features down the tree; only features
@@ -52,7 +52,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .threads import serial
+from .threads import chunks, serial
 
 LEAF = 128  # points per leaf: straddling leaves are processed point by point (measured: 128 and 256
 # beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost;
@@ -214,14 +214,13 @@ def _radix_argsort(codes, use, nbits, perm):
 
 
 @njit(cache=True, parallel=True)
-def _order_leaves(perm, use, key, leaf_size):
+def _order_leaves(perm, use, key, leaf_size, C):
     """Within each leaf of a new order (perm (I, T): blocks of leaf_size), order the points by key (I, T, per
     point of the current order; keys above KEY_CAP count as KEY_CAP), stably: ties keep their Morton order.
     A leaf's points stay the same set. A counting sort (a general sort per leaf cost as much as the Morton
-    sort at T = 10^6)."""
+    sort at T = 10^6). C: chunks of leaves per instance (threads.chunks; scratch allocated per chunk)."""
     I, T = perm.shape
     nl = (T + leaf_size - 1) // leaf_size
-    C = max(1, min(nl, 256 // max(I, 1)))  # chunks of leaves per instance (scratch allocated per chunk)
     for w in prange(I * C):
         i = w // C
         if not use[i]:
@@ -1069,8 +1068,8 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None
     The points stay in the order of their last sort (Morton; within a leaf, by ``sizes``): ``H`` (I, T, m)
     comes in that order, and a new sort calls ``reorder(which, perm)``, which must put ``H[i]`` (and
     whatever the caller keeps aligned with it: the training points themselves) into the order
-    ``H[i, perm[i]]`` for the instances ``which``. Everything after the build (walk, push, the per-non-zero passes) then runs
-    over points in tree order, with no gather or scatter.
+    ``H[i, perm[i]]`` for the instances ``which``. Everything after the build (walk, push, the
+    per-non-zero passes) then runs over points in tree order, with no gather or scatter.
 
     The tree is exact in any order; the order only decides how tight the boxes are. Which order a step
     uses depends on that instance's own earlier steps alone (never on threads or the batch).
@@ -1098,7 +1097,7 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None
         _morton(H, fresh, tw.bits, tw.codes)
         _radix_argsort(tw.codes, fresh, tw.bits * m, tw.perm)
         if sizes is not None:
-            _threads(_order_leaves, tw)(tw.perm, fresh, sizes(), tp.leaf_size)
+            _threads(_order_leaves, tw)(tw.perm, fresh, sizes(), tp.leaf_size, chunks(len(fresh), tp.nl))
         reorder(fresh, tw.perm)
         tw.spread_at_sort[fresh] = boxes(fresh)[fresh]
         tw.sorted |= fresh
