@@ -12,7 +12,11 @@ bits as the CSR kernel's (checked here).
 
 Variants, m = 2, tied, uniform importance, synthetic data (n = 10,000 features, Poisson(10) non-zeros a
 point as at S = 0.999, values U(0, 1), random W, b):
-  csr      the project's kernels (first pass: h = W x and the corrections; second pass: the scatter)
+  csr      the project's kernels (first pass: h = W x and the corrections; second pass: the scatter), points
+           in the data's order
+  csr_sorted  the same kernels with the points in SELL's slot order (by count within windows): what the
+           tree's order gives them since each leaf's points are sorted by their non-zeros
+           (tree_kernels._order_leaves), so the fair comparison for today's tree step
   sell4    C = 4 points interleaved in scalar code (both passes)
   vec16    C = 16 lanes written as loops over the lanes (first pass only): LLVM vectorizes them with gathers
 Prints one JSON object: minimum and median ns per non-zero of each pass, in turns, on numba's threads.
@@ -187,6 +191,7 @@ def hidden_vec16(FT, off, sidx, sval, slot_rows, two_c, H, gs, dHs, ls):
 def run(T: int, reps: int) -> dict:
     from toydd._sparse_kernels import hidden_m2, sparse_m2
     from toydd.kernels import sparse_chunks
+    from toydd.threads import chunks
 
     rng = np.random.default_rng(0)
     n, m = 10_000, 2
@@ -219,10 +224,32 @@ def run(T: int, reps: int) -> dict:
                  losspart[None, None], gs, dHs, ls, np.zeros((1, m, n + 1), np.float32), dU, db, dH, pl,
                  np.zeros(1), G, np.zeros((1, C)))
 
+    Cb = chunks(1, T)  # the first pass's chunks, and the points' bounds it leaves per chunk
+    bounds = (np.zeros((1, Cb, m)), np.zeros((1, Cb, m)), np.zeros((1, Cb)))
+
+    # CSR with the points in SELL-4's slot order (sorted by count within windows), own outputs
+    order = np.empty(T, np.int64)
+    cap4 = nnz + 4 * 40 * ((T + 3) // 4)
+    build_sell(indptr, indices, values, 4, WINDOW, n, order, np.empty((T + 3) // 4 + 1, np.int64),
+               np.empty(cap4, np.int32), np.empty(cap4, np.float32))
+    sptr = np.zeros(T + 1, np.int64)
+    sptr[1:] = np.cumsum(cnt[order])
+    take = np.repeat(indptr[order] - sptr[:-1], cnt[order]) + np.arange(nnz)
+    sind, sval_ = indices[take], values[take]
+    Hs, gss, dHss, lss = np.zeros_like(H), np.zeros_like(gs), np.zeros_like(dHs), np.zeros_like(ls)
+    args_sorted2 = (Hs, sptr[None], sind, sval_, np.ones(1, np.int64), True, dHpart[None, None, order],
+                    losspart[None, None, order], gss, dHss, lss, np.zeros((1, m, n + 1), np.float32),
+                    np.zeros_like(dU), np.zeros_like(db), np.zeros_like(dH), np.zeros_like(pl), np.zeros(1),
+                    np.zeros_like(G), np.zeros((1, C)))
+
     # SELL
     out = {"T": T, "nnz": nnz}
-    kern = {"csr_1": lambda: hidden_m2(FT[None], FT[None], indptr[None], indices, values, two_c, H, gs, dHs, ls),
-            "csr_2": lambda: sparse_m2(*args_csr2)}
+    kern = {"csr_1": lambda: hidden_m2(FT[None], FT[None], indptr[None], indices, values, two_c, H, gs, dHs, ls,
+                                       *bounds),
+            "csr_2": lambda: sparse_m2(*args_csr2),
+            "csr_sorted_1": lambda: hidden_m2(FT[None], FT[None], sptr[None], sind, sval_, two_c, Hs, gss, dHss,
+                                              lss, *bounds),
+            "csr_sorted_2": lambda: sparse_m2(*args_sorted2)}
     checks = {}
     for name, width in (("sell4", 4), ("vec16", 16)):
         nq = (T + width - 1) // width
@@ -254,6 +281,8 @@ def run(T: int, reps: int) -> dict:
     for name, (H2, dHs2, ls2) in checks.items():
         out[f"{name}_same_bits"] = bool(np.array_equal(H[0], H2) and np.array_equal(dHs[0], dHs2)
                                         and np.array_equal(ls[0], ls2))
+    out["csr_sorted_same_bits"] = bool(np.array_equal(H[0, order], Hs[0]) and np.array_equal(dHs[0, order], dHss[0])
+                                       and np.array_equal(ls[0, order], lss[0]))
     times = {k: [] for k in kern}
     for _ in range(reps):
         for k, f in kern.items():
