@@ -17,9 +17,13 @@ def test_bench_reports_both_paths_and_memory():
 
 
 def test_bench_cli_json():
+    """(--no-memory: the memory children are test_bench_reports_both_paths_and_memory's; here they would only
+    add a child process per row.)"""
     p = subprocess.run([sys.executable, "-m", "toydd", "bench", "--json", "--n", "300", "--T", "20", "--T", "40",
-                        "--seconds", "0.02", "--reference-max-T", "20"], capture_output=True, text=True, timeout=300)
+                        "--seconds", "0.02", "--reference-max-T", "20", "--no-memory"], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert [r["T"] for r in res["rows"]] == [20, 40]
     assert res["rows"][1]["reference_ms"] is None  # above --reference-max-T
+    assert all("fast_peak_mib" not in r for r in res["rows"])  # --no-memory holds without --kernel too

@@ -438,7 +438,7 @@ def bench(
                                          "(benchmarks/tree_states.py .npz or a run's history.safetensors)"),
     state_steps: Optional[str] = typer.Option(None, "--state-steps", help="with --states: snapshot steps, "
                                               "comma-separated (default: all)"),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="with --kernel: peak memory per row"),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="peak memory per row (a child process each)"),
 ) -> None:
     """Time one training step against the dense-autograd reference, in this process."""
     from . import bench as bench_mod
@@ -459,7 +459,7 @@ def bench(
             bench_mod.print_kernel_table(res)
         return
     Ts = [parse_T(t) for t in T] if T else [100, 1_000, 10_000]  # bench.run rejects inf
-    res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds)
+    res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds, memory=memory)
     if as_json:
         sys.stdout.write(json.dumps(res) + "\n")
     else:
