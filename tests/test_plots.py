@@ -101,6 +101,13 @@ def test_main_figure_panels_curve_and_loss(sweep):
     pts = np.concatenate([c.get_offsets() for c in dx])
     at3 = pts[np.isclose(pts[:, 0], 3)]
     np.testing.assert_allclose(at3[:, 1], 2 / 3, rtol=1e-4)
+    # Each T's median D_X over every point is marked, and the panel says which models it draws.
+    med = np.concatenate([c.get_offsets() for c in ax_dim.collections if c.get_gid() == "D_X_median"])
+    for r in reps:
+        if len(r.arrays.get("data_dims", [])):
+            at = med[np.isclose(med[:, 0], plots.TAxis.of(table["T"]).pos(r.config.T))]
+            np.testing.assert_allclose(at[:, 1], np.median(r.arrays["data_dims"]))
+    assert ax_dim.get_title(loc="right").startswith("one model per T (data seed 0)")
     # Bottom: titles name the chosen T in order.
     assert [a.get_title() for a in vec[:4]] == ["T = 3", "T = 10", "T = 100", "T = ∞"]
 
@@ -282,3 +289,45 @@ def test_infinite_data_only_axis_has_a_single_inf_tick():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["∞"]
     lo, hi = ax.get_xlim()
     assert lo < tax.inf_pos < hi
+
+
+def test_dimensionality_panel_says_when_it_draws_a_sample():
+    """Above max_points values at a T the scatter keeps the largest and a random rest, which lifts the red
+    cloud above the typical point (a browser review read D_X ~ 0.05 where the median was 1e-4): the panel
+    says so, and the marked median is of every point, not of the sample."""
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(1)
+    run = synthetic_run(1000)
+    run.arrays["data_dims"] = rng.exponential(1e-3, 1000)
+    ax = Figure().subplots()
+    plots.plot_dims_vs_T(ax, [run], plots.TAxis.of([1000]), max_points=250)
+    assert "over 250 values at a T: the 100 largest and a random rest" in ax.get_title(loc="right")
+    drawn = np.asarray(np.concatenate([c.get_offsets() for c in ax.collections if c.get_gid() == "D_X"]))[:, 1]
+    assert len(drawn) == 250 and np.median(drawn) > np.median(run.arrays["data_dims"])  # the sample is biased
+    (med,) = [c.get_offsets()[0, 1] for c in ax.collections if c.get_gid() == "D_X_median"]
+    assert med == pytest.approx(np.median(run.arrays["data_dims"]))
+    ax2 = Figure().subplots()
+    plots.plot_dims_vs_T(ax2, [run], plots.TAxis.of([1000]), max_points=5000)
+    assert "largest" not in ax2.get_title(loc="right")  # every value drawn: nothing to say
+
+
+def test_interactive_main_figure_names_its_model_its_sample_and_the_median(sweep):
+    from toydd import plots_interactive as PI
+
+    import dataclasses
+
+    table, reps = sweep
+    many = np.random.default_rng(0).exponential(1e-3, 1000)  # many points at one T: the page ships a sample
+    reps = [dataclasses.replace(r, arrays={**r.arrays, "data_dims": many}) if r.config.T == 1000 else r for r in reps]
+    fig = PI.plotly_main(table, reps)
+    names = [t.name for t in fig.data]
+    assert any(n.startswith("D_f (data seed 0") for n in names)
+    dx = next(t for t in fig.data if t.name.startswith("D_X (data seed 0"))
+    assert f"≤ {PI.PAGE_VALUES} a T: the 100 largest + random" in dx.name
+    med = next(t for t in fig.data if t.name == "median D_X (all points)")
+    at = plots.TAxis.of(list(table["T"]) + [r.config.T for r in reps]).pos(1000.0)
+    (y,) = [yy for xx, yy in zip(med.x, med.y) if np.isclose(xx, at, rtol=1e-3)]
+    assert y == pytest.approx(np.median(next(r for r in reps if r.config.T == 1000).arrays["data_dims"]), rel=1e-3)
+    mean = next(t for t in fig.data if t.name == "mean test loss")
+    assert "std over data seeds" in mean.hovertemplate

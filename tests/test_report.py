@@ -59,6 +59,12 @@ def test_report_writes_one_png_per_figure_and_embeds_them(built):
     assert body.count('src="data:image/gif;base64,') == 1
     assert not re.search(r'(src|href)="(https?:)?//', body)
     assert body.count("Plotly.newPlot") >= 7  # main, norms, heat map, two line plots, sparsity, repeated
+    # Each figure says what it is to a screen reader, and opens at full size from its file beside the page.
+    assert 'alt="t-sweep: test loss, dimensionality and geometry against T (t-sweep-main.png)"' in body
+    assert body.count('<a href="t-sweep-main.png"') == 1
+    # Animations play on request only (they loop), and the page defines its terms once.
+    assert re.search(r'<details><summary>play the animation</summary><figure><a href="[^"]+\.gif"', body)
+    assert "How to read this page" in body and "Feature dimensionality" in body
     # No temporary directory left behind.
     assert not [p for p in built.iterdir() if p.name.startswith(".report")]
 
@@ -298,12 +304,15 @@ def test_report_in_headless_chromium(built, tmp_path):
         assert any("png" in t.lower() for t in titles), titles
         assert not [t for t in titles if any(w in t.lower() for w in ("share", "cloud", "chart studio", "edit"))]
 
-        # No horizontal overflow at a laptop's and a phone's width.
+        # No horizontal overflow at a laptop's and a phone's width; on a phone the T slider takes its own line
+        # (it once shrank to ~30 px for 17 stops).
         for width in (1440, 390):
             driver.set_window_size(width, 900)
             time.sleep(1.0)
             sw, iw = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
             assert sw <= iw, f"at {width} px the page is {sw} px wide (window {iw})"
+            wide = driver.execute_script("return document.getElementById('vector-slider').getBoundingClientRect().width")
+            assert wide >= (0.8 * iw if iw <= 800 else 300), (width, wide, iw)
         driver.set_window_size(1280, 1000)
 
         # No console errors, and no request left the machine.
@@ -351,7 +360,7 @@ def test_report_of_real_training_runs(trained):
         assert im.n_frames == 8  # one frame per stored snapshot
     html = page(trained)
     assert "t-sweep: test loss, dimensionality and geometry against T" in html
-    assert "Final training / test loss" in html and "best of 2 init seed(s)" in html
+    assert "Final training / test loss" in html and "at T=3 (best of 2 inits)" in html and "at T=∞ (best of 2 inits)" in html
     store = report.load_store(trained)
     table = store.experiments["t-sweep"].table
     assert len(table) == 8 and table["test_loss"].notna().all()
@@ -377,3 +386,33 @@ def test_degenerate_sweeps_still_report(tmp_path):
         assert {"t-sweep-main.png", "t-sweep-norms.png", "t-sweep-training.png"} <= files
         assert ("t-sweep-vectors.png" in files) == (name != "m3")
         assert "not drawn" not in index.read_text()
+
+
+def test_training_caption_gives_each_quoted_T_its_own_init_count():
+    """Presets train best-of-k only up to some T: the caption quoted the smallest T's count for the largest T too
+    (a browser review saw "best of 2" beside a T = ∞ run of 1 init)."""
+    from types import SimpleNamespace as NS
+
+    from toydd.config import TrainConfig
+    from toydd.experiments.t_sweep import training_finding
+
+    reps = [NS(config=TrainConfig(T=T, init_seeds=k, steps=3000), metrics={"train_loss": tr, "test_loss": te})
+            for T, k, tr, te in ((3, 2, 1.1e-8, 1.092), (math.inf, 1, 0.988, 0.9883))]
+    text = training_finding(reps)
+    assert "1.10e-08 / 1.092 at T=3 (best of 2 inits)" in text and "0.988 / 0.9883 at T=∞ (1 init)" in text
+    assert "3,000 steps" in text
+
+
+def test_experiments_that_share_runs_count_them_once_and_list_them_once(tmp_path):
+    """norms draws t-sweep's runs: the page said "2 experiment(s), 2N of 2N runs complete" and showed the same
+    table twice (a browser review)."""
+    from report_fixtures import t_sweep_runs
+
+    runs = t_sweep_runs(Ts=(3, 10, 100), seeds=(0,))
+    write_experiment(tmp_path, "t-sweep", runs)
+    write_experiment(tmp_path, "norms", runs, params={"source_experiment": "t-sweep"})
+    report.build_report(tmp_path, movies=0, log=lambda m: None, dpi=50)
+    html = page(tmp_path)
+    assert "2 experiment(s),\n3 of 3 runs complete (experiments share runs)" in html
+    assert html.count('<table class="runs">') == 1
+    assert "norms: 3 complete runs of 3: the same runs as <b>t-sweep</b>, listed above." in html

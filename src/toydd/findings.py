@@ -79,7 +79,7 @@ def find_loss(table: pd.DataFrame) -> str:
     sig = ("" if b["seeds"] < 2 else
            f" The rise is {fmt_num(b['z'], 2)}× its standard error over {b['seeds']} data seeds"
            + (" (within noise)." if b["z"] < 2 else "."))
-    nb = (f"{fmt_num(b['over_neighbours'], 3)} above its neighbours" if b["over_neighbours"] > 0
+    nb = (f"{fmt_num(b['over_neighbours'], 3)} above the higher of its neighbours" if b["over_neighbours"] > 0
           else "not a local maximum")
     zero = " It is worse than the all-zeros model (1.0) there." if b["loss"] > 1.0 else ""
     return (f"Interior bump (local maximum) of the test loss at T={plots.fmt_T(b['T'])} (mean "

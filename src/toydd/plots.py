@@ -313,7 +313,10 @@ def subsample(V: np.ndarray, k: int, keep_longest: int = 300, seed: int = 0) -> 
     return V[np.concatenate([top, pick])]
 
 
-def subsample_values(v: np.ndarray, k: int, keep_top: int = 100, seed: int = 0) -> np.ndarray:
+SAMPLE_TOP = 100  # subsample_values keeps this many of the largest (the few features a model represents)
+
+
+def subsample_values(v: np.ndarray, k: int, keep_top: int = SAMPLE_TOP, seed: int = 0) -> np.ndarray:
     """At most ``k`` values: the largest ``keep_top`` plus a fixed random rest."""
     v = np.asarray(v, np.float64)
     if len(v) <= k:
@@ -491,23 +494,39 @@ def plot_dims_vs_T(ax, runs: Sequence[RunResult], tax: TAxis, max_points: int = 
     """Scatter of feature (D_f, blue) and data (D_X, red) dimensionalities at each T, with the m/T curve.
 
     A T-gon of training points has D_X = m/T for each point, so red points on
-    the black curve are memorized points in superposition.
+    the black curve are memorized points in superposition. Where a T has more than
+    ``max_points`` values the scatter keeps the largest and a random rest, so each T's
+    median D_X (of every point) is marked, and the right-hand title says what is drawn.
     """
     labelled_x = False
+    sampled = False
+    med_x, med_y = [], []
     for i, run in enumerate(runs):
         x = float(tax.pos(run.config.T))
         fd = run.arrays.get("feature_dims")
         if fd is None:
             fd = feature_dimensionality(np.asarray(run.W, np.float64))
+        sampled |= len(fd) > max_points
         fd = subsample_values(fd, max_points, seed=i)
         ax.scatter(np.full(len(fd), x), fd, s=6, color=FEATURE_COLOR, alpha=0.45, linewidths=0,
                    rasterized=True, label="features $D_f$" if i == 0 else None, zorder=2, gid="D_f")
         dd = run.arrays.get("data_dims")
         if dd is not None and len(dd):
+            med_x.append(x)
+            med_y.append(float(np.median(dd)))  # of every point: the sample below favours the largest
+            sampled |= len(dd) > max_points
             dd = subsample_values(dd, max_points, seed=i)
             ax.scatter(np.full(len(dd), x), dd, s=6, color=DATA_COLOR, alpha=0.45, linewidths=0, rasterized=True,
                        label=None if labelled_x else "training points $D_X$", zorder=2, gid="D_X")
             labelled_x = True
+    if med_x:
+        ax.scatter(med_x, med_y, s=22, marker="_", color="black", linewidths=1.4, zorder=5, gid="D_X_median",
+                   label="median $D_X$ (all points)")
+    seeds = sorted({r.config.data_seed for r in runs})
+    note = f"one model per T (data seed {', '.join(map(str, seeds))})"
+    if sampled:  # say what the cloud is when it is not every value
+        note += f"; over {max_points:,} values at a T: the {SAMPLE_TOP} largest and a random rest"
+    ax.set_title(note, loc="right", fontsize=7, color="#555555")
     ms = sorted({r.config.m for r in runs}) if tax.has_finite else []  # no T-gon without a finite T
     t = np.geomspace(tax.lo, tax.hi, 200)
     for m in ms:
@@ -586,8 +605,8 @@ def fig_norms(table: pd.DataFrame) -> Figure:
     fig = new_figure(6.4, 3.4)
     ax = fig.subplots()
     tax = TAxis.of(table["T"])
-    plot_vs_T(ax, table, "weight_norm", tax, FEATURE_COLOR, r"$\|W\|_F$")
-    plot_vs_T(ax, table, "bias_norm", tax, "#e07b00", r"$\|b\|_2$", marker="s")
+    plot_vs_T(ax, table, "weight_norm", tax, FEATURE_COLOR, r"$\|W\|_F$ (mean ± 1 std over data seeds)")
+    plot_vs_T(ax, table, "bias_norm", tax, "#e07b00", r"$\|b\|_2$ (mean ± 1 std)", marker="s")
     ax.axhline(PENTAGON_NORM, color=BASELINE_COLOR, ls=":", lw=1.0, label=r"$\sqrt{5}$ (ideal pentagon)")
     tax.decorate(ax)
     ax.set_ylabel("parameter norm")

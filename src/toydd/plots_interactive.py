@@ -41,12 +41,16 @@ def _round(a: np.ndarray, sig: int = 4) -> list:
     return [float(f"{v:.{sig}g}") for v in np.asarray(a, np.float64).ravel()]
 
 
+PAGE_VALUES = 250  # dimensionalities per T in the page's main figure (plotly ships every point as JSON)
+
+
 def _mean_trace(go, agg: pd.DataFrame, tax: plots.TAxis, name: str, color: str, **kw) -> Any:
     return go.Scatter(x=_round(tax.pos(agg["T"].astype(float))), y=_round(agg["mean"]),
                       error_y={"type": "data", "array": _round(agg["std"]), "visible": True, "thickness": 1},
                       mode="lines+markers", name=name, line={"color": color},
                       text=[plots.fmt_T(t) for t in agg["T"]],
-                      hovertemplate="T=%{text}<br>%{y:.4g} ± %{error_y.array:.2g}<extra>" + name + "</extra>", **kw)
+                      hovertemplate="T=%{text}<br>%{y:.4g} ± %{error_y.array:.2g} (std over data seeds)<extra>"
+                      + name + "</extra>", **kw)
 
 
 def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
@@ -56,7 +60,7 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
 
     tax = plots.TAxis.of(list(table["T"]) + [r.config.T for r in runs])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("test loss", "dimensionality of features (blue) and training points (red)"))
+                        subplot_titles=("test loss", "dimensionality: features D_f, points D_X"))
     fig.add_trace(go.Scatter(x=_round(tax.pos(table["T"].astype(float))), y=_round(table["test_loss"]),
                              mode="markers", name="each data seed", marker={"color": "#999", "size": 5},
                              text=[f"T={plots.fmt_T(t)}, seed {s}" for t, s in zip(table["T"], table["data_seed"])],
@@ -64,19 +68,30 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
     fig.add_trace(_mean_trace(go, plots.aggregate(table, "test_loss"), tax, "mean test loss", "#333"), 1, 1)
     fig.add_hline(y=1.0, line={"dash": "dash", "color": plots.BASELINE_COLOR}, row=1, col=1,
                   annotation_text="all-zeros model", annotation_position="top left")
+    seeds = ", ".join(map(str, sorted({r.config.data_seed for r in runs})))
     for kind, key, color in (("D_f", "feature_dims", plots.FEATURE_COLOR), ("D_X", "data_dims", plots.DATA_COLOR)):
-        xs, ys, txt = [], [], []
+        xs, ys, txt, sampled, med = [], [], [], False, []
         for r in runs:
             v = r.arrays.get(key)
             if v is None or not len(v):
                 continue
-            v = plots.subsample_values(v, 250)
+            sampled |= len(v) > PAGE_VALUES
+            med.append((float(tax.pos(r.config.T)), float(np.median(v)), plots.fmt_T(r.config.T)))
+            v = plots.subsample_values(v, PAGE_VALUES)
             xs += [float(tax.pos(r.config.T))] * len(v)
             ys += list(v)
             txt += [plots.fmt_T(r.config.T)] * len(v)
-        fig.add_trace(go.Scatter(x=_round(xs), y=_round(ys), mode="markers", name=kind, text=txt,
+        # The legend says what the cloud is: one model per T, and a sample where a T has many values.
+        name = f"{kind} (data seed {seeds}" + (f"; ≤ {PAGE_VALUES} a T: the {plots.SAMPLE_TOP} largest + random)"
+                                               if sampled else ")")
+        fig.add_trace(go.Scatter(x=_round(xs), y=_round(ys), mode="markers", name=name, text=txt,
                                    marker={"color": color, "size": 4, "opacity": 0.5},
                                    hovertemplate="T=%{text}<br>" + kind + "=%{y:.3g}<extra></extra>"), 2, 1)
+        if kind == "D_X" and med:
+            mx, my, mt = zip(*med)
+            fig.add_trace(go.Scatter(x=_round(mx), y=_round(my), mode="markers", name="median D_X (all points)",
+                                     text=list(mt), marker={"color": "black", "symbol": "line-ew-open", "size": 10},
+                                     hovertemplate="T=%{text}<br>median D_X=%{y:.3g}<extra></extra>"), 2, 1)
     t = np.geomspace(tax.lo, tax.hi, 100)
     for m in sorted({r.config.m for r in runs}) if tax.has_finite else []:
         fig.add_trace(go.Scatter(x=_round(t), y=_round(np.minimum(m / t, 1)), mode="lines", name=f"m/T (m={m})",
@@ -252,8 +267,8 @@ _SLIDER_JS = r"""
       xaxis: axis(hw, [0, 0.47], 'y'), yaxis: Object.assign(axis(hw, [0, 1], 'x'), {scaleanchor: 'x'}),
       xaxis2: axis(hh, [0.53, 1], 'y2'), yaxis2: Object.assign(axis(hh, [0, 1], 'x2'), {scaleanchor: 'x2'}),
       annotations: [
-        {text: 'features W<sub>i</sub> (blue), T = ' + f.label, x: 0.235, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false},
-        {text: 'points h<sub>i</sub> = W x<sub>i</sub> (red), T = ' + f.label, x: 0.765, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false}]};
+        {text: 'features W<sub>i</sub>', x: 0.235, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false},
+        {text: 'points h<sub>i</sub> = W x<sub>i</sub>', x: 0.765, y: 1.07, xref: 'paper', yref: 'paper', showarrow: false}]};
     Plotly.react(div, traces, layout, {responsive: true, displaylogo: false, showSendToCloud: false,
                                        showEditInChartStudio: false, showLink: false});
     label.textContent = 'T = ' + f.label;

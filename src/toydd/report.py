@@ -138,7 +138,9 @@ table.kv td:first-child { width: 28%; } .scroll { max-width: 100%; }
 .sub code, .notes li { overflow-wrap: anywhere; }
 .plotly-box, .js-plotly-plot, .plot-container { max-width: 100%; }
 @media (max-width: 800px) { .captions { grid-template-columns: 1fr; } main { padding: 16px 12px 40px; }
-  .slider-row { flex-wrap: wrap; } .slider-row input[type=range] { min-width: 0; width: 100%; } }
+  .slider-row { flex-wrap: wrap; }
+  /* its own line (flex-basis 100%): as a flex item of basis 0 it shrank to ~30 px on a phone */
+  .slider-row input[type=range] { flex: 1 1 100%; min-width: 0; width: 100%; max-width: none; } }
 """
 
 # The run table's columns per job kind: the settings that identify a run, then its results. Every other
@@ -147,7 +149,7 @@ table.kv td:first-child { width: 28%; } .scroll { max-width: 100%; }
 _RUN_COLUMNS = {
     "toy": [("key", "key"), ("T", "T"), ("m", "m"), ("n", "n"), ("sparsity", "S"), ("weight_decay", "wd"),
             ("steps", "steps"), ("loss_norm", "loss norm"), ("data_seed", "data seed"), ("init_seeds", "inits"),
-            ("train_loss", "train loss"), ("test_loss", "test loss"), ("test_loss_se", "± se"),
+            ("train_loss", "train loss"), ("test_loss", "test loss"), ("test_loss_se", "± se (test set)"),
             ("weight_norm", "||W||_F"), ("bias_norm", "||b||"), ("max_feature_dim", "max D_f"),
             ("represented_features", "#||W_i||>0.5"), ("median_data_dim", "median D_X"), ("regime", "regime"),
             ("repeated_points", "k repeated"), ("repeats", "R"), ("repeated_memorized_fraction", "memorized"),
@@ -193,6 +195,25 @@ def runs_table_html(t: pd.DataFrame, kind: str = "toy") -> str:
     return f'<div class="scroll"><table class="runs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def runs_html(exps: list[ExperimentResults]) -> str:
+    """One run table per experiment; an experiment whose runs were all listed above (norms reads t-sweep's)
+    gets a line saying so instead of the same table again."""
+    parts, shown = [], {}
+    for e in exps:
+        if e.table.empty:
+            continue
+        keys = set(e.table["key"])
+        same = next((name for name, ks in shown.items() if keys <= ks), None)
+        head = f"{html.escape(e.name)}: {len(e.table)} complete runs of {e.n_keys}"
+        if same is not None:
+            parts.append(f"<p>{head}: the same runs as <b>{html.escape(same)}</b>, listed above.</p>")
+            continue
+        shown[e.name] = keys
+        parts.append(f"<details {'open' if len(e.table) <= 40 else ''}><summary>{head}</summary>"
+                     f"{runs_table_html(e.table, e.kind)}</details>")
+    return "".join(parts)
+
+
 def _kv_table(d: dict[str, Any]) -> str:
     rows = "".join(f'<tr><td class="l"><code>{html.escape(str(k))}</code></td><td class="l">'
                    f"{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>" for k, v in d.items())
@@ -227,10 +248,42 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _embed(out: Path, name: str) -> str:
+def _embed(out: Path, name: str, alt: str) -> str:
+    """The figure inline (the page alone is enough), linked to its file beside index.html for full size."""
     mime = "image/gif" if name.endswith(".gif") else "image/png"
     b64 = base64.b64encode((out / name).read_bytes()).decode()
-    return f'<img src="data:{mime};base64,{b64}" alt="{html.escape(name)}" data-file="{html.escape(name)}">'
+    f = html.escape(name)
+    return (f'<a href="{f}" title="open {f} at full size"><img src="data:{mime};base64,{b64}" '
+            f'alt="{html.escape(alt)}" data-file="{f}"></a>')
+
+
+# What a first-time reader needs to read the toy models' figures (a browser review found these terms undefined).
+_READING_GUIDE = """
+<details class="guide"><summary>How to read this page: the loss, D<sub>f</sub>, D<sub>X</sub>, error bars, regimes</summary>
+<ul>
+<li><b>Test loss</b>: the mean over held-out points of &Sigma;<sub>i</sub> I<sub>i</sub> (x<sub>i</sub> &minus;
+x&prime;<sub>i</sub>)&sup2;, with x&prime; = ReLU(W<sup>T</sup>W x + b). Every point has unit norm, so the all-zeros
+model scores 1 (the dashed line): below 1 a model predicts better than nothing.</li>
+<li><b>Recipe</b>: how the training loss was normalized. &ldquo;Mean over T&middot;n&rdquo; averages the squared error over
+every (point, feature) element, like torch's <code>MSELoss</code>, and gives the paper's figures; &ldquo;summed&rdquo;
+sums over features and averages over points, as the paper's text says, and gives Adam Jermyn's replication (in
+the paper's Comments &amp; Replications). docs/REPLICATION.md in the toydd repository shows why.</li>
+<li><b>Feature dimensionality</b> D<sub>f</sub> of feature i: &Vert;W<sub>i</sub>&Vert;&sup2; / &Sigma;<sub>j</sub>
+(&#373;<sub>i</sub>&middot;W<sub>j</sub>)&sup2;, with W<sub>i</sub> the column of W for feature i and &#373;<sub>i</sub>
+its unit vector: 1 for a feature with a hidden dimension of its own, 2/5 for each feature of a pentagon, near 0 for
+a feature the model does not store. <b>Data dimensionality</b> D<sub>X</sub>: the same for the hidden vectors
+h<sub>t</sub> = W x<sub>t</sub> of the training points; the T points of a T-gon get m/T each (the dashed curve).
+&ldquo;Top-m&rdquo; is the mean of the m largest.</li>
+<li><b>Error bars</b>: mean &plusmn; 1 standard deviation over data seeds (training sets). Where a caption weighs a
+difference it uses the standard error of the mean (std / &radic;seeds). The runs table's &ldquo;&plusmn; se (test
+set)&rdquo; is another quantity: the standard error of one model's test loss over its test points.</li>
+<li><b>Regime</b> (a reading aid; the figures show the raw values): <i>memorizing</i> when the top-m D<sub>X</sub> is
+at least the top-m D<sub>f</sub> and the median D<sub>X</sub> is at least half of m/T; <i>generalizing</i> when the
+top-m D<sub>f</sub> is &ge; 0.1 and at least twice the top-m D<sub>X</sub>; <i>transition</i> otherwise.</li>
+<li>The paper: T. Henighan, S. Carter, T. Hume, N. Elhage, R. Lasenby, S. Fort, N. Schiefer, C. Olah,
+&ldquo;Superposition, Memorization, and Double Descent&rdquo;, Transformer Circuits Thread, 2023.</li>
+</ul></details>
+"""
 
 
 def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> str:
@@ -239,16 +292,22 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
     exps = ordered_experiments(store)
     # plotly.js is 4.8 MB: inlined only when some section has a plotly chart (an MNIST-only report has none).
     plotly_js = f"<script>{plotly.offline.get_plotlyjs()}</script>" if b.plotly_charts else ""
-    total = sum(len(e.table) for e in exps)
-    planned = sum(e.n_keys for e in exps)
+    # Experiments may share runs (norms draws t-sweep's): count models, not experiment rows.
+    total = len({k for e in exps if not e.table.empty for k in e.table["key"]})
+    planned = len({k for e in exps for k in e.manifest.get("keys", [])})
+    shared = " (experiments share runs)" if planned < sum(e.n_keys for e in exps) else ""
     nav = "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title.split(": ", 1)[-1])}</a>'
                   for s in b.sections)
     nav += '<a href="#runs">runs</a><a href="#config">configuration</a><a href="#software">software</a>'
     parts = []
     for s in b.sections:
-        imgs = "".join(f"<figure>{_embed(b.out, f)}</figure>" for f in s.files)
+        alt = lambda f: f"{s.title} ({f})"  # noqa: E731
+        imgs = "".join(f"<figure>{_embed(b.out, f, alt(f))}</figure>" for f in s.files)
         if len(s.files) > 1:
             imgs = f'<div class="movies">{imgs}</div>'
+        if any(f.endswith(".gif") for f in s.files):
+            # Animations loop: shown on request only, so nothing moves on the page unasked (WCAG 2.2.2).
+            imgs = f"<details><summary>play the animation{'s' if len(s.files) > 1 else ''}</summary>{imgs}</details>"
         caps = (f'<div class="captions"><div><b>The paper reports</b>{html.escape(s.paper)}</div>'
                 f'<div class="ours"><b>This sweep shows</b>{s.finding_html()}</div></div>')
         inter = f"<h3>Interactive</h3>{s.interactive}" if s.interactive else ""
@@ -256,9 +315,7 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
     notes = b.notes + store.problems
     notes_html = ("<h2>Notes</h2><ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
                   + "</ul>") if notes else ""
-    runs = "".join(f"<details {'open' if len(e.table) <= 40 else ''}><summary>{html.escape(e.name)}: "
-                   f"{len(e.table)} complete runs of {e.n_keys}</summary>{runs_table_html(e.table, e.kind)}</details>"
-                   for e in exps if not e.table.empty)
+    runs = runs_html(exps)
     config = "".join(config_html(e) for e in exps)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     css = _CSS.replace("%FEATURE%", plots.FEATURE_COLOR).replace("%DATA%", plots.DATA_COLOR)
@@ -272,9 +329,10 @@ def render_html(store: Results, b: ReportContext, versions: dict[str, str]) -> s
 </head><body><main>
 <h1>Superposition, memorization and double descent</h1>
 <p class="sub">toydd report of <code>{html.escape(str(store.root))}</code>: {len(exps)} experiment(s),
-{total} of {planned} runs complete; generated {now}. Figures follow Henighan et al. (2023):
+{total} of {planned} runs complete{shared}; generated {now}. Figures follow Henighan et al. (2023):
 features / columns of W in blue, training points / hidden vectors in red.</p>
 <nav>{nav}</nav>
+{_READING_GUIDE if any(e.kind == "toy" for e in exps) else ""}
 {"".join(parts)}
 {notes_html}
 <h2 id="runs">Runs</h2>{runs or "<p>No complete run.</p>"}

@@ -85,18 +85,27 @@ def draw(ctx, exp) -> None:
 
 def training(ctx, exp, reps) -> None:
     from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
-    from ..findings import fmt_num
     from ..sections import Section
 
     f = ctx.png(plots.fig_training_curves(reps), f"{exp.name}-training.png")
-    fin = [(r.config.T, r.metrics.get("train_loss"), r.metrics.get("test_loss")) for r in reps]
-    T0, tr0, te0 = fin[0]
-    T1, tr1, te1 = fin[-1]
+    ctx.add(Section(f"{exp.name}-training", f"{exp.name}: training curves", [f], PAPER["training"],
+                    training_finding(reps)))
+
+
+def training_finding(reps) -> str:
+    """The training curves' caption: the final losses at the smallest and largest T drawn, each with its own
+    number of inits (presets train best-of-k only up to some T, so one count for both would be wrong)."""
+    from .. import plots  # lazy: drawing stays out of CLI start-up (experiments/__init__)
+    from ..findings import fmt_num
+
+    def final(r) -> str:
+        inits = f"best of {r.config.init_seeds} inits" if r.config.init_seeds > 1 else "1 init"
+        return (f"{fmt_num(r.metrics.get('train_loss'), 3)} / {fmt_num(r.metrics.get('test_loss'), 4)} at "
+                f"T={plots.fmt_T(r.config.T)} ({inits})")
+
     c = reps[0].config
-    finding = (f"Final training / test loss: {fmt_num(tr0, 3)} / {fmt_num(te0, 4)} at T={plots.fmt_T(T0)}, "
-               f"{fmt_num(tr1, 3)} / {fmt_num(te1, 4)} at T={plots.fmt_T(T1)} (data seed {c.data_seed}; "
-               f"{c.steps:,} steps, best of {c.init_seeds} init seed(s); loss_norm {c.loss_norm}).")
-    ctx.add(Section(f"{exp.name}-training", f"{exp.name}: training curves", [f], PAPER["training"], finding))
+    return (f"Final training / test loss: {final(reps[0])}, {final(reps[-1])} (data seed {c.data_seed}; "
+            f"{c.steps:,} steps; loss_norm {c.loss_norm}).")
 
 
 def movies(ctx, exp, table, reps) -> None:
