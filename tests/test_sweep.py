@@ -438,7 +438,7 @@ def _three_jobs_saving_every_20_steps(tmp_path, monkeypatch):
     return f, load_experiment_file(f).configs
 
 
-def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypatch):
+def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypatch, capsys):
     """A killed batch's state resumes only that very batch: the next sweep trains those jobs together again,
     whatever it would batch them into now (here: with a third job). A state no sweep can resume (a job of it
     done since, or in no experiment) is listed as stale and removed by the next sweep."""
@@ -485,14 +485,41 @@ def test_a_saved_batch_resumes_as_it_was_and_stale_states_go(tmp_path, monkeypat
     run_sweep(str(f), out2, progress=False)
     assert list((out2 / "resume").iterdir()) == []
 
-    out3 = tmp_path / "out3"  # the experiment's grid changed since: c1 is in none of the store's experiments
+    # The experiment's grid changed since (another preset or subset): c1 is in none of the store's experiments.
+    # Its state is kept, with a warning (it may hold hours of training; a hostile review saw a sweep of another
+    # preset delete one silently), and a sweep that names the jobs again resumes it.
+    out3 = tmp_path / "out3"
     run_sweep(str(f), out3, progress=False)
     for c in (c0, c1):
         shutil.rmtree(out3 / "runs" / c.key())
     killed_batch(out3, [c0, c1])
-    f.write_text(f.read_text().replace("data_seed = [0, 1, 2]", "data_seed = [0, 2]"))
+    grid = f.read_text()
+    f.write_text(grid.replace("data_seed = [0, 1, 2]", "data_seed = [0, 2]"))
+    capsys.readouterr()
+    run_sweep(str(f), out3, progress=False)  # trains c0 alone: then [c0, c1] never train together again
+    assert "warning: kept " in capsys.readouterr().err
+    assert len(status(out3)["stale_states"]) == 1  # c0 is done: stale now, and the next sweep removes it
     run_sweep(str(f), out3, progress=False)
     assert list((out3 / "resume").iterdir()) == []
+
+    out4 = tmp_path / "out4"
+    f.write_text(grid)
+    run_sweep(str(f), out4, progress=False)
+    for c in (c0, c1):
+        shutil.rmtree(out4 / "runs" / c.key())
+    killed_batch(out4, [c0, c1])
+    f.write_text(grid.replace("data_seed = [0, 1, 2]", "data_seed = [2]"))  # names neither c0 nor c1
+    capsys.readouterr()
+    run_sweep(str(f), out4, progress=False)
+    err = capsys.readouterr().err
+    assert "warning: kept " in err and "no experiment of this store names now" in err
+    [kept] = status(out4)["saved_states"]
+    assert kept["unnamed"] and "no experiment here names them now" in format_status(status(out4))
+    f.write_text(grid)
+    resumed.clear()
+    s = run_sweep(str(f), out4, progress=False)  # the grid names them again: the saved batch resumes
+    assert s.ok and sorted(s.trained) == sorted([c0.key(), c1.key()])
+    assert sum(r is not None for r in resumed) == 1 and list((out4 / "resume").iterdir()) == []
 
 
 def test_a_full_disk_drops_the_batch_state_to_save_the_runs(tmp_path, monkeypatch):
@@ -577,6 +604,8 @@ def test_saved_batches_resume_in_the_wait_pass_and_live_ones_are_never_stale(tmp
         assert len(status(out2)["saved_states"]) == 1
     finally:
         lock.release()
-    assert len(status(out2)["stale_states"]) == 1
+    # and once nobody holds it: kept still (no job of it is done), listed as saved for jobs no experiment names
+    [kept] = status(out2)["saved_states"]
+    assert kept["unnamed"] and status(out2)["stale_states"] == []
     _remove_stale_states(store)
-    assert store.saved_states() == []
+    assert len(store.saved_states()) == 1

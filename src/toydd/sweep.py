@@ -142,21 +142,34 @@ def _saved_batches_first(store: Store, ready: list, batches: Callable[[list], li
     return first + (batches(rest) if rest else [])
 
 
-def _resumable(store: Store, saved: dict[str, Any], known: set[str] | None, done: Callable[[str], bool]) -> bool:
+def _resumable(store: Store, saved: dict[str, Any], done: Callable[[str], bool]) -> bool:
     """Whether some sweep can still resume a saved state: a live process holds its batch (and saves it again
-    soon), or none of its jobs is done (its jobs are never batched together again once one is) and each is in
-    an experiment of the store (``known``; None: the store has no experiment yet)."""
+    soon), or none of its jobs is done (its jobs are never batched together again once one is).
+
+    A state whose jobs no experiment of the store names now (a sweep of another preset or subset rewrote the
+    manifest) is still resumable: a sweep that names them again resumes it. It is kept, never silently
+    removed (it can hold hours of training), and status and sweeps say so (``_unnamed``)."""
     keys = saved["keys"]
-    return (any(store.is_running(k) for k in keys)
-            or all((known is None or k in known) and not done(k) for k in keys))
+    return any(store.is_running(k) for k in keys) or not any(done(k) for k in keys)
+
+
+def _unnamed(saved: dict[str, Any], known: set[str] | None) -> bool:
+    """A saved state with a job that no experiment of the store names (``known``; None: no experiment yet)."""
+    return known is not None and any(k not in known for k in saved["keys"])
 
 
 def _remove_stale_states(store: Store) -> None:
-    """Remove the saved states no sweep of this store can resume (see _resumable), and killed writes' temp files."""
+    """Remove the saved states no sweep can resume (see _resumable), and killed writes' temp files; warn about
+    the kept states whose jobs no experiment of the store names now."""
     known = {k for m in store.manifests().values() for k in m["keys"]}  # (a sweep has written its own by now)
     for x in store.saved_states():
-        if not _resumable(store, x, known, lambda k: job_state(store, k) == "done"):
+        if not _resumable(store, x, lambda k: job_state(store, k) == "done"):
             remove_checkpoint(x["file"])
+        elif _unnamed(x, known):
+            print(f"warning: kept {x['file']}: a saved state at step {x['step']:,} of job(s) "
+                  f"{names_preview(x['keys'])}, which no experiment of this store names now (another preset or "
+                  "subset replaced the manifest); a sweep that names them resumes it, or delete the file",
+                  file=sys.stderr)
     remove_stale_temps(store.root / "resume")
 
 
@@ -653,10 +666,11 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
     for s in states.values():
         totals[s] += 1
     known = {k for m in manifests.values() for k in m["keys"]} if manifests else None
-    saved = [(x, _resumable(store, x, known, lambda k: states.get(k) == "done")) for x in store.saved_states()]
+    saved = [(x, _resumable(store, x, lambda k: states.get(k) == "done")) for x in store.saved_states()]
     return {"out": str(store.root), "total": len(states), **totals, "diverged": len(diverged),
             "corrupt": sorted(corrupt), "ignored": ignored, "experiments": per_exp,
-            "saved_states": [x for x, ok in saved if ok], "stale_states": [x for x, ok in saved if not ok]}
+            "saved_states": [{**x, "unnamed": _unnamed(x, known)} for x, ok in saved if ok],
+            "stale_states": [x for x, ok in saved if not ok]}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -676,10 +690,11 @@ def format_status(st: dict[str, Any]) -> str:
     for x in st.get("saved_states", []):
         n = len(x["keys"])
         lines.append(f"  saved: {n} job{'s' if n > 1 else ''} ({names_preview(x['keys'])}) resume at step {x['step']:,} "
-                     f"({x['file']})")
+                     f"({x['file']})" + ("; no experiment here names them now: kept for a sweep that names them "
+                                         "again (or delete the file)" if x.get("unnamed") else ""))
     for x in st.get("stale_states", []):
         lines.append(f"  stale: {x['file']} (a saved state no sweep of this store will resume: one of its jobs is "
-                     "done, or in none of its experiments; the next sweep removes it)")
+                     "done; the next sweep removes it)")
     return "\n".join(lines)
 
 
