@@ -169,6 +169,66 @@ def test_row05_bench_options_rejected(capsys, args, needle):
     bad(capsys, needle, "bench", *args)
 
 
+KERNEL_SCAN = ["bench", "--no-memory", "--seconds", 0.01, "--kernel", "dense", "--T", 50]
+KERNEL_SCAN_NO_T = KERNEL_SCAN[:-2]
+
+
+@pytest.mark.parametrize("args,needle", [
+    # the kernel scan checks what the reference bench checks (it skipped n, m and seconds: a hostile review)
+    (["--n", 0], "n must be a positive integer"),
+    (["--m", -2], "m must be a positive integer"),
+    (["--seconds", 0], "seconds must be a positive number"),
+    (["--seconds", "nan"], "seconds must be a positive number"),
+    # empty lists are no values, and options that cannot apply are named, not ignored
+    (["--T", ","], "--T: no value given"),
+    (["--kernel", ","], "--kernel: no value given"),
+    (["--state-steps", 1], "--state-steps applies only with --states"),
+    (["--reference-max-T", 5], "--reference-max-T applies only without --kernel"),
+])
+def test_v4_bench_kernel_scan_options_rejected(capsys, args, needle):
+    bad(capsys, needle, *(KERNEL_SCAN_NO_T if "--T" in args else KERNEL_SCAN), *args)
+
+
+def test_v2_bench_states_files_that_cannot_serve_are_one_line_naming_them(capsys, tmp_path):
+    """`bench --states FILE`: a missing, damaged or wrong file, or one whose values or shapes cannot be a model,
+    is bad input naming the file (it was 'unexpected ..., please report', exit 1, or silently timed)."""
+    good = dict(steps=np.array([0, 10]), W=np.zeros((2, 2, 30), np.float32), b=np.zeros((2, 30), np.float32))
+
+    def states(name, **over):
+        p = tmp_path / name
+        np.savez(p, **{**good, **over})
+        return p
+
+    (tmp_path / "text.npz").write_text("not an archive")
+    (tmp_path / "cut.npz").write_bytes(states("whole.npz").read_bytes()[:200])
+    cases = [
+        (tmp_path / "missing.npz", "states file not found"),
+        (tmp_path, "is a directory, not a file"),
+        (tmp_path / "text.npz", "cannot read states file"),
+        (tmp_path / "cut.npz", "not a valid .npz file, or truncated"),
+        (_npz(tmp_path / "nokeys.npz", W=good["W"]), "holds no snapshots"),
+        (states("nan.npz", W=np.full((2, 2, 30), np.nan, np.float32)), "W must hold finite numbers"),
+        (states("big.npz", W=np.full((2, 2, 30), 1e300)), "too large for float32"),
+        (states("cplx.npz", W=np.ones((2, 2, 30), np.complex64)), "complex numbers"),
+        (states("half.npz", steps=np.array([0.5, 1.0])), "whole step numbers"),
+        (states("count.npz", steps=np.array([0, 10, 20])), "snapshots of the wrong shapes"),
+        (states("shape.npz", b=np.zeros((2, 31), np.float32)), "snapshots of the wrong shapes"),
+    ]
+    for path, needle in cases:
+        bad(capsys, needle, *KERNEL_SCAN, "--states", path)
+    ok = states("ok.npz")
+    bad(capsys, "no value given", *KERNEL_SCAN, "--states", ok, "--state-steps", ",")
+    bad(capsys, "--n 40 disagrees with the states file", *KERNEL_SCAN, "--states", ok, "--n", 40)
+    code, out, err = cli(capsys, *KERNEL_SCAN, "--states", ok, "--json")  # n and m from the file
+    assert code == 0, err
+    assert {(r["n"], r["m"], r["state"]) for r in json.loads(out)["rows"]} == {(30, 2, "step 0"), (30, 2, "step 10")}
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
 def test_row06_huge_float64_init_is_exactly_one_line(tmp_path):
     data = small_data(tmp_path)
     init = tmp_path / "init.npz"

@@ -176,24 +176,8 @@ def machine() -> dict:
 def run(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, reference_max_T: int = 10_000,
         seconds: float = 2.0, sparsity: float = 0.999, memory: bool = True) -> dict:
     """Time a training step of each path for each T; returns a JSON-able dict."""
-    from .errors import ToyddError
-
     Ts = Ts or [100, 1_000, 10_000]
-
-    def count(name: str, v, least: int = 1) -> None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or v < least:
-            raise ToyddError(f"{name} must be {'a positive' if least else 'a non-negative'} integer, got {v!r}"
-                             + (" (bench times a fixed training set: no infinite data)" if name == "T" and v == math.inf else ""))
-
-    count("n", n)
-    count("m", m)
-    for T in Ts:
-        count("T", T)
-    count("reference max T", reference_max_T, least=0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and seconds > 0):
-        raise ToyddError(f"seconds must be a positive number, got {seconds!r}")
-    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
-        raise ToyddError(f"sparsity S must be in [0, 1), got {sparsity!r}")
+    _check(n, m, Ts, seconds, sparsity, reference_max_T)
     Ts = [int(T) for T in Ts]
     rows = []
     for T in Ts:
@@ -240,17 +224,28 @@ def print_table(res: dict) -> None:
 
 def load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
     """(label, {"W", "b"}) of the snapshots of a saved run (benchmarks/tree_states.py's .npz,
-    or a run's history.safetensors with snapshot_steps / snapshot_W / snapshot_b)."""
+    or a run's history.safetensors with snapshot_steps / snapshot_W / snapshot_b).
+
+    A file that cannot be read, lacks the snapshots, or holds arrays of the wrong shape or values (NaN, inf,
+    complex, beyond float32, fractional steps) is a ToyddError naming it, as for every input file."""
+    from .data import check_real_values
     from .errors import ToyddError
+    from .storage import read_arrays
 
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        z = load_file(path)
-        have, Ws, bs = z["snapshot_steps"], z["snapshot_W"], z["snapshot_b"]
-    else:
-        with np.load(path) as z:
-            have, Ws, bs = z["steps"], z["W"], z["b"]
+    names = ("snapshot_steps", "snapshot_W", "snapshot_b") if str(path).endswith(".safetensors") else ("steps", "W", "b")
+    z = read_arrays(path, "states file")
+    if z is None or any(k not in z for k in names):
+        raise ToyddError(f"states file {path} holds no snapshots: it needs arrays {', '.join(names)} (a "
+                         f"benchmarks/tree_states.py .npz, or a run's history.safetensors trained with --snapshots)")
+    have, Ws, bs = (z[k] for k in names)
+    for a, name in zip((have, Ws, bs), names):
+        check_real_values(a, str(path), name)
+    if not (have.ndim == 1 and Ws.ndim == 3 and bs.ndim == 2 and len(have) == len(Ws) == len(bs) >= 1
+            and bs.shape[1] == Ws.shape[2] and Ws.shape[1] >= 1 and Ws.shape[2] >= 1):
+        raise ToyddError(f"states file {path}: snapshots of the wrong shapes: {names[0]} {have.shape}, {names[1]} "
+                         f"{Ws.shape}, {names[2]} {bs.shape} (need (k,), (k, m, n) and (k, n), k >= 1)")
+    if np.any(have != np.round(have)):
+        raise ToyddError(f"states file {path}: {names[0]} must be whole step numbers, got {have.tolist()[:5]}")
     have = [int(x) for x in have]
     want = have if steps is None else steps
     out = []
@@ -263,14 +258,35 @@ def load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
     return out
 
 
-def run_kernels(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, kernels: list[str] | None = None,
-                states: str | None = None, state_steps: list[int] | None = None, seconds: float = 2.0,
-                sparsity: float = 0.999, memory: bool = True) -> dict:
+def _check(n, m, Ts, seconds, sparsity, reference_max_T: int = 0) -> None:
+    """bench's arguments, one ToyddError each (run and run_kernels alike)."""
+    from .errors import ToyddError
+
+    def count(name: str, v, least: int = 1) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or v < least:
+            raise ToyddError(f"{name} must be {'a positive' if least else 'a non-negative'} integer, got {v!r}"
+                             + (" (bench times a fixed training set: no infinite data)" if name == "T" and v == math.inf else ""))
+
+    count("n", n)
+    count("m", m)
+    for T in Ts:
+        count("T", T)
+    count("reference max T", reference_max_T, least=0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and seconds > 0):
+        raise ToyddError(f"seconds must be a positive number, got {seconds!r}")
+    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
+        raise ToyddError(f"sparsity S must be in [0, 1), got {sparsity!r}")
+
+
+def run_kernels(n: int | None = None, m: int | None = None, Ts: list[int] | None = None,
+                kernels: list[str] | None = None, states: str | None = None, state_steps: list[int] | None = None,
+                seconds: float = 2.0, sparsity: float = 0.999, memory: bool = True) -> dict:
     """ms per training step of each dense-part kernel (kernels.KERNELS) for each T and state.
 
-    States: Xavier init (b = 0), or the snapshots of ``states`` (a saved run) at
-    ``state_steps`` (default: all). The same model is applied to a fresh training set of
-    each T (data seed 0), so a state saved at one T is timed at every T.
+    States: Xavier init (b = 0) of an m x n model (default 2 x 10,000), or the snapshots of
+    ``states`` (a saved run) at ``state_steps`` (default: all), whose shape is the file's (an
+    ``n`` or ``m`` given too must agree with it). The same model is applied to a fresh training
+    set of each T (data seed 0), so a state saved at one T is timed at every T.
     """
     from .data import training_set
     from .errors import ToyddError
@@ -281,14 +297,18 @@ def run_kernels(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, kernel
     for k in kernels:
         if k not in KERNELS:
             raise ToyddError(f"kernel must be one of {', '.join(KERNELS)}, got {k!r}")
-    for T in Ts:
-        if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T != int(T) or T < 1:
-            raise ToyddError(f"T must be a positive integer, got {T!r}")
     todo = [("init", None, None)]
     if states:
         todo = [(label, p, int(label.split()[1])) for label, p in load_states(states, state_steps)]
-        if m != todo[0][1]["W"].shape[0] or n != todo[0][1]["W"].shape[1]:
-            m, n = todo[0][1]["W"].shape
+        fm, fn = todo[0][1]["W"].shape
+        for name, given, have in (("n", n, fn), ("m", m, fm)):
+            if given is not None and given != have:
+                raise ToyddError(f"--{name} {given} disagrees with the states file {states}, whose models have "
+                                 f"{name} = {have:,} (leave --{name} out to take the file's)")
+        m, n = fm, fn
+    n = 10_000 if n is None else n
+    m = 2 if m is None else m
+    _check(n, m, Ts, seconds, sparsity)
     rows = []
     for T in [int(t) for t in Ts]:
         data = BatchData.stack([training_set(n, sparsity, T, 0)])

@@ -428,9 +428,10 @@ def reproduce(
 def bench(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     T: Optional[list[str]] = typer.Option(None, "--T", help="T values (default 100, 1000, 10000)"),
-    n: int = typer.Option(10_000, "--n"),
-    m: int = typer.Option(2, "--m"),
-    reference_max_T: int = typer.Option(10_000, "--reference-max-T", help="skip the dense reference above this T"),
+    n: Optional[int] = typer.Option(None, "--n", help="features (default 10,000; with --states: the file's)"),
+    m: Optional[int] = typer.Option(None, "--m", help="hidden dimensions (default 2; with --states: the file's)"),
+    reference_max_T: Optional[int] = typer.Option(None, "--reference-max-T", help="without --kernel: skip the "
+                                                  "dense reference above this T (default 10,000)"),
     seconds: float = typer.Option(2.0, "--seconds", help="time budget per measurement"),
     kernel: Optional[str] = typer.Option(None, "--kernel", help="dense-part kernels to compare instead of the "
                                          "reference, comma-separated: auto, dense, tree (e.g. dense,tree)"),
@@ -443,15 +444,33 @@ def bench(
     """Time one training step against the dense-autograd reference, in this process."""
     from . import bench as bench_mod
 
-    T = [t for v in T for t in v.split(",") if t] if T else T  # --T 1000,10000 or --T 1000 --T 10000
-    _check_bench_sizes(n, m, [parse_T(t) for t in T] if T else [], seconds)
-    if kernel is not None:
+    def values(option: str, given: str | list[str] | None) -> list[str] | None:
+        """A comma list (or repeated option) as its values; None if not given; given but empty is an error."""
+        if given is None:
+            return None
+        out = [x.strip() for v in ([given] if isinstance(given, str) else given) for x in v.split(",") if x.strip()]
+        if not out:
+            raise ToyddError(f"{option}: no value given")
+        return out
+
+    T = values("--T", T) if T else None  # --T 1000,10000 or --T 1000 --T 10000
+    kernels = values("--kernel", kernel)
+    # An option that cannot apply is a mistake to point out, not something to ignore.
+    if states is not None and kernels is None:
+        raise ToyddError("--states applies only with --kernel (the kernel scan)")
+    if state_steps is not None and states is None:
+        raise ToyddError("--state-steps applies only with --states")
+    if reference_max_T is not None and kernels is not None:
+        raise ToyddError("--reference-max-T applies only without --kernel (the kernel scan times no reference)")
+    _check_bench_sizes(n or 0, m or 0, [parse_T(t) for t in T] if T else [], seconds)
+    if kernels is not None:
         Ts = [parse_T(t) for t in T] if T else [1_000, 10_000, 100_000]
+        given = None if state_steps is None else values("--state-steps", state_steps)
         try:
-            steps = None if state_steps is None else [int(x) for x in state_steps.split(",") if x]
+            steps = None if given is None else [int(x) for x in given]
         except ValueError:
             raise ToyddError(f"--state-steps must be comma-separated integers, got {state_steps!r}") from None
-        res = bench_mod.run_kernels(n=n, m=m, Ts=Ts, kernels=[k for k in kernel.split(",") if k], states=states,
+        res = bench_mod.run_kernels(n=n, m=m, Ts=Ts, kernels=kernels, states=states,
                                     state_steps=steps, seconds=seconds, memory=memory)
         if as_json:
             sys.stdout.write(json.dumps(res) + "\n")
@@ -459,7 +478,9 @@ def bench(
             bench_mod.print_kernel_table(res)
         return
     Ts = [parse_T(t) for t in T] if T else [100, 1_000, 10_000]  # bench.run rejects inf
-    res = bench_mod.run(n=n, m=m, Ts=Ts, reference_max_T=reference_max_T, seconds=seconds, memory=memory)
+    res = bench_mod.run(n=10_000 if n is None else n, m=2 if m is None else m, Ts=Ts,
+                        reference_max_T=10_000 if reference_max_T is None else reference_max_T, seconds=seconds,
+                        memory=memory)
     if as_json:
         sys.stdout.write(json.dumps(res) + "\n")
     else:

@@ -492,30 +492,37 @@ def add_metric_columns(row: dict[str, Any], metrics: dict[str, Any]) -> dict[str
     return row
 
 
-def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Parameters from a ``.safetensors`` or ``.npz`` file with ``W``, ``b`` [, ``W_up``]."""
+def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray] | None:
+    """Every array of a ``.npz`` (by its suffix) or ``.safetensors`` file, or a ToyddError naming the file
+    (``what``: "init file", "states file", ...); None for a .npy, which holds one unnamed array."""
     path = Path(path)
+    if path.is_dir():
+        raise ToyddError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
-        raise ToyddError(f"init file not found: {path}")
+        raise ToyddError(f"{what} not found: {path}")
     is_npz = path.suffix.lower() == ".npz"
     try:
         if is_npz:
             with np.load(path, allow_pickle=False) as z:
-                params = {k: z[k] for k in z.files}
+                arrays = {k: z[k] for k in z.files} if hasattr(z, "files") else None
         else:
-            params = load_file(str(path))
+            arrays = load_file(str(path))
     except ValueError as e:
         if is_npz and "pickle" in str(e).lower():
-            raise ToyddError(f"cannot read init file {path}: it holds object arrays (pickled Python objects); "
-                             f"save W and b as numeric arrays") from None
-        raise ToyddError(f"cannot read init file {path}: not a valid {'.npz' if is_npz else '.safetensors'} file "
+            raise ToyddError(f"cannot read {what} {path}: it holds object arrays (pickled Python objects), or is "
+                             f"not an .npz at all; save numeric arrays") from None
+        raise ToyddError(f"cannot read {what} {path}: not a valid {'.npz' if is_npz else '.safetensors'} file "
                          f"({type(e).__name__})") from None
     except Exception as e:  # safetensors' SafetensorError, BadZipFile, OSError, ...: truncated or another format
-        raise ToyddError(f"cannot read init file {path}: not a valid {'.npz' if is_npz else '.safetensors'} file, "
+        raise ToyddError(f"cannot read {what} {path}: not a valid {'.npz' if is_npz else '.safetensors'} file, "
                          f"or truncated ({type(e).__name__})") from None
-    if not isinstance(params, dict):  # np.load of a .npy gives one array
-        raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
-    if "W" not in params or "b" not in params:
+    return arrays
+
+
+def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Parameters from a ``.safetensors`` or ``.npz`` file with ``W``, ``b`` [, ``W_up``]."""
+    params = read_arrays(path, "init file")
+    if params is None or "W" not in params or "b" not in params:  # (None: np.load of a .npy, one array)
         raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
     return params
 
