@@ -72,6 +72,14 @@ def test_cli_plan_trains_nothing_and_prints_json(tmp_path):
     p = subprocess.run([sys.executable, "-m", "toydd", "sweep", "t-sweep", "--plan", "--out", str(out),
                         "--jobs", "0"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ")
+    # an --out the sweep would refuse gets the same refusal, not a plan of work it would never do
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("x")
+    for cmd in (["sweep", "t-sweep", "--preset", "smoke"], ["reproduce", "--preset", "smoke"]):
+        p = subprocess.run([sys.executable, "-m", "toydd", *cmd, "--out", str(foreign), "--plan"], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert p.returncode == 2 and "not a toydd results directory" in p.stderr and p.stdout == "", p.stderr
 
 
 def test_calibration_measures_this_machine(tmp_path, monkeypatch):
@@ -96,3 +104,18 @@ def test_a_change_to_the_hot_path_makes_the_cached_calibration_stale(tmp_path, m
     assert costmodel.machine_id() != before
     monkeypatch.undo()
     assert costmodel.machine_id() == before
+
+
+@pytest.mark.parametrize("field,value", [("b", None), ("b", float("nan")), ("a", -1.0), ("threads", 0)])
+def test_a_damaged_cached_model_is_measured_again(tmp_path, monkeypatch, field, value):
+    """A cache file edited or damaged into null, NaN or negative rates crashed the plan (TypeError), printed NaN
+    (not JSON) or planned negative hours (a hostile review): it is calibrated again instead."""
+    from toydd.storage import atomic_write_json
+
+    monkeypatch.setenv("TOYDD_CACHE_DIR", str(tmp_path))
+    atomic_write_json(costmodel.cache_path(), {**MODEL.__dict__, "machine": costmodel.machine_id(), field: value})
+    measured = []
+    monkeypatch.setattr(costmodel, "calibrate", lambda: measured.append(1) or MODEL)
+    assert costmodel.load() == MODEL and measured == [1]
+    atomic_write_json(costmodel.cache_path(), {**MODEL.__dict__, "machine": costmodel.machine_id()})
+    assert costmodel.load().b == MODEL.b and measured == [1]  # a sound cache is used as it is

@@ -322,6 +322,7 @@ def _print_plan(exps: list, out: Path, executor: str, jobs: int, as_json: bool) 
     from . import sweep as sweep_mod
 
     sweep_mod.check_executor(executor, jobs)
+    sweep_mod.check_sweep_target(out)  # a plan for an --out the sweep would refuse would promise work it won't do
     p = costmodel.plan(exps, out, executor, jobs, model=costmodel.load(log=lambda m: typer.echo(m, err=True)))
     typer.echo(json.dumps(p, indent=2) if as_json else costmodel.format_plan(p))
 

@@ -157,6 +157,14 @@ def _calibrate_mnist(quick: bool) -> float:
     return (t_epoch + 2 * t_svd) / MnistJobs().cost(c)
 
 
+def _sane(model: CostModel) -> bool:
+    """A cached model whose numbers can make a plan (an edited or damaged cache held null, NaN or -1)."""
+    rates = (model.a, model.b, model.overhead, model.mnist_b, model.calibrated_at)
+    return (all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in rates)
+            and isinstance(model.threads, int) and model.threads >= 1 and isinstance(model.machine, str))
+
+
 def load(recalibrate: bool = False, log=None) -> CostModel:
     """The cached model of this machine and version, or a fresh calibration (written atomically)."""
     from .storage import atomic_write_json
@@ -166,7 +174,7 @@ def load(recalibrate: bool = False, log=None) -> CostModel:
         try:
             d = json.loads(path.read_text())
             model = CostModel(**d)
-            if model.machine == machine_id():
+            if model.machine == machine_id() and _sane(model):
                 return model
         except (OSError, ValueError, TypeError):
             pass  # unreadable or from another version: measure again
