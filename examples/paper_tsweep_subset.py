@@ -12,8 +12,10 @@ later trains only the jobs this left out (the other data seeds, T = 200,000 and 
 
 import argparse
 import math
+import sys
 
 from toydd import costmodel, sweep
+from toydd.errors import ToyddError
 from toydd.experiments import Experiment, named_experiment
 from toydd.store import Store
 
@@ -26,6 +28,18 @@ def main() -> None:
     ap.add_argument("--plan", action="store_true")
     ap.add_argument("--preset", default="paper", help="the t-sweep preset to take the subset of (tests use smoke)")
     a = ap.parse_args()
+    if not (a.max_T >= 1):  # (NaN too)
+        ap.error(f"--max-T must be a number of points >= 1, got {a.max_T}")
+    if a.data_seeds < 1:
+        ap.error(f"--data-seeds must be at least 1, got {a.data_seeds}")
+    try:
+        run(a)
+    except ToyddError as e:  # bad input: one line and status 2, like the toydd command
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(a: argparse.Namespace) -> None:
     e = named_experiment("t-sweep", a.preset)
     keep = [c for c in e.configs if c.data_seed < a.data_seeds and (math.isinf(c.T) or c.T <= a.max_T)]
     desc = e.description + f" (subset: {a.data_seeds} data seed(s), T <= {a.max_T:,.0f} and inf)"

@@ -51,3 +51,19 @@ def test_the_paper_tsweep_subset_example_never_drops_finished_jobs_from_the_mani
     from toydd import sweep
 
     assert len(sweep.load_table(out, experiment="t-sweep")) == 7
+
+
+def test_the_paper_tsweep_subset_example_refuses_bad_input_in_one_line(tmp_path):
+    """Its errors are the toydd command's: one line, status 2, no traceback; nonsense sizes are refused
+    (it took --max-T nan for "only T = inf", and --data-seeds 0 for "nothing", silently: a hostile review)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "paper_tsweep_subset.py"
+    (tmp_path / "afile").write_text("x")
+    for args, needle in (([str(tmp_path / "s"), "--plan", "--preset", "nope"], "unknown preset 'nope'"),
+                         ([str(tmp_path / "afile"), "--preset", "smoke"], "exists and is not a directory"),
+                         ([str(tmp_path / "s"), "--plan", "--max-T", "nan"], "--max-T must be"),
+                         ([str(tmp_path / "s"), "--plan", "--data-seeds", "0"], "--data-seeds must be at least 1")):
+        p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / "s").exists()
