@@ -47,7 +47,11 @@ def test_r5_bad_mnist_data_writes_nothing(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize("edit", [{"jobs": 5, "keys": []}, {"keys": [None]}, {"params": 5}, {"keys": 5}])
+@pytest.mark.parametrize("edit", [{"jobs": 5, "keys": []}, {"keys": [None]}, {"params": 5}, {"keys": 5},
+                                  # keys that name a folder outside runs/ (a hostile review: status counted a run
+                                  # elsewhere as done)
+                                  {"keys": ["../../elsewhere/runs/0439633b6b2f1d45"]}, {"keys": ["/tmp/run1"]},
+                                  {"keys": [".."]}])
 def test_r7_a_malformed_manifest_is_skipped_with_a_warning(prev, edit, capsys):
     path = prev / "experiments" / "tiny-recipes.json"
     m = json.loads(path.read_text())

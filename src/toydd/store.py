@@ -178,7 +178,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
         if m.get("kind") == "mnist" and "jobs" in m and not m.get("keys"):
             m = {**m, "keys": m["jobs"]}  # toydd 0.1.0: MNIST jobs beside an empty toy-run list
         keys = m.get("keys", [])
-        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        # A key names a folder in runs/: one plain name (a key of "../x" or "/x" would read runs outside the store).
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k and k not in (".", "..")
+                                                 and "/" not in k and "\\" not in k and "\0" not in k for k in keys):
             raise TypeError("keys is not a list of run keys")
         if not isinstance(m.get("params", {}), dict):
             raise TypeError("params is not a table")
