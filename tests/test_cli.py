@@ -242,3 +242,19 @@ def test_real_sigint_while_the_command_imports_never_prints_a_traceback():
         assert "Traceback" not in err, (marker, err[-2000:])
         assert proc.returncode == 130, (marker, proc.returncode, own)
         assert own == ["error: interrupted"], (marker, own)
+
+
+def test_show_of_a_run_whose_metrics_lack_a_field_is_one_error_line(tmp_path):
+    """metrics.json edited to drop a field and its checksum (so it reads as an old run): `show` printed half the
+    run and then `unexpected KeyError` (a hostile review); now one line naming the file and the field, and nothing
+    on stdout."""
+    out = tmp_path / "run"
+    p = toydd("train", "--n", 50, "--T", 5, "--sparsity", 0.9, "--steps", 10, "--test-size", 20, "--out", out)
+    assert p.returncode == 0, p.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    m.pop("train_loss")
+    m["checksums"].pop("metrics.json")  # its own checksum: without it the file reads as an older release's
+    (out / "metrics.json").write_text(json.dumps(m))
+    p = toydd("show", out)
+    assert_clean_error(p, "metrics.json lacks train_loss")
+    assert p.stdout == ""

@@ -195,6 +195,12 @@ def _print_mnist_summary(result) -> None:
     from rich.table import Table
 
     c, mt = result.config, result.metrics
+    # Every field the summary reads, checked before anything is printed: a metrics.json edited without them
+    # (its checksum dropped too, so it reads as an old run) is one error line, not half a summary and a KeyError.
+    missing = [k for k in _SHOWN_METRICS if k not in mt]
+    if missing:
+        raise ToyddError(f"{result.path or 'the run'}/metrics.json lacks {', '.join(missing)}: edited, or not "
+                         "written by toydd, so it cannot be shown")
     con = Console()
     con.print(f"[bold]toydd mnist-dstar run[/bold]  {c.label()}, hidden={c.hidden}, {c.epochs} epochs, "
               f"batch {c.batch_size}, lr {c.lr:g}, data {c.data}" + (f"  ({result.path})" if result.path else ""))
@@ -246,6 +252,10 @@ def _num(v, spec: str) -> str:
         return str(v)
 
 
+_SHOWN_METRICS = ("regime", "train_loss", "test_loss", "test_loss_se", "weight_norm", "bias_norm",
+                  "represented_features", "feature_dims_top", "best_init_seed", "instances", "seconds")
+
+
 def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -253,6 +263,12 @@ def _print_summary(result) -> None:
     import numpy as np
 
     c, mt = result.config, result.metrics
+    # Every field the summary reads, checked before anything is printed: a metrics.json edited without them
+    # (its checksum dropped too, so it reads as an old run) is one error line, not half a summary and a KeyError.
+    missing = [k for k in _SHOWN_METRICS if k not in mt]
+    if missing:
+        raise ToyddError(f"{result.path or 'the run'}/metrics.json lacks {', '.join(missing)}: edited, or not "
+                         "written by toydd, so it cannot be shown")
     con = Console()
     T = "inf" if c.infinite else str(int(c.T))
     con.print(f"[bold]toydd run[/bold]  n={c.n} m={c.m} T={T} S={c.sparsity} steps={c.steps} "
