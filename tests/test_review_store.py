@@ -66,6 +66,29 @@ def test_r7_a_malformed_manifest_is_skipped_with_a_warning(prev, edit, capsys):
     assert "tiny-recipes" not in r.experiments and any("unreadable experiment manifest" in p for p in r.problems)
 
 
+def test_table_of_an_experiment_whose_manifest_is_unreadable_is_one_error_line(prev):
+    """It printed the manifest's warning, then "no experiment ... found: none": two lines for one failure."""
+    (prev / "experiments" / "tiny-recipes.json").write_text('{"garbage')
+    p = toydd("table", prev, "--experiment", "tiny-recipes")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "tiny-recipes.json: unreadable experiment manifest" in p.stderr
+
+
+def test_a_folder_of_someone_elses_files_is_no_store_not_a_damaged_one(tmp_path):
+    """A folder holding a file named like a store's folder ("resume", "locks": /proc has one) was told to "move
+    cv/resume away", as if it were a damaged store; a file was "not found" (a hostile review)."""
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / "resume").write_text("my CV")
+    (cv / "notes.txt").write_text("x")
+    for args, needle in ((["status", cv], "not a sweep directory"),
+                         (["sweep", "t-sweep", "--preset", "smoke", "--out", cv, "--plan"], "not a toydd results directory"),
+                         (["status", cv / "notes.txt"], "is a file, not a results directory")):
+        p = toydd(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr and "move" not in p.stderr, p.stderr
+    assert (cv / "resume").read_text() == "my CV"
+
+
 def test_r8_a_legacy_mnist_runs_folder_replaced_by_a_file_is_named(prev):
     shutil.rmtree(prev / "mnist" / "runs")
     (prev / "mnist" / "runs").write_text("x")

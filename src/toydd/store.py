@@ -339,14 +339,14 @@ def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
         raise ToyddError(f"{what} {out} exists and is not a directory")
     if out.is_dir():
         store = Store(out)
-        store.check_layout()
         try:
             empty = not os.listdir(out)
         except OSError as e:
             raise ToyddError(f"{what} {out}: cannot read it: {os_reason(e)}") from None
-        if not empty and not store.is_sweep_dir():
+        if not empty and not store.is_sweep_dir():  # (before the layout: see require_store)
             raise ToyddError(f"{what} {out} is not empty and not a toydd results directory (no experiments/ "
                              "or runs/ in it); name a new or empty directory")
+        store.check_layout()
     probe_writable(out, what)
 
 
@@ -354,11 +354,15 @@ def check_sweep_target(out: str | os.PathLike, what: str = "--out") -> None:
 
 def require_store(out: str | os.PathLike) -> Store:
     store = Store(out)
+    if os.path.lexists(store.root) and not store.root.is_dir():
+        raise ToyddError(f"{store.root} is a file, not a results directory")
     if not store.root.is_dir():
         raise ToyddError(f"sweep directory not found: {store.root}")
-    store.check_layout()
+    # Whether it is a store at all first: a folder of someone's files (one named "locks" or "resume") is
+    # not a store with a damaged folder, and "move X away" would be the wrong advice.
     if not store.is_sweep_dir():
         raise ToyddError(f"not a sweep directory (no experiments/ or runs/): {store.root}")
+    store.check_layout()
     return store
 
 

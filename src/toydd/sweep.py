@@ -52,8 +52,8 @@ from .experiments import Experiment, get_experiment
 from .jobs import TOY, JobKind, any_run_row, get_kind, kind_of, verify_job_run
 from .storage import (DISK_ERRNOS, CorruptRun, StoreWriteError, atomic_write_json, names_preview,
                       remove_checkpoint, remove_stale_temps, save_run_making_room)
-from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, record_failure,
-                    remove_done_locks, require_store)
+from .store import (JobLock, Store, check_sweep_target, clear_failure, failure_kind, job_state, read_manifest,
+                    record_failure, remove_done_locks, require_store)
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -711,6 +711,9 @@ def load_table(out: str | os.PathLike, experiment: str | None = None):
     import pandas as pd
 
     store = require_store(out)
+    own = store.root / "experiments" / f"{experiment}.json"
+    if experiment is not None and "/" not in experiment and own.is_file():
+        read_manifest(own)  # unreadable: that is the error, in one line (not a warning, then "no experiment")
     manifests = store.manifests()
     if experiment is not None and experiment not in manifests:
         raise ToyddError(f"no experiment {experiment!r} in {store.root}; "
