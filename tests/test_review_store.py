@@ -89,6 +89,22 @@ def test_a_folder_of_someone_elses_files_is_no_store_not_a_damaged_one(tmp_path)
     assert (cv / "resume").read_text() == "my CV"
 
 
+def test_a_fifo_in_locks_or_experiments_never_hangs_the_readers(prev):
+    """A FIFO where a lock file or a manifest belongs blocked `status`, `table` and `report` for ever in open():
+    they now see it is no regular file (a hostile review)."""
+    key = sorted(p.name for p in (prev / "runs").iterdir())[0]
+    lock = prev / "locks" / f"{key}.lock"
+    lock.parent.mkdir(exist_ok=True)
+    if lock.exists():
+        lock.unlink()
+    os.mkfifo(lock)
+    os.mkfifo(prev / "experiments" / "fifo.json")
+    for args in (["status", prev], ["table", prev]):
+        p = subprocess.run([sys.executable, "-m", "toydd", *map(str, args)], capture_output=True, text=True,
+                           timeout=60)  # (hung for ever before)
+        assert p.returncode == 0 and "fifo.json: unreadable experiment manifest (not a regular file)" in p.stderr, p.stderr
+
+
 def test_r8_a_legacy_mnist_runs_folder_replaced_by_a_file_is_named(prev):
     shutil.rmtree(prev / "mnist" / "runs")
     (prev / "mnist" / "runs").write_text("x")

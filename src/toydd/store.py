@@ -118,9 +118,11 @@ class Store:
     def is_running(self, key: str) -> bool:
         """True if some process holds the job's lock (i.e. is training it right now)."""
         path = self.lock_path(key)
+        if not path.is_file():  # missing, or not a lock file (a FIFO there would block the open for ever)
+            return False
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:  # missing, or not something anyone can lock
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:  # gone meanwhile, or not something anyone can lock
             return False
         try:
             # A shared lock conflicts only with the trainer's exclusive one, so
@@ -171,6 +173,8 @@ class Store:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """One manifest, checked and normalized (see :meth:`Store.manifests`); ToyddError if unreadable."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or a device: a read would block
+        raise ToyddError(f"{path}: unreadable experiment manifest (not a regular file)")
     try:
         m = json.loads(path.read_text())
         if not isinstance(m, dict):
