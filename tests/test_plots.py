@@ -331,3 +331,15 @@ def test_interactive_main_figure_names_its_model_its_sample_and_the_median(sweep
     assert y == pytest.approx(np.median(next(r for r in reps if r.config.T == 1000).arrays["data_dims"]), rel=1e-3)
     mean = next(t for t in fig.data if t.name == "mean test loss")
     assert "std over data seeds" in mean.hovertemplate
+
+
+def test_vector_slider_info_says_what_each_panel_draws():
+    """The slider's info line named the sample of the red points only; the blue panel draws 600 of the 1,000
+    features too (a browser review)."""
+    from toydd import plots_interactive as PI
+
+    run = synthetic_run(10, n=1000)
+    (frame,) = PI.vector_slider_data([run])
+    assert f"blue: {PI.SLIDER_VECTORS} of 1,000 (the {PI.SLIDER_LONGEST} longest and a random rest) features" in frame["info"]
+    assert "red: all 10 training points drawn" in frame["info"]
+    assert len(frame["W"][0]) == PI.SLIDER_VECTORS

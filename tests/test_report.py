@@ -416,3 +416,15 @@ def test_experiments_that_share_runs_count_them_once_and_list_them_once(tmp_path
     assert "2 experiment(s),\n3 of 3 runs complete (experiments share runs)" in html
     assert html.count('<table class="runs">') == 1
     assert "norms: 3 complete runs of 3: the same runs as <b>t-sweep</b>, listed above." in html
+
+
+def test_runs_table_leaves_out_settings_every_run_shares():
+    """Six of 21 columns were constant (m, n, S, wd, steps, loss norm): said once under Configuration instead;
+    a setting that varies keeps its column."""
+    t = pd.DataFrame({"key": ["a", "b"], "T": [3.0, 10.0], "m": [2, 2], "n": [100, 100], "sparsity": [0.9, 0.9],
+                      "weight_decay": [0.01, 0.1], "steps": [300, 300], "loss_norm": ["mean", "mean"],
+                      "data_seed": [0, 0], "train_loss": [0.1, 0.2], "test_loss": [1.0, 1.1]})
+    cols = [c for c, _ in report.run_columns(t)]
+    assert cols[:2] == ["key", "T"] and "weight_decay" in cols and "train_loss" in cols
+    assert not {"m", "n", "sparsity", "steps", "loss_norm"} & set(cols)
+    assert "m" in [c for c, _ in report.run_columns(t.iloc[:1])]  # one run: nothing to compare, all shown

@@ -210,24 +210,29 @@ def matplotlib_to_css(c: Any) -> str:
 # --- the vector-plot slider -------------------------------------------------------------------
 
 SLIDER_VECTORS = 600  # vectors per panel per T in the page: enough to see the shape, small enough to ship
+SLIDER_LONGEST = 200  # of which the longest (the few vectors that carry the geometry), the rest at random
 
 
 def vector_slider_data(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """Per T: subsampled W columns and hidden vectors, their extents, and a one-line summary."""
     out = []
     for r in sorted(runs, key=lambda r: (r.config.infinite, float(r.config.T))):
-        W = plots.subsample(np.asarray(r.W, np.float64).T, SLIDER_VECTORS, keep_longest=200)
+        W_full = np.asarray(r.W, np.float64).T
+        W = plots.subsample(W_full, SLIDER_VECTORS, keep_longest=SLIDER_LONGEST)
         H_full, what = plots.display_hidden(r)
-        H = plots.subsample(H_full, SLIDER_VECTORS, keep_longest=200)
+        H = plots.subsample(H_full, SLIDER_VECTORS, keep_longest=SLIDER_LONGEST)
         n_rep = int(np.sum(np.linalg.norm(np.asarray(r.W, np.float64), axis=0) > REPRESENTED_NORM))
         dd = r.arrays.get("data_dims")
-        shown = (f"{len(H):,} of {len(H_full):,}" if len(H) < len(H_full) else f"all {len(H_full):,}")
+        def drawn(V, V_full) -> str:  # what a panel draws: all, or the longest and a random rest
+            return (f"{len(V):,} of {len(V_full):,} (the {SLIDER_LONGEST} longest and a random rest)"
+                    if len(V) < len(V_full) else f"all {len(V_full):,}")
         info = (f"T = {plots.fmt_T(r.config.T)}, data seed {r.config.data_seed}: test loss "
                 f"{fmt_num(r.metrics.get('test_loss'), 4)}, ||W||_F = {fmt_num(r.metrics.get('weight_norm'))}, "
                 f"{n_rep} feature{'' if n_rep == 1 else 's'} with ||W_i|| > 0.5, "
                 f"max D_f = {fmt_num(r.metrics.get('max_feature_dim'))}"
                 + (f", median D_X = {fmt_num(float(np.median(dd)))} (m/T = {fmt_num(r.config.m / r.config.T)})"
-                   if dd is not None and len(dd) else "") + f"; red: {shown} {what} drawn.")
+                   if dd is not None and len(dd) else "")
+                + f"; blue: {drawn(W, W_full)} features, red: {drawn(H, H_full)} {what} drawn.")
         out.append({"label": plots.fmt_T(r.config.T), "W": [_round(W[:, 0]), _round(W[:, 1])],
                     "H": [_round(H[:, 0]), _round(H[:, 1])], "extW": plots.vector_extent(W),
                     "extH": plots.vector_extent(H_full), "info": info})

@@ -161,6 +161,7 @@ _RUN_COLUMNS = {
               ("flip_auc", "flip AUC"), ("seconds", "seconds")],
 }
 _REPEAT_COLUMNS = {"repeated_points", "repeats", "repeated_memorized_fraction"}
+_SHARED_OK = {"m", "n", "sparsity", "weight_decay", "steps", "loss_norm", "hidden", "epochs"}  # settings, not results
 _LEFT = {"key", "regime", "loss_norm", "init_method", "data_path", "init_path", "data"}
 
 
@@ -178,7 +179,10 @@ def run_columns(t: pd.DataFrame, kind: str = "toy") -> list[tuple[str, str]]:
     """(column, header) of an experiment's run table: its kind's columns, plus every other varying setting."""
     base = _RUN_COLUMNS.get(kind, _RUN_COLUMNS["toy"])
     has_repeats = "repeated_points" in t and (t["repeated_points"].fillna(0) > 0).any()
-    cols = [(c, h) for c, h in base if c in t and (has_repeats or c not in _REPEAT_COLUMNS)]
+    # A setting every run shares is said once, under Configuration: as a column it only pushed the results
+    # out of view (a browser review: 6 of 21 columns constant).
+    shared = {c for c in _SHARED_OK if c in t and len(t) > 1 and t[c].astype(str).nunique() == 1}
+    cols = [(c, h) for c, h in base if c in t and (has_repeats or c not in _REPEAT_COLUMNS) and c not in shared]
     shown = {c for c, _ in cols}
     fields = get_kind(kind).config_fields if kind in ("toy", "mnist") else ()
     extra = [(f, f) for f in fields if f in t and f not in shown and f not in ("device",)
@@ -209,7 +213,8 @@ def runs_html(exps: list[ExperimentResults]) -> str:
             parts.append(f"<p>{head}: the same runs as <b>{html.escape(same)}</b>, listed above.</p>")
             continue
         shown[e.name] = keys
-        parts.append(f"<details {'open' if len(e.table) <= 40 else ''}><summary>{head}</summary>"
+        note = " (the settings every run shares are under Configuration)" if len(e.table) > 1 else ""
+        parts.append(f"<details {'open' if len(e.table) <= 40 else ''}><summary>{head}{note}</summary>"
                      f"{runs_table_html(e.table, e.kind)}</details>")
     return "".join(parts)
 
