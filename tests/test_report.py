@@ -428,3 +428,12 @@ def test_runs_table_leaves_out_settings_every_run_shares():
     assert cols[:2] == ["key", "T"] and "weight_decay" in cols and "train_loss" in cols
     assert not {"m", "n", "sparsity", "steps", "loss_norm"} & set(cols)
     assert "m" in [c for c, _ in report.run_columns(t.iloc[:1])]  # one run: nothing to compare, all shown
+
+
+def test_vector_captions_name_the_model_they_read():
+    """The vector plots draw one model per T; their caption quoted its numbers without saying which (a browser
+    review): it names the data seed."""
+    from report_fixtures import t_sweep_runs
+
+    runs = t_sweep_runs(Ts=(3, 10), seeds=(1,))
+    assert findings.find_vectors(runs).startswith("One model per T (data seed 1): the longest feature vector is at T=")

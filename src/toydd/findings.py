@@ -194,8 +194,9 @@ def find_vectors(runs: Sequence[RunResult]) -> str:
     hmax = [(float(np.linalg.norm(plots.display_hidden(r)[0], axis=1).max()), r.config.T) for r in runs]
     (w, tw), (h, th) = max(wmax), max(hmax)
     small = min(runs, key=lambda r: float(r.config.T))
-    s = (f"The longest feature vector is at T={plots.fmt_T(tw)} (||W_i|| = {fmt_num(w)}), the longest hidden vector "
-         f"at T={plots.fmt_T(th)} (||h_i|| = {fmt_num(h)}).")
+    seeds = ", ".join(str(x) for x in sorted({r.config.data_seed for r in runs}))
+    s = (f"One model per T (data seed {seeds}): the longest feature vector is at T={plots.fmt_T(tw)} "
+         f"(||W_i|| = {fmt_num(w)}), the longest hidden vector at T={plots.fmt_T(th)} (||h_i|| = {fmt_num(h)}).")
     dd = small.arrays.get("data_dims")
     if dd is not None and len(dd):
         s += (f" At T={plots.fmt_T(small.config.T)} the hidden vectors have D_X = {fmt_num(float(np.min(dd)))}–"
