@@ -331,6 +331,10 @@ def test_interactive_main_figure_names_its_model_its_sample_and_the_median(sweep
     assert y == pytest.approx(np.median(next(r for r in reps if r.config.T == 1000).arrays["data_dims"]), rel=1e-3)
     mean = next(t for t in fig.data if t.name == "mean test loss")
     assert "std over data seeds" in mean.hovertemplate
+    # the static figures' dotted break before '∞', on both panels (T = ∞ sits at a stand-in position)
+    tax = plots.TAxis.of(list(table["T"]) + [r.config.T for r in reps])
+    breaks = [sh for sh in fig.layout.shapes if sh.line.dash == "dot"]
+    assert len(breaks) == 2 and all(sh.x0 == pytest.approx(math.sqrt(tax.hi * tax.inf_pos)) for sh in breaks)
 
 
 def test_vector_slider_info_says_what_each_panel_draws():

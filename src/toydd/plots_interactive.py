@@ -36,6 +36,14 @@ def _plotly_T_axis(tax: plots.TAxis) -> dict[str, Any]:
             "range": [math.log10(tax.lo / 1.6), math.log10(right * 1.6)]}
 
 
+def _inf_break(fig, tax: plots.TAxis) -> None:
+    """The static figures' dotted break before the '∞' tick (T = ∞ sits at a stand-in position of the log axis,
+    not a decade further on), on every panel of ``fig``."""
+    if tax.has_inf and tax.has_finite:
+        where = {"row": "all", "col": "all"} if getattr(fig, "_grid_ref", None) else {}
+        fig.add_vline(x=math.sqrt(tax.hi * tax.inf_pos), line={"dash": "dot", "color": "#bbbbbb", "width": 1}, **where)
+
+
 def _round(a: np.ndarray, sig: int = 4) -> list:
     """Short JSON for plot data: ``sig`` significant digits."""
     return [float(f"{v:.{sig}g}") for v in np.asarray(a, np.float64).ravel()]
@@ -98,6 +106,7 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
                                  line={"color": "black", "dash": "dash", "width": 1.5}), 2, 1)
     axis = _plotly_T_axis(tax)
     fig.update_xaxes(**axis)
+    _inf_break(fig, tax)
     fig.update_xaxes(title_text="training set size T", row=2, col=1)
     fig.update_yaxes(title_text="test loss", row=1, col=1)
     fig.update_yaxes(title_text="dimensionality", range=[-0.02, 1.02], row=2, col=1)
@@ -132,6 +141,7 @@ def plotly_lines(table: pd.DataFrame, value: str, by: str | None, title: str, la
         fig.add_hline(y=1.0, line={"dash": "dash", "color": plots.BASELINE_COLOR},
                       annotation_text="all-zeros model", annotation_position="top left")
     fig.update_xaxes(title_text=xtitle or ("training set size T" if x == "T" else x), **_plotly_T_axis(tax))
+    _inf_break(fig, tax)
     fig.update_yaxes(title_text=ytitle or value)
     fig.update_layout(title=title, height=420, **_LAYOUT)
     return fig
@@ -146,8 +156,9 @@ def plotly_norms(table: pd.DataFrame):
     fig.add_trace(_mean_trace(go, plots.aggregate(table, "weight_norm"), tax, "||W||_F", plots.FEATURE_COLOR))
     fig.add_trace(_mean_trace(go, plots.aggregate(table, "bias_norm"), tax, "||b||", "#e07b00"))
     fig.add_hline(y=plots.PENTAGON_NORM, line={"dash": "dot", "color": plots.BASELINE_COLOR},
-                  annotation_text="√5 (ideal pentagon)", annotation_position="top left")
+                  annotation_text="√5 (ideal pentagon)", annotation_position="bottom right")
     fig.update_xaxes(title_text="training set size T", **_plotly_T_axis(tax))
+    _inf_break(fig, tax)
     fig.update_yaxes(title_text="norm", rangemode="tozero")
     fig.update_layout(title="parameter norms against T", height=420, **_LAYOUT)
     return fig
