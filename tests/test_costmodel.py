@@ -119,3 +119,23 @@ def test_a_damaged_cached_model_is_measured_again(tmp_path, monkeypatch, field, 
     assert costmodel.load() == MODEL and measured == [1]
     atomic_write_json(costmodel.cache_path(), {**MODEL.__dict__, "machine": costmodel.machine_id()})
     assert costmodel.load().b == MODEL.b and measured == [1]  # a sound cache is used as it is
+
+
+def test_plan_leaves_out_jobs_being_trained_and_estimates_saved_ones_from_their_step(tmp_path, monkeypatch):
+    """The plan counted a job another process trains as to train, and a job with a saved state from step 0
+    (a hostile review: '2 to train, 49.6 h' for one job running and one at step 11,000 of 50,000)."""
+    from toydd.store import Store
+
+    ts = named_experiment("t-sweep", "quick")
+    out = tmp_path / "store"
+    Store(out).create()
+    a, b = ts.configs[0], ts.configs[1]
+    monkeypatch.setattr(Store, "is_running", lambda self, k: k == a.key())
+    monkeypatch.setattr(Store, "saved_states", lambda self: [{"file": "x", "step": b.steps // 4, "keys": [b.key()]}])
+    p = costmodel.plan([ts], out, model=MODEL)
+    (row,) = p["experiments"]
+    assert row["running"] == 1 and row["to_train"] == len(ts.configs) - 1
+    full = sum(MODEL.job_seconds("toy", c) for c in ts.configs[2:])
+    assert row["cpu_seconds"] == pytest.approx(full + 0.75 * MODEL.job_seconds("toy", b))
+    text = costmodel.format_plan(p)
+    assert "running" in text.splitlines()[1]

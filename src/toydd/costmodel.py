@@ -199,17 +199,20 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
     """What a sweep (or ``reproduce``) would run, and how long it would take here; trains nothing.
 
     ``experiments``: :class:`toydd.experiments.Experiment` objects. Jobs already done in ``out`` are counted
-    and left out of the estimate (a job shared by two experiments, like t-sweep and norms, is counted once).
+    and left out of the estimate (a job shared by two experiments, like t-sweep and norms, is counted once), and
+    so are jobs another process is training now (``running``); a job with a saved state in ``out/resume`` is
+    estimated from the step it resumes at.
     """
     from .store import Store
 
     model = model or load()
     store = Store(out) if out is not None and Path(out).is_dir() else None
+    resumes = {k: x["step"] for x in store.saved_states() for k in x["keys"]} if store is not None else {}
     workers = parallel_workers(executor, jobs)
     seen: set[str] = set()
     rows = []
     for exp in experiments:
-        total, done, pending_s, pending = 0, 0, 0.0, 0
+        total, done, running, pending_s, pending = 0, 0, 0, 0.0, 0
         for c in exp.configs:
             k = c.key()
             total += 1
@@ -219,10 +222,18 @@ def plan(experiments: list, out: str | os.PathLike | None, executor: str = "loca
             if k in seen:
                 continue  # trained by an earlier experiment of this plan
             seen.add(k)
+            if store is not None and store.is_running(k):
+                running += 1  # another sweep is training it: this one would wait, not train it
+                continue
             pending += 1
-            pending_s += model.job_seconds(exp.kind, c)
+            left = 1.0
+            steps = getattr(c, "steps", 0) or 0
+            if k in resumes and steps > 0:
+                left = max(0.0, 1.0 - resumes[k] / steps)  # its saved state resumes there
+            pending_s += left * model.job_seconds(exp.kind, c)
         rows.append({"experiment": exp.name, "preset": exp.preset, "kind": exp.kind, "jobs": total, "done": done,
-                     "to_train": pending, "cpu_seconds": pending_s, "seconds": pending_s / workers})
+                     "running": running, "to_train": pending, "cpu_seconds": pending_s,
+                     "seconds": pending_s / workers})
     total_s = sum(r["seconds"] for r in rows)
     return {"machine": model.machine, "executor": executor, "jobs": jobs, "parallel": workers,
             "experiments": rows, "seconds": total_s, "advice": advice(total_s, executor, jobs, experiments)}
@@ -271,11 +282,14 @@ def format_plan(p: dict[str, Any]) -> str:
     lines = [f"plan on this machine ({p['machine']}), executor {p['executor']}"
              + (f" x {p['jobs']}" if p["jobs"] > 1 else "") + ":"]
     w = max([len(r["experiment"]) for r in p["experiments"]] + [10])
-    lines.append(f"  {'experiment':<{w}}  {'jobs':>6} {'done':>6} {'to train':>8}  {'estimate':>9}")
+    run = any(r.get("running") for r in p["experiments"])  # the column only when another sweep trains some
+    rcol = f" {'running':>7}" if run else ""
+    lines.append(f"  {'experiment':<{w}}  {'jobs':>6} {'done':>6}{rcol} {'to train':>8}  {'estimate':>9}")
     for r in p["experiments"]:
-        lines.append(f"  {r['experiment']:<{w}}  {r['jobs']:>6} {r['done']:>6} {r['to_train']:>8}  "
+        rv = f" {r.get('running', 0):>7}" if run else ""
+        lines.append(f"  {r['experiment']:<{w}}  {r['jobs']:>6} {r['done']:>6}{rv} {r['to_train']:>8}  "
                      f"{_duration(r['seconds']):>9}")
-    lines.append(f"  {'total':<{w}}  {'':>6} {'':>6} {'':>8}  {_duration(p['seconds']):>9}")
+    lines.append(f"  {'total':<{w}}  {'':>6} {'':>6}{' ' * len(rcol)} {'':>8}  {_duration(p['seconds']):>9}")
     lines.append("  (steps timed with every feature alive: trained models skip dead features and large T takes the "
                  "tree-pruned step, so independent jobs took 1.5-13x less; chains that train in waves, like the "
                  "crossover's, took up to 2.3x more: BENCHMARKS.md)")
