@@ -489,9 +489,8 @@ def bench(
             bench_mod.print_kernel_table(res)
         return
     Ts = [parse_T(t) for t in T] if T else [100, 1_000, 10_000]  # bench.run rejects inf
-    res = bench_mod.run(n=10_000 if n is None else n, m=2 if m is None else m, Ts=Ts,
-                        reference_max_T=10_000 if reference_max_T is None else reference_max_T, seconds=seconds,
-                        memory=memory)
+    given = {k: v for k, v in (("n", n), ("m", m), ("reference_max_T", reference_max_T)) if v is not None}
+    res = bench_mod.run(Ts=Ts, seconds=seconds, memory=memory, **given)  # (bench.run's defaults for the rest)
     if as_json:
         sys.stdout.write(json.dumps(res) + "\n")
     else:
