@@ -173,7 +173,10 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def run(n: int = 10_000, m: int = 2, Ts: list[int] | None = None, reference_max_T: int = 10_000,
+N, M = 10_000, 2  # the paper's model, bench's default
+
+
+def run(n: int = N, m: int = M, Ts: list[int] | None = None, reference_max_T: int = 10_000,
         seconds: float = 2.0, sparsity: float = 0.999, memory: bool = True) -> dict:
     """Time a training step of each path for each T; returns a JSON-able dict."""
     Ts = Ts or [100, 1_000, 10_000]
@@ -306,8 +309,8 @@ def run_kernels(n: int | None = None, m: int | None = None, Ts: list[int] | None
                 raise ToyddError(f"--{name} {given} disagrees with the states file {states}, whose models have "
                                  f"{name} = {have:,} (leave --{name} out to take the file's)")
         m, n = fm, fn
-    n = 10_000 if n is None else n
-    m = 2 if m is None else m
+    n = N if n is None else n
+    m = M if m is None else m
     _check(n, m, Ts, seconds, sparsity)
     rows = []
     for T in [int(t) for t in Ts]:
