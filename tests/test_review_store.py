@@ -105,6 +105,16 @@ def test_a_fifo_in_locks_or_experiments_never_hangs_the_readers(prev):
         assert p.returncode == 0 and "fifo.json: unreadable experiment manifest (not a regular file)" in p.stderr, p.stderr
 
 
+def test_show_of_a_store_gives_an_example_run_that_shows(prev):
+    """`show STORE` says where its runs are, with an example; the example was the first folder, a corrupt run
+    here (a hostile review)."""
+    first, second = sorted(p.name for p in (prev / "runs").iterdir())[:2]
+    params = prev / "runs" / first / "params.safetensors"
+    params.write_bytes(params.read_bytes()[:20])
+    p = toydd("show", prev)
+    assert p.returncode == 2 and f"(e.g. {prev / 'runs' / second})" in p.stderr, p.stderr
+
+
 def test_r8_a_legacy_mnist_runs_folder_replaced_by_a_file_is_named(prev):
     shutil.rmtree(prev / "mnist" / "runs")
     (prev / "mnist" / "runs").write_text("x")

@@ -221,11 +221,14 @@ def _check_not_a_store(path: Path) -> None:
     """A results directory given where a run directory belongs: say what it is and where its runs are."""
     if (path / "metrics.json").exists() or not ((path / "runs").is_dir() or (path / "experiments").is_dir()):
         return
+    from .store import Store
+
     try:
         keys = sorted(p.name for p in (path / "runs").iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError:
         keys = []
-    example = f" (e.g. {path / 'runs' / keys[0]})" if keys else ""
+    good = next((k for k in keys if Store(path).is_done(k)), None)  # an example that shows (not a corrupt run)
+    example = f" (e.g. {path / 'runs' / good})" if good else ""
     raise ToyddError(f"{path} is a results directory, not a run directory: show one of its runs with "
                      f"toydd show {path}/runs/<key>{example}; list them with toydd table {path}, "
                      f"or see its progress with toydd status {path}")
