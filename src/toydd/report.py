@@ -267,8 +267,9 @@ _READING_GUIDE = """
 <details class="guide"><summary>How to read this page: the loss, D<sub>f</sub>, D<sub>X</sub>, error bars, regimes</summary>
 <ul>
 <li><b>Test loss</b>: the mean over held-out points of &Sigma;<sub>i</sub> I<sub>i</sub> (x<sub>i</sub> &minus;
-x&prime;<sub>i</sub>)&sup2;, with x&prime; = ReLU(W<sup>T</sup>W x + b). Every point has unit norm, so the all-zeros
-model scores 1 (the dashed line): below 1 a model predicts better than nothing.</li>
+x&prime;<sub>i</sub>)&sup2;, with x&prime; = ReLU(W<sup>T</sup>W x + b). Generated points have unit norm (the rare
+point with no active feature is zero), so the all-zeros model scores 1, or a hair below (the dashed line): below
+it a model predicts better than nothing. (Points from a <code>--data</code> file keep their own norms.)</li>
 <li><b>Recipe</b>: how the training loss was normalized. &ldquo;Mean over T&middot;n&rdquo; averages the squared error over
 every (point, feature) element, like torch's <code>MSELoss</code>, and gives the paper's figures; &ldquo;summed&rdquo;
 sums over features and averages over points, as the paper's text says, and gives Adam Jermyn's replication (in
