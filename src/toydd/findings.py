@@ -194,8 +194,7 @@ def find_vectors(runs: Sequence[RunResult]) -> str:
     hmax = [(float(np.linalg.norm(plots.display_hidden(r)[0], axis=1).max()), r.config.T) for r in runs]
     (w, tw), (h, th) = max(wmax), max(hmax)
     small = min(runs, key=lambda r: float(r.config.T))
-    seeds = ", ".join(str(x) for x in sorted({r.config.data_seed for r in runs}))
-    s = (f"One model per T (data seed {seeds}): the longest feature vector is at T={plots.fmt_T(tw)} "
+    s = (f"One model per T (data seed {plots.data_seeds(runs)}): the longest feature vector is at T={plots.fmt_T(tw)} "
          f"(||W_i|| = {fmt_num(w)}), the longest hidden vector at T={plots.fmt_T(th)} (||h_i|| = {fmt_num(h)}).")
     dd = small.arrays.get("data_dims")
     if dd is not None and len(dd):

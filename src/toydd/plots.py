@@ -313,6 +313,11 @@ def subsample(V: np.ndarray, k: int, keep_longest: int = 300, seed: int = 0) -> 
     return V[np.concatenate([top, pick])]
 
 
+def data_seeds(runs: Sequence[RunResult]) -> str:
+    """The data seeds of the models a figure or caption reads, for its labels ("0", or "0, 1")."""
+    return ", ".join(map(str, sorted({r.config.data_seed for r in runs})))
+
+
 SAMPLE_TOP = 100  # subsample_values keeps this many of the largest (the few features a model represents)
 
 
@@ -522,8 +527,7 @@ def plot_dims_vs_T(ax, runs: Sequence[RunResult], tax: TAxis, max_points: int = 
     if med_x:
         ax.scatter(med_x, med_y, s=22, marker="_", color="black", linewidths=1.4, zorder=5, gid="D_X_median",
                    label="median $D_X$ (all points)")
-    seeds = sorted({r.config.data_seed for r in runs})
-    note = f"one model per T (data seed {', '.join(map(str, seeds))})"
+    note = f"one model per T (data seed {data_seeds(runs)})"
     if sampled:  # say what the cloud is when it is not every value
         note += f"; over {max_points:,} values at a T: the {SAMPLE_TOP} largest and a random rest"
     ax.set_title(note, loc="right", fontsize=7, color="#555555")

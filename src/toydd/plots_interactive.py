@@ -76,7 +76,6 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
     fig.add_trace(_mean_trace(go, plots.aggregate(table, "test_loss"), tax, "mean test loss", "#333"), 1, 1)
     fig.add_hline(y=1.0, line={"dash": "dash", "color": plots.BASELINE_COLOR}, row=1, col=1,
                   annotation_text="all-zeros model", annotation_position="top left")
-    seeds = ", ".join(map(str, sorted({r.config.data_seed for r in runs})))
     for kind, key, color in (("D_f", "feature_dims", plots.FEATURE_COLOR), ("D_X", "data_dims", plots.DATA_COLOR)):
         xs, ys, txt, sampled, med = [], [], [], False, []
         for r in runs:
@@ -90,8 +89,8 @@ def plotly_main(table: pd.DataFrame, runs: Sequence[RunResult]):
             ys += list(v)
             txt += [plots.fmt_T(r.config.T)] * len(v)
         # The legend says what the cloud is: one model per T, and a sample where a T has many values.
-        name = f"{kind} (data seed {seeds}" + (f"; ≤ {PAGE_VALUES} a T: the {plots.SAMPLE_TOP} largest + random)"
-                                               if sampled else ")")
+        sample = f"; ≤ {PAGE_VALUES} a T: the {plots.SAMPLE_TOP} largest + random" if sampled else ""
+        name = f"{kind} (data seed {plots.data_seeds(runs)}{sample})"
         fig.add_trace(go.Scatter(x=_round(xs), y=_round(ys), mode="markers", name=name, text=txt,
                                    marker={"color": color, "size": 4, "opacity": 0.5},
                                    hovertemplate="T=%{text}<br>" + kind + "=%{y:.3g}<extra></extra>"), 2, 1)
@@ -224,6 +223,12 @@ SLIDER_VECTORS = 600  # vectors per panel per T in the page: enough to see the s
 SLIDER_LONGEST = 200  # of which the longest (the few vectors that carry the geometry), the rest at random
 
 
+def _drawn(V: np.ndarray, V_full: np.ndarray) -> str:
+    """What a slider panel draws of V_full: all of it, or (``plots.subsample``) the longest and a random rest."""
+    return (f"{len(V):,} of {len(V_full):,} (the {SLIDER_LONGEST} longest and a random rest)"
+            if len(V) < len(V_full) else f"all {len(V_full):,}")
+
+
 def vector_slider_data(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
     """Per T: subsampled W columns and hidden vectors, their extents, and a one-line summary."""
     out = []
@@ -234,16 +239,13 @@ def vector_slider_data(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
         H = plots.subsample(H_full, SLIDER_VECTORS, keep_longest=SLIDER_LONGEST)
         n_rep = int(np.sum(np.linalg.norm(np.asarray(r.W, np.float64), axis=0) > REPRESENTED_NORM))
         dd = r.arrays.get("data_dims")
-        def drawn(V, V_full) -> str:  # what a panel draws: all, or the longest and a random rest
-            return (f"{len(V):,} of {len(V_full):,} (the {SLIDER_LONGEST} longest and a random rest)"
-                    if len(V) < len(V_full) else f"all {len(V_full):,}")
         info = (f"T = {plots.fmt_T(r.config.T)}, data seed {r.config.data_seed}: test loss "
                 f"{fmt_num(r.metrics.get('test_loss'), 4)}, ||W||_F = {fmt_num(r.metrics.get('weight_norm'))}, "
                 f"{n_rep} feature{'' if n_rep == 1 else 's'} with ||W_i|| > 0.5, "
                 f"max D_f = {fmt_num(r.metrics.get('max_feature_dim'))}"
                 + (f", median D_X = {fmt_num(float(np.median(dd)))} (m/T = {fmt_num(r.config.m / r.config.T)})"
                    if dd is not None and len(dd) else "")
-                + f"; blue: {drawn(W, W_full)} features, red: {drawn(H, H_full)} {what} drawn.")
+                + f"; blue: {_drawn(W, W_full)} features, red: {_drawn(H, H_full)} {what} drawn.")
         out.append({"label": plots.fmt_T(r.config.T), "W": [_round(W[:, 0]), _round(W[:, 1])],
                     "H": [_round(H[:, 0]), _round(H[:, 1])], "extW": plots.vector_extent(W),
                     "extH": plots.vector_extent(H_full), "info": info})

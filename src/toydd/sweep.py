@@ -711,8 +711,8 @@ def load_table(out: str | os.PathLike, experiment: str | None = None):
     import pandas as pd
 
     store = require_store(out)
-    own = store.root / "experiments" / f"{experiment}.json"
-    if experiment is not None and "/" not in experiment and own.is_file():
+    own = None if experiment is None or "/" in experiment else store.root / "experiments" / f"{experiment}.json"
+    if own is not None and own.is_file():
         read_manifest(own)  # unreadable: that is the error, in one line (not a warning, then "no experiment")
     manifests = store.manifests()
     if experiment is not None and experiment not in manifests:
