@@ -237,7 +237,7 @@ def load_states(path: str, steps: list[int] | None) -> list[tuple[str, dict]]:
 
     names = ("snapshot_steps", "snapshot_W", "snapshot_b") if str(path).endswith(".safetensors") else ("steps", "W", "b")
     z = read_arrays(path, "states file")
-    if z is None or any(k not in z for k in names):
+    if any(k not in z for k in names):
         raise ToyddError(f"states file {path} holds no snapshots: it needs arrays {', '.join(names)} (a "
                          f"benchmarks/tree_states.py .npz, or a run's history.safetensors trained with --snapshots)")
     have, Ws, bs = (z[k] for k in names)

@@ -492,9 +492,9 @@ def add_metric_columns(row: dict[str, Any], metrics: dict[str, Any]) -> dict[str
     return row
 
 
-def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray] | None:
+def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     """Every array of a ``.npz`` (by its suffix) or ``.safetensors`` file, or a ToyddError naming the file
-    (``what``: "init file", "states file", ...); None for a .npy, which holds one unnamed array."""
+    (``what``: "init file", "states file", ...). (A .npy named .npz fails to open as an archive: an error too.)"""
     path = Path(path)
     if path.is_dir():
         raise ToyddError(f"{what} {path} is a directory, not a file")
@@ -504,7 +504,7 @@ def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray] | N
     try:
         if is_npz:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files} if hasattr(z, "files") else None
+                arrays = {k: z[k] for k in z.files}
         else:
             arrays = load_file(str(path))
     except ValueError as e:
@@ -522,7 +522,7 @@ def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray] | N
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Parameters from a ``.safetensors`` or ``.npz`` file with ``W``, ``b`` [, ``W_up``]."""
     params = read_arrays(path, "init file")
-    if params is None or "W" not in params or "b" not in params:  # (None: np.load of a .npy, one array)
+    if "W" not in params or "b" not in params:
         raise ToyddError(f"init file {path} must hold arrays 'W' and 'b'")
     return params
 
