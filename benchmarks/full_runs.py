@@ -4,6 +4,10 @@
 
 Each T runs in its own process (so peak RSS is that run's), one model (data seed 0, init seed 0),
 n = 10,000, m = 2, S = 0.999, the paper's optimizer and schedule. Results are appended to --out.
+
+Besides the whole run's wall time, each row has ``step_ms_by_tenth``: the median wall time of one loss-and-gradients
+call (the kernel step AdamW waits on, on the CPU backend) in each tenth of the schedule, so "a step late in
+training" is read off a real training, not a saved state replayed on other data.
 """
 
 from __future__ import annotations
@@ -26,15 +30,30 @@ def one(T: str, steps: int, n: int, m: int, S: float) -> dict:
     from toydd.bench import machine
     from toydd.config import parse_T
 
+    from toydd import training
+
+    # Time every step's loss-and-gradients call where training makes it (one perf_counter pair a step).
+    call_s: list[float] = []
+    step = training.NumbaBackend.loss_and_grads
+
+    def timed(self, batch):
+        t = time.perf_counter()
+        out = step(self, batch)
+        call_s.append(time.perf_counter() - t)
+        return out
+
+    training.NumbaBackend.loss_and_grads = timed
     cfg = toydd.TrainConfig(n=n, m=m, T=parse_T(T), sparsity=S, steps=steps, snapshots=0)
     t0 = time.perf_counter()
     r = toydd.train(cfg)
     wall = time.perf_counter() - t0
+    tenths = [call_s[k * len(call_s) // 10:(k + 1) * len(call_s) // 10] for k in range(10)]
     mt = r.metrics
     dd = r.arrays["data_dims"]
     return {
         "T": T, "n": n, "m": m, "S": S, "steps": steps, "wall_seconds": round(wall, 1),
         "ms_per_step": round(1e3 * wall / steps, 3),
+        "step_ms_by_tenth": [round(1e3 * float(np.median(x)), 2) if x else None for x in tenths],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "train_loss": mt["train_loss"], "test_loss": mt["test_loss"], "weight_norm": mt["weight_norm"],
         "bias_norm": mt["bias_norm"], "max_feature_dim": mt["max_feature_dim"],

@@ -71,4 +71,6 @@ def test_benchmark_scripts_run_at_tiny_sizes(tmp_path):
     parts = json.loads(res["step_parts.py"]["stdout"])
     assert parts["ms"]["hidden"] > 0 and parts["tree_leaf_pairs"] >= 0
     assert (tmp_path / "states.npz").exists() and (tmp_path / "full_runs.json").exists()
+    run = json.loads((tmp_path / "full_runs.json").read_text())[0]  # every step timed, by tenth of the schedule
+    assert len(run["step_ms_by_tenth"]) == 10 and all(t > 0 for t in run["step_ms_by_tenth"])
     assert "| T |" in res["tsweep_table.py"]["stdout"]

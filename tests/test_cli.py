@@ -76,7 +76,7 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, args, needle):
 def test_malformed_files_and_wrong_W_shape(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"garbage")
-    assert_clean_error(toydd("train", "--data", junk, "--out", tmp_path / "o"), "not a valid .npz")
+    assert_clean_error(toydd("train", "--data", junk, "--out", tmp_path / "o"), "not an .npz file")
     from safetensors.numpy import save_file
 
     bad = tmp_path / "bad.safetensors"

@@ -84,7 +84,8 @@ def test_malformed_npz_files(tmp_path, content, msg):
 def test_not_an_npz_and_missing(tmp_path):
     p = tmp_path / "junk.npz"
     p.write_bytes(b"this is not a zip file")
-    with pytest.raises(ToyddError, match="not a valid .npz"):
+    with pytest.raises(ToyddError, match=r"data file .*junk.npz: not an .npz file \(a zip archive of arrays\): it is "
+                                         r"text; save X"):
         D.load_npz(p)
     with pytest.raises(ToyddError, match="not found"):
         D.load_npz(tmp_path / "nope.npz")
@@ -102,3 +103,61 @@ def test_repeated_points_and_row_selection():
     assert len({X[i].tobytes() for i in range(10, 40)}) == 30
     sub = d.rows(np.array([3, 0, 39]))
     np.testing.assert_array_equal(sub.to_dense(), X[[3, 0, 39]])
+
+
+def _wrong_npz_files(tmp_path):
+    """Files named .npz that are not one, each with the words the reader must find."""
+    import gzip
+
+    np.save(tmp_path / "single.npy", np.ones(3))
+    good = tmp_path / "good.npz"
+    np.savez(good, X=np.ones((2, 3)))
+    files = {
+        "text.npz": (b"not a zip, just words\n", "not an .npz file (a zip archive of arrays): it is text"),
+        "empty.npz": (b"", "not an .npz file (a zip archive of arrays): it is empty"),
+        "gz.npz": (gzip.compress(b"x" * 100), "it is gzip-compressed"),
+        "binary.npz": (bytes(range(200, 256)), "it is something else"),
+        "array.npz": ((tmp_path / "single.npy").read_bytes(), "it is a .npy file (a single array), not an .npz"),
+        "cut.npz": (good.read_bytes()[:100], "truncated or corrupted .npz"),
+    }
+    out = []
+    for name, (blob, words) in files.items():
+        (tmp_path / name).write_bytes(blob)
+        out.append((tmp_path / name, words))
+    return out
+
+
+def test_read_npz_says_what_a_file_is_instead(tmp_path):
+    for path, words in _wrong_npz_files(tmp_path):
+        with pytest.raises(ToyddError) as e:
+            D.read_npz(path, "thing file", hint="save it so")
+        msg = str(e.value)
+        assert msg.startswith(f"cannot read thing file {path}: ") and words in msg and "\n" not in msg, msg
+        if "truncated" not in words:
+            assert msg.endswith("; save it so"), msg  # a wrong kind of file: how to save it right
+    np.savez(tmp_path / "obj.npz", a=np.arange(2), B=np.array([None, 1], dtype=object))
+    with pytest.raises(ToyddError, match=r"obj.npz: B is an object array \(pickled Python objects\)"):
+        D.read_npz(tmp_path / "obj.npz", "thing file")
+    with pytest.raises(ToyddError, match="^thing file not found: "):
+        D.read_npz(tmp_path / "nope.npz", "thing file")
+    with pytest.raises(ToyddError, match="is a directory, not a file"):
+        D.read_npz(tmp_path, "thing file")
+    np.savez(tmp_path / "ok.npz", a=np.arange(3), b=np.eye(2, dtype=np.float32))
+    got = D.read_npz(tmp_path / "ok.npz", "thing file")
+    assert set(got) == {"a", "b"} and got["b"].dtype == np.float32 and got["a"].tolist() == [0, 1, 2]
+
+
+def test_every_npz_input_is_read_by_one_reader_with_the_same_words(tmp_path):
+    """Data, parameters, MNIST digits and benchmark states: the same file, the same explanation, each naming
+    its own kind of file (they had three readers with three wordings)."""
+    from toydd import mnist
+    from toydd.bench import load_states
+    from toydd.storage import load_params
+
+    readers = {"data file": D.load_npz, "init file": load_params, "MNIST file": mnist.load_npz,
+               "states file": lambda p: load_states(str(p), None)}
+    for path, words in _wrong_npz_files(tmp_path):
+        for what, read in readers.items():
+            with pytest.raises(ToyddError) as e:
+                read(path)
+            assert str(e.value).startswith(f"cannot read {what} {path}: ") and words in str(e.value), str(e.value)

@@ -236,6 +236,52 @@ class OnlineStream:
 
 # --- user-supplied data ------------------------------------------------------
 
+def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, or one ToyddError line naming the file (``what``: "data file",
+    "MNIST file", "states file", ...) and saying what it holds instead. The one reader of every ``.npz``
+    a user hands toydd (data, parameters, MNIST digits, benchmark states), so each says the same things.
+
+    The first bytes decide, not numpy's fallbacks: ``np.load`` reads a ``.npy`` as one array (no ``.files``)
+    and tries anything that is neither zip nor npy as a pickle, so a text file would come back as "pickled
+    data" and a truncated zip as a bare BadZipFile. ``hint``: how to save the file right, added to the
+    messages about a wrong kind of file.
+    """
+    path = os.fspath(path)
+    hint = f"; {hint}" if hint else ""
+    if os.path.isdir(path):
+        raise ToyddError(f"{what} {path} is a directory, not a file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ToyddError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise ToyddError(f"cannot read {what} {path}: {os.strerror(e.errno) if e.errno else e}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise ToyddError(f"cannot read {what} {path}: it is a .npy file (a single array), not an .npz{hint}")
+    if not head.startswith(b"PK"):
+        kind = "empty" if not head else ("gzip-compressed" if head.startswith(b"\x1f\x8b") else
+                                        "text" if all(32 <= c < 127 or c in b"\t\r\n" for c in head) else
+                                        "something else")
+        raise ToyddError(f"cannot read {what} {path}: not an .npz file (a zip archive of arrays): it is {kind}{hint}")
+    key = None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {}
+            for key in z.files:
+                arrays[key] = z[key]
+            return arrays
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            name = f"{key} is an object array" if key is not None else "it holds object arrays"
+            raise ToyddError(f"cannot read {what} {path}: {name} (pickled Python objects); "
+                             f"save numeric arrays") from None
+        reason = f"{type(e).__name__}: {one_line(e)[:120]}"
+    except Exception as e:  # BadZipFile, zlib.error, EOFError, OSError, KeyError: a damaged archive
+        reason = f"{type(e).__name__}: {one_line(e)[:120]}"
+    raise ToyddError(f"cannot read {what} {path}: truncated or corrupted .npz ({reason})")
+
+
 def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData, SparseData | None]:
     """Load ``X`` (and optional ``X_test``) from an ``.npz``.
 
@@ -244,20 +290,13 @@ def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData,
     used as given (no rescaling). Raises :class:`ToyddError` on anything malformed.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ToyddError(f"data file not found: {path}")
-    try:
-        z = np.load(path, allow_pickle=False)
-        files = set(z.files)
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
-        raise ToyddError(f"cannot read data file {path}: not a valid .npz ({type(e).__name__})") from None
-    with z:
-        train = _read_matrix(z, files, "", path)
-        if train is None:
-            raise ToyddError(f"{path}: no training data: expected 'X' (dense) or 'indptr', 'indices', 'values', 'shape' (CSR)")
-        test = _read_matrix(z, files, "test_", path)
-        if test is None and "X_test" in files:
-            test = _dense(_array(z, "X_test", path), path, "X_test")
+    z = read_npz(path, "data file", hint="save X (T x n) or its CSR arrays with numpy.savez")
+    train = _read_matrix(z, "", path)
+    if train is None:
+        raise ToyddError(f"{path}: no training data: expected 'X' (dense) or 'indptr', 'indices', 'values', 'shape' (CSR)")
+    test = _read_matrix(z, "test_", path)
+    if test is None and "X_test" in z:
+        test = _dense(z["X_test"], path, "X_test")
     if test is not None and test.n != train.n:
         raise ToyddError(f"{path}: X_test has {test.n} features but X has {train.n}")
     if n is not None and train.n != n:
@@ -268,19 +307,6 @@ def load_npz(path: str | os.PathLike, n: int | None = None) -> tuple[SparseData,
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
-
-
-def _array(z, key: str, path: str) -> np.ndarray:
-    """``z[key]``, or a ToyddError naming the array (object arrays need pickle; a zip member can be corrupt)."""
-    try:
-        return z[key]
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise ToyddError(f"{path}: {key} is an object array (pickled Python objects); "
-                             f"save it as a numeric array") from None
-        raise ToyddError(f"{path}: cannot read array {key}: {one_line(e)}") from None
-    except Exception as e:  # zipfile.BadZipFile (CRC), zlib.error, EOFError: a damaged file
-        raise ToyddError(f"{path}: cannot read array {key}: damaged file ({type(e).__name__})") from None
 
 
 def check_real_values(a: np.ndarray, where: str, name: str, nonnegative: bool = False) -> None:
@@ -310,18 +336,18 @@ def _dense(a: np.ndarray, path: str, name: str) -> SparseData:
     return SparseData.from_dense(a)
 
 
-def _read_matrix(z, files: set, prefix: str, path: str) -> SparseData | None:
+def _read_matrix(z: dict[str, np.ndarray], prefix: str, path: str) -> SparseData | None:
     name = "X" if not prefix else "X_test"
-    if not prefix and "X" in files:
-        return _dense(_array(z, "X", path), path, "X")
+    if not prefix and "X" in z:
+        return _dense(z["X"], path, "X")
     keys = [prefix + k for k in ("indptr", "indices", "values", "shape")]
-    present = [k for k in keys if k in files]
+    present = [k for k in keys if k in z]
     if not present:
         return None
     if len(present) != 4:
         missing = sorted(set(keys) - set(present))
         raise ToyddError(f"{path}: CSR data incomplete, missing {', '.join(missing)}")
-    indptr, indices, values, shape = (_array(z, k, path) for k in keys)
+    indptr, indices, values, shape = (z[k] for k in keys)
     if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer):
         raise ToyddError(f"{path}: {prefix}shape must be two integers (T, n)")
     T, n = (int(s) for s in shape)

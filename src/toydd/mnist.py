@@ -58,17 +58,15 @@ import os
 import pickle
 import struct
 import time
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ToyddError, one_line
+from .errors import ToyddError
 from .metrics import dstar_decomposition, max_data_dimensionality
-from .storage import RunResult, add_metric_columns, os_reason, read_config, verify_run
+from .storage import RunResult, add_metric_columns, read_config, verify_run
 
 NAME = "mnist-dstar"
 LEGACY_STORE = "mnist"  # DIR/mnist: where stores of toydd <= 0.1.0 kept these runs
@@ -136,40 +134,6 @@ def _check_xy(X: Any, y: Any, where: str, part: str) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(Xf), y.astype(np.int64)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz``; a ToyddError naming the file and saying what it holds instead.
-
-    The first bytes decide, not numpy's fallbacks: ``np.load`` reads a ``.npy`` as one array (no
-    ``.files``), and tries anything that is neither zip nor npy as a pickle, so a text file came back as
-    "pickled data" and a truncated zip as an unexpected BadZipFile.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except FileNotFoundError:
-        raise ToyddError(f"MNIST file not found: {path}") from None
-    except OSError as e:
-        raise ToyddError(f"cannot read MNIST file {path}: {os_reason(e)}") from None
-    if head.startswith(b"\x93NUMPY"):
-        raise ToyddError(f"cannot read {path}: it is a .npy file (a single array), not an .npz; save the digits with "
-                         "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
-    if not head.startswith(b"PK"):
-        what = "empty" if not head else ("gzip-compressed" if head.startswith(b"\x1f\x8b") else
-                                        "text" if all(32 <= c < 127 or c in b"\t\r\n" for c in head) else
-                                        "something else")
-        raise ToyddError(f"cannot read {path}: not an .npz file (a zip archive of arrays): it is {what}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise ToyddError(f"cannot read {path}: it holds object arrays (pickled Python objects), not numbers; "
-                             "save the digits as numeric arrays") from None
-        raise ToyddError(f"cannot read {path}: truncated or corrupted .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise ToyddError(f"cannot read {path}: truncated or corrupted .npz ({type(e).__name__}: {one_line(e)[:120]})") from None
-
-
 def load_npz(path: str | os.PathLike) -> Data:
     """MNIST from an ``.npz``: ``x_train, y_train, x_test, y_test``, or ``X, y`` (the last 1/7 held out).
 
@@ -177,7 +141,10 @@ def load_npz(path: str | os.PathLike) -> Data:
     ``X, y`` with 70,000 digits is the usual 60,000 / 10,000 split.
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    from .data import read_npz  # (here: data.py imports numba, which the command's start must not)
+
+    arrays = read_npz(path, "MNIST file", hint="save the digits with numpy.savez(path, x_train=..., y_train=..., "
+                                                "x_test=..., y_test=...)")
     keys = set(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         Xtr, ytr = _check_xy(arrays["x_train"], arrays["y_train"], str(path), "x_train/y_train")

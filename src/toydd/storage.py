@@ -493,30 +493,22 @@ def add_metric_columns(row: dict[str, Any], metrics: dict[str, Any]) -> dict[str
 
 
 def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` (by its suffix) or ``.safetensors`` file, or a ToyddError naming the file
-    (``what``: "init file", "states file", ...). (A .npy named .npz fails to open as an archive: an error too.)"""
+    """Every array of a ``.npz`` (by its suffix: data.read_npz) or ``.safetensors`` file, or a ToyddError naming
+    the file (``what``: "init file", "states file", ...)."""
     path = Path(path)
+    if path.suffix.lower() == ".npz":
+        from .data import read_npz  # (here: data.py imports numba, which the command's start must not)
+
+        return read_npz(path, what)
     if path.is_dir():
         raise ToyddError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
         raise ToyddError(f"{what} not found: {path}")
-    is_npz = path.suffix.lower() == ".npz"
     try:
-        if is_npz:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        else:
-            arrays = load_file(str(path))
-    except ValueError as e:
-        if is_npz and "pickle" in str(e).lower():
-            raise ToyddError(f"cannot read {what} {path}: it holds object arrays (pickled Python objects), or is "
-                             f"not an .npz at all; save numeric arrays") from None
-        raise ToyddError(f"cannot read {what} {path}: not a valid {'.npz' if is_npz else '.safetensors'} file "
-                         f"({type(e).__name__})") from None
-    except Exception as e:  # safetensors' SafetensorError, BadZipFile, OSError, ...: truncated or another format
-        raise ToyddError(f"cannot read {what} {path}: not a valid {'.npz' if is_npz else '.safetensors'} file, "
+        return load_file(str(path))
+    except Exception as e:  # safetensors' SafetensorError, OSError, ...: truncated or another format
+        raise ToyddError(f"cannot read {what} {path}: not a valid .safetensors file, "
                          f"or truncated ({type(e).__name__})") from None
-    return arrays
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
