@@ -5,6 +5,7 @@ import pytest
 
 from toydd import data as D
 from toydd.errors import ToyddError
+from toydd.npz import read_npz
 
 
 def test_points_are_unit_norm_sparse_and_uniform():
@@ -130,20 +131,20 @@ def _wrong_npz_files(tmp_path):
 def test_read_npz_says_what_a_file_is_instead(tmp_path):
     for path, words in _wrong_npz_files(tmp_path):
         with pytest.raises(ToyddError) as e:
-            D.read_npz(path, "thing file", hint="save it so")
+            read_npz(path, "thing file", hint="save it so")
         msg = str(e.value)
         assert msg.startswith(f"cannot read thing file {path}: ") and words in msg and "\n" not in msg, msg
         if "truncated" not in words:
             assert msg.endswith("; save it so"), msg  # a wrong kind of file: how to save it right
     np.savez(tmp_path / "obj.npz", a=np.arange(2), B=np.array([None, 1], dtype=object))
     with pytest.raises(ToyddError, match=r"obj.npz: B is an object array \(pickled Python objects\)"):
-        D.read_npz(tmp_path / "obj.npz", "thing file")
+        read_npz(tmp_path / "obj.npz", "thing file")
     with pytest.raises(ToyddError, match="^thing file not found: "):
-        D.read_npz(tmp_path / "nope.npz", "thing file")
+        read_npz(tmp_path / "nope.npz", "thing file")
     with pytest.raises(ToyddError, match="is a directory, not a file"):
-        D.read_npz(tmp_path, "thing file")
+        read_npz(tmp_path, "thing file")
     np.savez(tmp_path / "ok.npz", a=np.arange(3), b=np.eye(2, dtype=np.float32))
-    got = D.read_npz(tmp_path / "ok.npz", "thing file")
+    got = read_npz(tmp_path / "ok.npz", "thing file")
     assert set(got) == {"a", "b"} and got["b"].dtype == np.float32 and got["a"].tolist() == [0, 1, 2]
 
 

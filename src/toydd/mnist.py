@@ -66,6 +66,7 @@ import numpy as np
 
 from .errors import ToyddError
 from .metrics import dstar_decomposition, max_data_dimensionality
+from .npz import read_npz
 from .storage import RunResult, add_metric_columns, read_config, verify_run
 
 NAME = "mnist-dstar"
@@ -141,8 +142,6 @@ def load_npz(path: str | os.PathLike) -> Data:
     ``X, y`` with 70,000 digits is the usual 60,000 / 10,000 split.
     """
     path = Path(path)
-    from .data import read_npz  # (here: data.py imports numba, which the command's start must not)
-
     arrays = read_npz(path, "MNIST file", hint="save the digits with numpy.savez(path, x_train=..., y_train=..., "
                                                 "x_test=..., y_test=...)")
     keys = set(arrays)

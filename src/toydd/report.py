@@ -40,12 +40,12 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .errors import ToyddError
+from .errors import ToyddError, os_reason
 from .experiments import paper_order, report_function
 from .jobs import get_kind
 from .results import ExperimentResults, Results, load_results
 from .sections import ReportContext, Section, recipe_note
-from .storage import names_preview, os_reason, pid_alive, write_error
+from .storage import names_preview, pid_alive, write_error
 
 # The names of this module's API before results and sections had modules of their own.
 Store = Results

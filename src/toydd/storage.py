@@ -37,7 +37,8 @@ import numpy as np
 from safetensors.numpy import load_file, save as save_tensors
 
 from .config import TrainConfig
-from .errors import ToyddError
+from .errors import ToyddError, os_reason
+from .npz import read_npz
 
 RUN_FILES = ("config.json", "params.safetensors", "arrays.safetensors", "history.safetensors", "metrics.json")
 
@@ -63,11 +64,6 @@ def _mount_point(path: Path) -> Path:
     while not os.path.ismount(p) and p != p.parent:
         p = p.parent
     return p
-
-
-def os_reason(e: OSError) -> str:
-    """An OSError's reason in words ("No space left on device"), for one-line messages."""
-    return os.strerror(e.errno) if e.errno else str(e)
 
 
 def write_error(e: OSError, path: str | os.PathLike, what: str = "cannot write") -> StoreWriteError:
@@ -493,12 +489,10 @@ def add_metric_columns(row: dict[str, Any], metrics: dict[str, Any]) -> dict[str
 
 
 def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` (by its suffix: data.read_npz) or ``.safetensors`` file, or a ToyddError naming
+    """Every array of a ``.npz`` (by its suffix: npz.read_npz) or ``.safetensors`` file, or a ToyddError naming
     the file (``what``: "init file", "states file", ...)."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        from .data import read_npz  # (here: data.py imports numba, which the command's start must not)
-
         return read_npz(path, what)
     if path.is_dir():
         raise ToyddError(f"{what} {path} is a directory, not a file")

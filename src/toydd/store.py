@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ToyddError
+from .errors import ToyddError, os_reason
 from .jobs import verify_job_run
-from .storage import (CorruptRun, atomic_write_json, checkpoint_info, os_reason, probe_writable,
+from .storage import (CorruptRun, atomic_write_json, checkpoint_info, probe_writable,
                       run_dir_foreign_entries, write_error)
 
 LEGACY_SUBSTORES = ("mnist",)  # DIR/<name>/runs of toydd 0.1.0 (mnist-dstar)
