@@ -10,8 +10,8 @@ Prints one JSON object: median milliseconds per part, the whole step on each ker
 (node, feature) visits and (point, feature) pairs in straddling leaves.
 
 The parts: `hidden` (h = W x and the sparse corrections, O(non-zeros)), `sparse` (the gradients at the
-non-zeros: corrections and input path, O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk`, `tree_push`
-(node terms down to the points), `dense_pass` (the dense kernel's part instead of the tree).
+non-zeros: corrections and input path, O(non-zeros)), `hidden_generic` / `sparse_generic` (the same work on kernels.py's any-m versions), `tree_build` (Morton codes, radix sort, leaf moments), `tree_walk` (the walk,
+which also pushes the node terms down to the points), `dense_pass` (the dense kernel's part instead of the tree).
 
 `--in-step` times the phases inside whole tree steps instead (as training calls them, without the per-point
 losses): each phase is wrapped by a timer, so the phases add up to the step save Python's glue between them.
@@ -72,11 +72,9 @@ def main() -> None:
     def step(kernel):
         return lambda: K.loss_and_grads_cpu(W, b, data, ws=ws, kernel=kernel)
 
-    def walk():
-        TK.walk(W, b, imp, ws.active, ws.n_active, use, ws.H, tw, float(two_c))
-
-    def push():
-        TK.push(use, ws.H, tw, float(two_c), ws.dHpart[:, 0], ws.losspart[:, 0])
+    def walk():  # (it pushes the node terms down too, consuming what it left: each call is a whole walk)
+        TK.walk(W, b, imp, ws.active, ws.n_active, use, ws.H, tw, float(two_c), dHout=ws.dHpart[:, 0],
+                lossout=ws.losspart[:, 0])
 
     dense = K.DENSE_KERNELS[m]
     parts = {
@@ -96,8 +94,6 @@ def main() -> None:
                                                  ws.dHpart, ws.losspart, ws.gs, ws.dHs, ws.ls, ws.dWin, ws.dU, ws.db,
                                                  ws.dH, ws.point_loss, ws.loss, partU, partb, partW, ws.closs),
         "tree_build": lambda: TK.build(ws.H, use, tw, ws.reorder, ws.point_sizes),
-        # walk and push in one timing: the walk leaves node terms that the push consumes and clears
-        "tree_walk_push": lambda: (walk(), push()),
         "tree_walk": walk,
         "dense_pass": lambda: dense(W, b, imp, ws.H, ws.active, ws.n_active, nblk, two_c, ws.dU, ws.db,
                                     ws.dHpart, ws.losspart),
@@ -105,21 +101,13 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(a.reps + 1):
         for k, f in parts.items():
-            if k == "tree_walk":  # time the walk alone, then let a push clear what it left
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
-                push()
-                continue
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
     ms = {k: round(1e3 * float(np.median(v[1:])), 2) for k, v in times.items()}  # first round: warm-up
-    ms["tree_push"] = round(ms["tree_walk_push"] - ms["tree_walk"], 2)
     TK.build(ws.H, use, tw, ws.reorder, ws.point_sizes)
     walk()
     visits, pairs = (int(x) for x in tw.counts[0].sum(0))
-    push()
     print(json.dumps({"T": T, "m": m, "n": n, "state_step": a.state_step, "states": a.states,
                       "threads": numba.get_num_threads(), "machine": platform.processor() or platform.machine(),
                       "n_active": int(ws.n_active[0]), "nnz": int(data.indices.size), "ms": ms,
@@ -142,7 +130,7 @@ def in_step(K, TK, W, b, data, ws, reps: int) -> dict:
 
     m = W.shape[1]
     for mod, name in ((K, "_pack_rows"), (K, "_active_features"), (K, "_zero_dense_grads"),
-                      (TK, "build"), (TK, "walk"), (TK, "push"), (TK, "_reduce")):
+                      (TK, "build"), (TK, "walk"), (TK, "_reduce")):
         setattr(mod, name, timed(name.strip("_"), getattr(mod, name)))
     K.HIDDEN_KERNELS[m] = timed("hidden", K.HIDDEN_KERNELS[m])
     K.SPARSE_KERNELS[m] = timed("sparse", K.SPARSE_KERNELS[m])

@@ -545,14 +545,16 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
         a1 = lst[q + 1]
         a2 = lst[q + 2]
         a3 = lst[q + 3]
-        u00, u01, b0, w0 = ua32[a0, 0], ua32[a0, 1], ba32[a0], ia32[a0]
-        t0 = two_c * w0
-        u10, u11, b1, w1 = ua32[a1, 0], ua32[a1, 1], ba32[a1], ia32[a1]
-        t1 = two_c * w1
-        u20, u21, b2, w2 = ua32[a2, 0], ua32[a2, 1], ba32[a2], ia32[a2]
-        t2 = two_c * w2
-        u30, u31, b3, w3 = ua32[a3, 0], ua32[a3, 1], ba32[a3], ia32[a3]
-        t3 = two_c * w3
+        # Each feature's numbers scaled by r = sqrt(2c I): y' = max(r b + h . r u, 0) = r y, so y'^2 = 2c I y^2,
+        # y' r u = 2c I y u and r y' = 2c I y: no product g = 2c I y per pair (9 operations a pair, not 10).
+        r0 = np.float32(np.sqrt(two_c * ia32[a0]))
+        r1 = np.float32(np.sqrt(two_c * ia32[a1]))
+        r2 = np.float32(np.sqrt(two_c * ia32[a2]))
+        r3 = np.float32(np.sqrt(two_c * ia32[a3]))
+        u00, u01, b0 = r0 * ua32[a0, 0], r0 * ua32[a0, 1], r0 * ba32[a0]
+        u10, u11, b1 = r1 * ua32[a1, 0], r1 * ua32[a1, 1], r1 * ba32[a1]
+        u20, u21, b2 = r2 * ua32[a2, 0], r2 * ua32[a2, 1], r2 * ba32[a2]
+        u30, u31, b3 = r3 * ua32[a3, 0], r3 * ua32[a3, 1], r3 * ba32[a3]
         sb0 = sb1 = sb2 = sb3 = zero
         sx0 = sx1 = sx2 = sx3 = zero
         sy0 = sy1 = sy2 = sy3 = zero
@@ -563,57 +565,52 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
             y1 = max(b1 + h0 * u10 + h1 * u11, zero)
             y2 = max(b2 + h0 * u20 + h1 * u21, zero)
             y3 = max(b3 + h0 * u30 + h1 * u31, zero)
-            g0 = t0 * y0
-            g1 = t1 * y1
-            g2 = t2 * y2
-            g3 = t3 * y3
-            lt[s] += g0 * y0 + g1 * y1 + g2 * y2 + g3 * y3
-            e0[s] += g0 * u00 + g1 * u10 + g2 * u20 + g3 * u30
-            e1[s] += g0 * u01 + g1 * u11 + g2 * u21 + g3 * u31
-            sb0 += g0
-            sb1 += g1
-            sb2 += g2
-            sb3 += g3
-            sx0 += g0 * h0
-            sx1 += g1 * h0
-            sx2 += g2 * h0
-            sx3 += g3 * h0
-            sy0 += g0 * h1
-            sy1 += g1 * h1
-            sy2 += g2 * h1
-            sy3 += g3 * h1
-        g[a0, 0] += sx0
-        g[a0, 1] += sy0
-        g[a0, 2] += sb0
-        g[a1, 0] += sx1
-        g[a1, 1] += sy1
-        g[a1, 2] += sb1
-        g[a2, 0] += sx2
-        g[a2, 1] += sy2
-        g[a2, 2] += sb2
-        g[a3, 0] += sx3
-        g[a3, 1] += sy3
-        g[a3, 2] += sb3
+            lt[s] += y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3
+            e0[s] += y0 * u00 + y1 * u10 + y2 * u20 + y3 * u30
+            e1[s] += y0 * u01 + y1 * u11 + y2 * u21 + y3 * u31
+            sb0 += y0
+            sb1 += y1
+            sb2 += y2
+            sb3 += y3
+            sx0 += y0 * h0
+            sx1 += y1 * h0
+            sx2 += y2 * h0
+            sx3 += y3 * h0
+            sy0 += y0 * h1
+            sy1 += y1 * h1
+            sy2 += y2 * h1
+            sy3 += y3 * h1
+        g[a0, 0] += np.float64(r0) * sx0
+        g[a0, 1] += np.float64(r0) * sy0
+        g[a0, 2] += np.float64(r0) * sb0
+        g[a1, 0] += np.float64(r1) * sx1
+        g[a1, 1] += np.float64(r1) * sy1
+        g[a1, 2] += np.float64(r1) * sb1
+        g[a2, 0] += np.float64(r2) * sx2
+        g[a2, 1] += np.float64(r2) * sy2
+        g[a2, 2] += np.float64(r2) * sb2
+        g[a3, 0] += np.float64(r3) * sx3
+        g[a3, 1] += np.float64(r3) * sy3
+        g[a3, 2] += np.float64(r3) * sb3
         q += 4
     while q < nout:  # the last 0-3 features, one at a time
         a = lst[q]
-        u0, u1, bb, w = ua32[a, 0], ua32[a, 1], ba32[a], ia32[a]
-        tq = two_c * w
+        rq = np.float32(np.sqrt(two_c * ia32[a]))
+        u0, u1, bb = rq * ua32[a, 0], rq * ua32[a, 1], rq * ba32[a]
         sb = sx = sy = zero
         for s in range(L):
             h0 = h0c[s]
             h1 = h1c[s]
             y = max(bb + h0 * u0 + h1 * u1, zero)
-            gq = tq * y
-            lt[s] += gq * y
-            e0[s] += gq * u0
-            e1[s] += gq * u1
-            sb += gq
-            sx += gq * h0
-            sy += gq * h1
-        g[a, 0] += sx
-        g[a, 1] += sy
-        g[a, 2] += sb
+            lt[s] += y * y
+            e0[s] += y * u0
+            e1[s] += y * u1
+            sb += y
+            sx += y * h0
+            sy += y * h1
+        g[a, 0] += np.float64(rq) * sx
+        g[a, 1] += np.float64(rq) * sy
+        g[a, 2] += np.float64(rq) * sb
         q += 1
     inv = 1.0 / np.float64(two_c)  # lt summed g y = 2c I y^2 (one product fewer per pair than I y^2)
     for s in range(L):
@@ -669,13 +666,16 @@ def _gather(U, b, imp, active, n_active, use, ua, ba, ia, fl0):
 @njit(cache=True, parallel=True)
 def _walk(ua32_all, ba32_all, ia32_all, list0, fl0, n_active, use, s0, s1, leaf, leaf_size, depth, task_depth, K,
           max_depth, count_only,
-          lo, hi, M1, M2, H, two_c, A, cv, d, pdH, ploss, gU, counts):
+          lo, hi, M1, M2, H, two_c, A, cv, d, pdH, ploss, gU, counts, dHout, lossout):
     """Depth-first walk of each (instance, subtree) carrying the undecided features.
 
     count_only: stop at ``max_depth`` and only count (node, feature) visits and the
     (point, feature) pairs in straddling nodes there -> counts[i, task] (the cost model).
     Otherwise: linear nodes accumulate into gU (I, K, n_active positions, m + 1) and
-    A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order.
+    A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order, and each task
+    then pushes its subtree's node terms down to its points (_push_task: dHout, lossout) in the
+    same parallel region, while they are in cache (a separate parallel push cost a region's
+    start, ~50-100 us on a 2-vCPU VM, and 2-4% of a T = 10^5 step: BENCHMARKS.md).
     """
     I, n, m = ua32_all.shape
     levels = int(depth.max()) - task_depth + 2
@@ -893,72 +893,67 @@ def _walk(ua32_all, ba32_all, ia32_all, list0, fl0, n_active, use, s0, s1, leaf,
             top += 2
         counts[i, task, 0] = visits
         counts[i, task, 1] = pairs
+        if not count_only:  # this subtree's node terms down to its points, while they are in cache
+            _push_task(i, task, K, s0, s1, leaf, H, two_c, A, cv, d, pdH, ploss, dHout, lossout)
 
 
-@njit(cache=True, parallel=True)
-def _push(use, s0, s1, leaf, K, H, two_c, A, cv, d, pdH, ploss, dHout, lossout):
-    """Push node terms down to points; write dH / per-point loss (in tree order, like H).
-
-    Consumes and clears A, cv, d, pdH, ploss (so they are zero for the next step).
-    dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32).
-    """
-    I, NN, m = cv.shape
-    for w in prange(I * K):
-        i = w // K
-        task = w - i * K
-        if not use[i]:
-            continue
-        stack = np.empty(2 * 64 + 2, np.int64)
-        top = 1
-        stack[0] = K + task
-        h = np.empty(m)
-        while top > 0:
-            top -= 1
-            k = stack[top]
-            if not leaf[k]:
-                for c in (2 * k, 2 * k + 1):
-                    for a in range(m):
-                        cv[i, c, a] += cv[i, k, a]
-                        for e in range(m):
-                            A[i, c, a, e] += A[i, k, a, e]
-                    d[i, c] += d[i, k]
-                stack[top] = 2 * k + 1
-                stack[top + 1] = 2 * k
-                top += 2
-            elif m == 2:  # the paper's case, with the leaf's terms in registers
-                a00, a01, a10, a11 = A[i, k, 0, 0], A[i, k, 0, 1], A[i, k, 1, 0], A[i, k, 1, 1]
-                c0, c1, dk = cv[i, k, 0], cv[i, k, 1], d[i, k]
-                for s in range(np.uint64(s0[k]), np.uint64(s1[k])):  # unsigned: no wraparound code
-                    h0 = np.float64(H[i, s, 0])
-                    h1 = np.float64(H[i, s, 1])
-                    ah0 = c0 + a00 * h0 + a01 * h1
-                    ah1 = c1 + a10 * h0 + a11 * h1
-                    lt = dk + ploss[i, s] + h0 * (ah0 + c0) + h1 * (ah1 + c1)
-                    dHout[i, s, 0] = two_c * ah0 + pdH[i, 0, s]
-                    dHout[i, s, 1] = two_c * ah1 + pdH[i, 1, s]
-                    pdH[i, 0, s] = 0.0
-                    pdH[i, 1, s] = 0.0
-                    lossout[i, s] = max(lt, 0.0)
-                    ploss[i, s] = 0.0
-            else:
-                for s in range(s0[k], s1[k]):
-                    for a in range(m):
-                        h[a] = H[i, s, a]
-                    lt = d[i, k] + ploss[i, s]
-                    for a in range(m):
-                        Ah = cv[i, k, a]
-                        for e in range(m):
-                            Ah += A[i, k, a, e] * h[e]
-                        lt += h[a] * (Ah + cv[i, k, a])
-                        dHout[i, s, a] = two_c * Ah + pdH[i, a, s]
-                        pdH[i, a, s] = 0.0
-                    lossout[i, s] = max(lt, 0.0)
-                    ploss[i, s] = 0.0
-            for a in range(m):
-                cv[i, k, a] = 0.0
-                for e in range(m):
-                    A[i, k, a, e] = 0.0
-            d[i, k] = 0.0
+@njit(cache=True)
+def _push_task(i, task, K, s0, s1, leaf, H, two_c, A, cv, d, pdH, ploss, dHout, lossout):
+    """Push node terms down to the points of subtree task (instance i); write dH / per-point loss (in tree
+    order, like H). Consumes and clears that subtree's A, cv, d, pdH, ploss (zero for the next step).
+    dHout (I, T, m) and lossout (I, T) are kernels.py's block-0 partials (float32)."""
+    m = cv.shape[2]
+    stack = np.empty(2 * 64 + 2, np.int64)
+    top = 1
+    stack[0] = K + task
+    h = np.empty(m)
+    while top > 0:
+        top -= 1
+        k = stack[top]
+        if not leaf[k]:
+            for c in (2 * k, 2 * k + 1):
+                for a in range(m):
+                    cv[i, c, a] += cv[i, k, a]
+                    for e in range(m):
+                        A[i, c, a, e] += A[i, k, a, e]
+                d[i, c] += d[i, k]
+            stack[top] = 2 * k + 1
+            stack[top + 1] = 2 * k
+            top += 2
+        elif m == 2:  # the paper's case, with the leaf's terms in registers
+            a00, a01, a10, a11 = A[i, k, 0, 0], A[i, k, 0, 1], A[i, k, 1, 0], A[i, k, 1, 1]
+            c0, c1, dk = cv[i, k, 0], cv[i, k, 1], d[i, k]
+            for s in range(np.uint64(s0[k]), np.uint64(s1[k])):  # unsigned: no wraparound code
+                h0 = np.float64(H[i, s, 0])
+                h1 = np.float64(H[i, s, 1])
+                ah0 = c0 + a00 * h0 + a01 * h1
+                ah1 = c1 + a10 * h0 + a11 * h1
+                lt = dk + ploss[i, s] + h0 * (ah0 + c0) + h1 * (ah1 + c1)
+                dHout[i, s, 0] = two_c * ah0 + pdH[i, 0, s]
+                dHout[i, s, 1] = two_c * ah1 + pdH[i, 1, s]
+                pdH[i, 0, s] = 0.0
+                pdH[i, 1, s] = 0.0
+                lossout[i, s] = max(lt, 0.0)
+                ploss[i, s] = 0.0
+        else:
+            for s in range(s0[k], s1[k]):
+                for a in range(m):
+                    h[a] = H[i, s, a]
+                lt = d[i, k] + ploss[i, s]
+                for a in range(m):
+                    Ah = cv[i, k, a]
+                    for e in range(m):
+                        Ah += A[i, k, a, e] * h[e]
+                    lt += h[a] * (Ah + cv[i, k, a])
+                    dHout[i, s, a] = two_c * Ah + pdH[i, a, s]
+                    pdH[i, a, s] = 0.0
+                lossout[i, s] = max(lt, 0.0)
+                ploss[i, s] = 0.0
+        for a in range(m):
+            cv[i, k, a] = 0.0
+            for e in range(m):
+                A[i, k, a, e] = 0.0
+        d[i, k] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -998,7 +993,7 @@ class TreeWorkspace:
         self.hi = np.zeros((I, tp.NN, m))
         self.M1 = np.zeros((I, tp.NN, m))
         self.M2 = np.zeros((I, tp.NN, m, m))
-        # Accumulators consumed and cleared by _push: zero between steps.
+        # Accumulators consumed and cleared by _push_task: zero between steps.
         self.A = np.zeros((I, tp.NN, m, m))
         self.cv = np.zeros((I, tp.NN, m))
         self.d = np.zeros((I, tp.NN))
@@ -1105,21 +1100,19 @@ def build(H: np.ndarray, use: np.ndarray, tw: TreeWorkspace, reorder, sizes=None
 
 
 def walk(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float,
-         count_depth: int | None = None) -> None:
+         count_depth: int | None = None, dHout=None, lossout=None) -> None:
     tp = tw.topo
     count_only = count_depth is not None
+    if dHout is None:  # (a walk that only counts writes no point terms)
+        dHout = np.zeros((H.shape[0], 0, H.shape[2]), np.float32)
+        lossout = np.zeros((H.shape[0], 0), np.float32)
     serial(_gather)(U, b, imp, active, n_active, use, tw.ua, tw.ba, tw.ia, tw.fl0)
     depth = tp.depth_max if count_depth is None else count_depth
     (_walk if use.sum() * tp.K > 1 else serial(_walk))(
         tw.ua, tw.ba, tw.ia, tw.list0, tw.fl0, n_active, use, tp.s0, tp.s1, tp.leaf, tp.leaf_size, tp.depth,
         tp.task_depth, tp.K, depth, count_only, tw.lo, tw.hi, tw.M1, tw.M2, H, two_c, tw.A, tw.cv, tw.d, tw.pdH,
-        tw.ploss, tw.gU, tw.counts)
+        tw.ploss, tw.gU, tw.counts, dHout, lossout)
     tw.counts_depth[use] = depth
-
-
-def push(use, H, tw: TreeWorkspace, two_c: float, dHout, lossout) -> None:
-    tp = tw.topo
-    _threads(_push, tw)(use, tp.s0, tp.s1, tp.leaf, tp.K, H, two_c, tw.A, tw.cv, tw.d, tw.pdH, tw.ploss, dHout, lossout)
 
 
 def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: float, dU, db, dHout, lossout) -> None:
@@ -1127,12 +1120,11 @@ def tree_pass(U, b, imp, active, n_active, use, H, tw: TreeWorkspace, two_c: flo
     dU/db (their active features), dH and per-point loss into dHout (I, T, m) / lossout (I, T), in the
     order of H."""
     tp = tw.topo
-    walk(U, b, imp, active, n_active, use, H, tw, two_c)
+    walk(U, b, imp, active, n_active, use, H, tw, two_c, dHout=dHout, lossout=lossout)  # (pushes too)
     # calibrate the coarse estimate of instances that had one this step (see TreeWorkspace.pair_scale)
     both = use & (tw.coarse_fine > 0)
     tw.pair_scale[both] = tw.counts[both, :, 1].sum(1) / tw.coarse_fine[both]
     tw.coarse_fine[:] = 0.0
-    push(use, H, tw, two_c, dHout, lossout)
     _threads(_reduce, tw)(use, active, n_active, tp.K, tw.gU, dU, db)
 
 
