@@ -335,3 +335,59 @@ def test_serial_twins_give_the_threaded_kernels_bits(monkeypatch, m, n, T, tied)
             f(p, G, mo, v, np.array([True, False]), np.full(2, 0.01, np.float32), 1e-3, 0.9, 0.999, 1e-8, step)
         res.append(p)
     assert np.array_equal(res[0], res[1]) and np.array_equal(res[0][1], P[1])
+
+
+_LAYER_PROBE = r"""
+import json, os, sys
+import numpy as np
+if sys.argv[1] == "gomp-first":  # a library loaded libgomp before toydd could set its spin count
+    import ctypes, ctypes.util
+    ctypes.CDLL(ctypes.util.find_library("gomp") or "libgomp.so.1")
+import numba
+from toydd import data as D, threads as TH
+from toydd.kernels import BatchData, loss_and_grads_cpu
+TH.PARALLEL_MIN_WORK = 0
+rng = np.random.default_rng(3)
+bd = BatchData.stack([D.training_set(3000, 0.99, 20000, 1)])  # 4 walk tasks: the walk runs threaded
+W = (rng.standard_normal((1, 2, 3000)) * 0.3).astype(np.float32)
+b = (rng.standard_normal((1, 3000)) * 0.1 - 0.05).astype(np.float32)
+out = [loss_and_grads_cpu(W, b, bd, kernel=k) for k in ("dense", "tree")]
+np.savez(sys.argv[2], *[a for l, pl, g, _ in out for a in (l, pl, g.W, g.b)])
+print(json.dumps({"layer": numba.threading_layer(), "spin": os.environ.get("GOMP_SPINCOUNT")}))
+"""
+
+
+def _probe(tmp_path, name, mode="plain", env=None):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    e = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT")}
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-c", _LAYER_PROBE, mode, str(tmp_path / name)], capture_output=True,
+                       text=True, env=e, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with np.load(tmp_path / name) as z:
+        arrays = [z[k] for k in sorted(z.files, key=lambda s: int(s.split("_")[1]))]
+    return json.loads(p.stdout.strip().splitlines()[-1]), arrays
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="the layer choice is Linux's")
+def test_threading_layer_choice_and_same_bits_on_every_layer(tmp_path):
+    """toydd takes OpenMP with a short spin (threads.GOMP_SPIN) where libgomp loads, workqueue where it does not or
+    was loaded before toydd could set the spin (the default spin starves a busy machine), and NUMBA_THREADING_LAYER
+    decides when set. Whatever the layer, a threaded step gives the same bits, dense and tree."""
+    from toydd import threads as TH
+
+    chosen, a = _probe(tmp_path, "chosen.npz")
+    assert chosen["layer"] in ("omp", "workqueue")
+    if chosen["layer"] == "omp":
+        assert chosen["spin"] == str(TH.GOMP_SPIN)
+    forced, c = _probe(tmp_path, "wq.npz", env={"NUMBA_THREADING_LAYER": "workqueue"})
+    assert forced == {"layer": "workqueue", "spin": None}
+    assert all(np.array_equal(x, y) for x, y in zip(a, c))
+    if chosen["layer"] == "omp":
+        early, d = _probe(tmp_path, "early.npz", mode="gomp-first")
+        assert early == {"layer": "workqueue", "spin": None}
+        assert all(np.array_equal(x, y) for x, y in zip(a, d))

@@ -9,19 +9,48 @@ serial twin (the same loops compiled without a parallel region) gives the same b
 from __future__ import annotations
 
 import os
+import sys
 import types
 
 import numba
 from numba import njit
 
-# Threads that wait by sleeping, not spinning. Measured on 2 busy cores
-# (another process running): the OpenMP layer's spin-waiting made a T = 1,000
-# step 5x slower than one thread; the workqueue layer matched one thread.
-# Only numba's pool is affected (torch keeps its own OpenMP settings).
-# The price, measured on machine T: entering a parallel region costs ~0.14 ms (an empty
-# kernel: 137 us on one thread, 139 on two; 0.2 us compiled without `parallel`): see serial.
-if "NUMBA_THREADING_LAYER" not in os.environ:
+# Threading layer. numba's OpenMP layer by default spin-waits ~300,000 rounds after each parallel region: on a
+# busy machine (another process running) a T = 1,000 step then ran 5-11x slower than on one thread. Its sleeping
+# `workqueue` layer avoids that, but pays the wake-up of sleeping threads at every region, ~50-100 us on a 2-vCPU
+# VM (an empty kernel: 52-118 us, against 1.5-3 us for OpenMP with its threads still spinning) -- 7 regions a
+# training step, 4-8% of a T = 10^5 tree step. So on Linux toydd takes OpenMP (libgomp) with a short spin,
+# GOMP_SPINCOUNT = GOMP_SPIN rounds (~microseconds: enough to bridge the Python glue between a step's kernels,
+# too short to starve a neighbour), and falls back to workqueue when libgomp is missing, or is already loaded
+# without that setting (it reads the variable once, when loaded). Measured on machine A (BENCHMARKS.md,
+# "Threading layer"): idle, T = 10^5 tree steps 5-10% faster, T = 1,000 and 10,000 steps 10-20%; with a CPU hog
+# on one or both cores, within 5% of workqueue; beside a second toydd process, 10% slower (the default spin
+# made that T = 10^4 step 8x slower). NUMBA_THREADING_LAYER, if set, decides instead; results never depend on it.
+GOMP_SPIN = 3000
+
+
+def _gomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return "/libgomp.so" in f.read()
+    except OSError:
+        return False
+
+
+def _choose_layer() -> str:
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return os.environ["NUMBA_THREADING_LAYER"]
+    if sys.platform.startswith("linux") and ("GOMP_SPINCOUNT" in os.environ or not _gomp_loaded()):
+        os.environ.setdefault("GOMP_SPINCOUNT", str(GOMP_SPIN))
+        # "default" takes the first layer of the priority list that loads: omp where libgomp is, else workqueue
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+        numba.config.THREADING_LAYER = "default"
+        return "omp, else workqueue"
     numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue"
+
+
+LAYER = _choose_layer()
 
 PARALLEL_MIN_WORK = 400_000  # (point, feature) pairs below which threads cost more than they give
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
