@@ -48,7 +48,7 @@ def _problem(I, m, n, T, S, tied, seed, scale=0.3, bias=0.1):
 @pytest.mark.parametrize("I,m,n,T,tied", [
     (1, 1, 300, 700, True),
     (1, 2, 400, 2000, True),
-    (1, 2, 300, 20000, True),  # a deeper tree: 157 leaves, 4 subtree tasks
+    (1, 2, 300, 20000, True),  # a deeper tree: 157 leaves, 2 subtree tasks
     (2, 3, 300, 1500, False),
     (1, 5, 300, 1000, True),
     (1, 8, 200, 1200, False),

@@ -58,7 +58,12 @@ LEAF = 128  # points per leaf: straddling leaves are processed point by point (m
 # beat 32 and 64 by 10-50% for m = 2..8 at T = 10^4..10^6: a straddling (leaf, feature) has a fixed cost;
 # re-measured after the per-non-zero passes got faster: 64, 128, 256 within 5% of each other at T = 10^5, m = 2)
 MAX_TASKS = 16  # top-level subtrees walked in parallel (fixed: results never depend on threads)
-TASK_POINTS = 4_096  # points per task at least (each task pays O(active features) to start)
+# Points per task at least: each task pays O(active features) to start (its root classifies every active
+# feature, sums the closed forms of those linear there, and zeroes and hands over a gradient row per feature).
+# 16,384 rather than 4,096 made whole T = 10^5 tree steps 3.5-4% faster on 2 cores (4 tasks, not 16; in
+# turns, machine A, BENCHMARKS.md); from T = 8,192 on there are at least 2 (the walk runs on 2 cores).
+TASK_POINTS = 16_384
+MIN_TASKS_T = 8_192
 RADIX_BITS = 11  # LSD radix sort digit (2,048 buckets stay in L1)
 TREE_MAX_M = 16  # Morton codes need m * bits <= 62; beyond this the dense kernel is used
 # Relative margin for certified decisions: the dense kernel's float32 z = b + sum_k h_k u_k is within
@@ -86,8 +91,10 @@ class Topology:
 
     @staticmethod
     def tasks(T: int) -> int:
-        """Subtree tasks: a power of two, at most MAX_TASKS, about TASK_POINTS points each."""
-        return min(MAX_TASKS, 1 << (max(1, T // TASK_POINTS).bit_length() - 1))
+        """Subtree tasks: a power of two, at most MAX_TASKS, about TASK_POINTS points each, 2 at least from
+        T = MIN_TASKS_T on."""
+        k = min(MAX_TASKS, 1 << (max(1, T // TASK_POINTS).bit_length() - 1))
+        return max(k, 2 if T >= MIN_TASKS_T else 1)
 
 
 @njit(cache=True)
