@@ -109,7 +109,8 @@ def main() -> None:
     walk()
     visits, pairs = (int(x) for x in tw.counts[0].sum(0))
     print(json.dumps({"T": T, "m": m, "n": n, "state_step": a.state_step, "states": a.states,
-                      "threads": numba.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                      "threads": numba.get_num_threads(), "layer": numba.threading_layer(),
+                      "machine": platform.processor() or platform.machine(),
                       "n_active": int(ws.n_active[0]), "nnz": int(data.indices.size), "ms": ms,
                       "tree_visits": visits, "tree_leaf_pairs": pairs}, indent=1))
 
@@ -142,7 +143,7 @@ def in_step(K, TK, W, b, data, ws, reps: int) -> dict:
     ms = {k: round(1e3 * float(np.median(v)), 2) for k, v in spent.items()}
     import numba
 
-    return {"T": data.T, "m": m, "threads": numba.get_num_threads(),
+    return {"T": data.T, "m": m, "threads": numba.get_num_threads(), "layer": numba.threading_layer(),
             "machine": platform.processor() or platform.machine(), "nnz": int(data.indices.size),
             "step_ms_min": round(1e3 * min(steps), 2), "step_ms_median": round(1e3 * float(np.median(steps)), 2),
             "phases_ms_median": ms}

@@ -170,7 +170,21 @@ def machine() -> dict:
 
     return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": threads.MAX_THREADS,
             "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "threading_layer": _layer()}
+
+
+def _layer() -> str:
+    """numba's threading layer once a parallel kernel ran (threads.LAYER's choice before), with its spin."""
+    import numba
+
+    from . import threads
+
+    try:
+        name = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        name = threads.LAYER
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    return f"{name} (GOMP_SPINCOUNT={spin})" if name == "omp" and spin else name
 
 
 N, M = 10_000, 2  # the paper's model, bench's default

@@ -681,8 +681,8 @@ def _walk(ua32_all, ba32_all, ia32_all, list0, fl0, n_active, use, s0, s1, leaf,
     Otherwise: linear nodes accumulate into gU (I, K, n_active positions, m + 1) and
     A/cv/d, straddling leaves into pdH (I, m, T) / ploss (I, T) in sorted order, and each task
     then pushes its subtree's node terms down to its points (_push_task: dHout, lossout) in the
-    same parallel region, while they are in cache (a separate parallel push cost a region's
-    start, ~50-100 us on a 2-vCPU VM, and 2-4% of a T = 10^5 step: BENCHMARKS.md).
+    same parallel region, while they are in cache (a separate parallel push cost one more region
+    start a step: ~50-100 us on a 2-vCPU VM under numba's workqueue layer, BENCHMARKS.md).
     """
     I, n, m = ua32_all.shape
     levels = int(depth.max()) - task_depth + 2
