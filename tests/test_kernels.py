@@ -215,6 +215,18 @@ def test_generated_kernel_modules_are_up_to_date():
     spec.loader.exec_module(gen)
     for name, text in gen.sources().items():
         assert (root / "src" / "toydd" / name).read_text() == text, f"{name}: run python tools/gen_kernels.py"
+    # the unrolled kernels skew their scratch rows as the generic one does, and no two row starts come within
+    # 4096 // R - 64 bytes of each other modulo 4 KiB, whatever the block's feature count L
+    from toydd.kernels import row_skew
+
+    for R in range(3, 22):
+        assert gen.row_skew(R) == row_skew(R)
+        for L in (1, 100, 625, 1023, 1024, 5000):
+            Lp = L + (row_skew(R) - L) % 1024
+            assert Lp >= L and (4 * Lp) % 4096 == 4 * row_skew(R)
+            starts = [(r * 4 * Lp) % 4096 for r in range(R)]
+            gaps = [min(abs(x - y), 4096 - abs(x - y)) for i, x in enumerate(starts) for y in starts[:i]]
+            assert min(gaps) >= 4096 // R - 64, (R, L)
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -50,10 +50,16 @@ def dense_m{M}(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, loss
                 losspart[i, blk, t] = 0.0
 {zero_dh}
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + ({skew} - L) % 1024
+        buf = np.zeros({rows} * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
 {alloc_u}
-        db32 = np.zeros(L, np.float32)
         db64 = np.zeros(L, np.float64)
 {alloc_d}
         for a in range(L):
@@ -87,14 +93,24 @@ def dense_m{M}(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, loss
 '''
 
 
+def row_skew(rows: int) -> int:
+    """Floats per row modulo 1,024 (4 KiB) for ``rows`` rows in one buffer: row starts spread evenly over 4 KiB in
+    64-byte steps, so no two are within 4096 // rows - 64 bytes of each other modulo 4 KiB (their loads and stores
+    never alias): kernels.row_skew, as a constant (tests check they agree)."""
+    return (4096 // rows) // 64 * 64 // 4
+
+
 def gen(M: int) -> str:
     ks = range(M)
     ind = lambda n, lines: "\n".join(" " * n + l for l in lines)  # noqa: E731
     return TEMPLATE.format(
         M=M,
         zero_dh=ind(16, [f"dHpart[i, blk, t, {k}] = 0.0" for k in ks]),
-        alloc_u=ind(8, [f"u{k} = np.empty(L, np.float32)" for k in ks]),
-        alloc_d=ind(8, [l for k in ks for l in (f"d{k}_32 = np.zeros(L, np.float32)", f"d{k}_64 = np.zeros(L, np.float64)")]),
+        rows=3 + 2 * M,
+        skew=row_skew(3 + 2 * M),
+        alloc_u=ind(8, [l for k in ks for l in (f"u{k} = buf[{3 + 2 * k} * Lp:{3 + 2 * k} * Lp + L]",
+                                                 f"d{k}_32 = buf[{4 + 2 * k} * Lp:{4 + 2 * k} * Lp + L]")]),
+        alloc_d=ind(8, [f"d{k}_64 = np.zeros(L, np.float64)" for k in ks]),
         gather=ind(12, [f"u{k}[a] = U[i, {k}, j]" for k in ks]),
         load_h=ind(12, [f"h{k} = H[i, t, {k}]" for k in ks]),
         init_s=ind(12, [f"s{k} = np.float32(0.0)" for k in ks]),

@@ -29,12 +29,18 @@ def dense_m1(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 losspart[i, blk, t] = 0.0
                 dHpart[i, blk, t, 0] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (192 - L) % 1024
+        buf = np.zeros(5 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -88,15 +94,21 @@ def dense_m2(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 0] = 0.0
                 dHpart[i, blk, t, 1] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (144 - L) % 1024
+        buf = np.zeros(7 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -160,18 +172,24 @@ def dense_m3(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 1] = 0.0
                 dHpart[i, blk, t, 2] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (112 - L) % 1024
+        buf = np.zeros(9 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -245,21 +263,27 @@ def dense_m4(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 2] = 0.0
                 dHpart[i, blk, t, 3] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        u3 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (80 - L) % 1024
+        buf = np.zeros(11 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
+        u3 = buf[9 * Lp:9 * Lp + L]
+        d3_32 = buf[10 * Lp:10 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
-        d3_32 = np.zeros(L, np.float32)
         d3_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -343,24 +367,30 @@ def dense_m5(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 3] = 0.0
                 dHpart[i, blk, t, 4] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        u3 = np.empty(L, np.float32)
-        u4 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (64 - L) % 1024
+        buf = np.zeros(13 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
+        u3 = buf[9 * Lp:9 * Lp + L]
+        d3_32 = buf[10 * Lp:10 * Lp + L]
+        u4 = buf[11 * Lp:11 * Lp + L]
+        d4_32 = buf[12 * Lp:12 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
-        d3_32 = np.zeros(L, np.float32)
         d3_64 = np.zeros(L, np.float64)
-        d4_32 = np.zeros(L, np.float32)
         d4_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -454,27 +484,33 @@ def dense_m6(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 4] = 0.0
                 dHpart[i, blk, t, 5] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        u3 = np.empty(L, np.float32)
-        u4 = np.empty(L, np.float32)
-        u5 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (64 - L) % 1024
+        buf = np.zeros(15 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
+        u3 = buf[9 * Lp:9 * Lp + L]
+        d3_32 = buf[10 * Lp:10 * Lp + L]
+        u4 = buf[11 * Lp:11 * Lp + L]
+        d4_32 = buf[12 * Lp:12 * Lp + L]
+        u5 = buf[13 * Lp:13 * Lp + L]
+        d5_32 = buf[14 * Lp:14 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
-        d3_32 = np.zeros(L, np.float32)
         d3_64 = np.zeros(L, np.float64)
-        d4_32 = np.zeros(L, np.float32)
         d4_64 = np.zeros(L, np.float64)
-        d5_32 = np.zeros(L, np.float32)
         d5_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -578,30 +614,36 @@ def dense_m7(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 5] = 0.0
                 dHpart[i, blk, t, 6] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        u3 = np.empty(L, np.float32)
-        u4 = np.empty(L, np.float32)
-        u5 = np.empty(L, np.float32)
-        u6 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (48 - L) % 1024
+        buf = np.zeros(17 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
+        u3 = buf[9 * Lp:9 * Lp + L]
+        d3_32 = buf[10 * Lp:10 * Lp + L]
+        u4 = buf[11 * Lp:11 * Lp + L]
+        d4_32 = buf[12 * Lp:12 * Lp + L]
+        u5 = buf[13 * Lp:13 * Lp + L]
+        d5_32 = buf[14 * Lp:14 * Lp + L]
+        u6 = buf[15 * Lp:15 * Lp + L]
+        d6_32 = buf[16 * Lp:16 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
-        d3_32 = np.zeros(L, np.float32)
         d3_64 = np.zeros(L, np.float64)
-        d4_32 = np.zeros(L, np.float32)
         d4_64 = np.zeros(L, np.float64)
-        d5_32 = np.zeros(L, np.float32)
         d5_64 = np.zeros(L, np.float64)
-        d6_32 = np.zeros(L, np.float32)
         d6_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]
@@ -715,33 +757,39 @@ def dense_m8(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
                 dHpart[i, blk, t, 6] = 0.0
                 dHpart[i, blk, t, 7] = 0.0
             continue
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
-        u0 = np.empty(L, np.float32)
-        u1 = np.empty(L, np.float32)
-        u2 = np.empty(L, np.float32)
-        u3 = np.empty(L, np.float32)
-        u4 = np.empty(L, np.float32)
-        u5 = np.empty(L, np.float32)
-        u6 = np.empty(L, np.float32)
-        u7 = np.empty(L, np.float32)
-        db32 = np.zeros(L, np.float32)
+        # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
+        # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
+        # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
+        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        Lp = L + (48 - L) % 1024
+        buf = np.zeros(19 * Lp, np.float32)
+        bc = buf[0:L]
+        ic = buf[Lp:Lp + L]
+        db32 = buf[2 * Lp:2 * Lp + L]
+        u0 = buf[3 * Lp:3 * Lp + L]
+        d0_32 = buf[4 * Lp:4 * Lp + L]
+        u1 = buf[5 * Lp:5 * Lp + L]
+        d1_32 = buf[6 * Lp:6 * Lp + L]
+        u2 = buf[7 * Lp:7 * Lp + L]
+        d2_32 = buf[8 * Lp:8 * Lp + L]
+        u3 = buf[9 * Lp:9 * Lp + L]
+        d3_32 = buf[10 * Lp:10 * Lp + L]
+        u4 = buf[11 * Lp:11 * Lp + L]
+        d4_32 = buf[12 * Lp:12 * Lp + L]
+        u5 = buf[13 * Lp:13 * Lp + L]
+        d5_32 = buf[14 * Lp:14 * Lp + L]
+        u6 = buf[15 * Lp:15 * Lp + L]
+        d6_32 = buf[16 * Lp:16 * Lp + L]
+        u7 = buf[17 * Lp:17 * Lp + L]
+        d7_32 = buf[18 * Lp:18 * Lp + L]
         db64 = np.zeros(L, np.float64)
-        d0_32 = np.zeros(L, np.float32)
         d0_64 = np.zeros(L, np.float64)
-        d1_32 = np.zeros(L, np.float32)
         d1_64 = np.zeros(L, np.float64)
-        d2_32 = np.zeros(L, np.float32)
         d2_64 = np.zeros(L, np.float64)
-        d3_32 = np.zeros(L, np.float32)
         d3_64 = np.zeros(L, np.float64)
-        d4_32 = np.zeros(L, np.float32)
         d4_64 = np.zeros(L, np.float64)
-        d5_32 = np.zeros(L, np.float32)
         d5_64 = np.zeros(L, np.float64)
-        d6_32 = np.zeros(L, np.float32)
         d6_64 = np.zeros(L, np.float64)
-        d7_32 = np.zeros(L, np.float32)
         d7_64 = np.zeros(L, np.float64)
         for a in range(L):
             j = active[i, a0 + a]

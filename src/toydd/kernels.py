@@ -263,6 +263,16 @@ def _active_features(U, b, pmax, pmin, pn2, active, n_active):
         n_active[i] = c
 
 
+@njit(cache=True)
+def row_skew(rows):
+    """Floats per row, modulo 1,024 (4 KiB), for ``rows`` float32 rows of a kernel's scratch kept in one buffer:
+    their starts spread evenly over 4 KiB in 64-byte steps. Rows allocated one by one can start at the same offset
+    modulo 4 KiB, where a store to one row and a load from another alias and stall: at m = 2, T = 10^5, 4 of 10
+    processes ran the dense step at 109-137 ms instead of 96-99 (by where their arrays landed), 0 of 16 with the
+    rows skewed (BENCHMARKS.md). tools/gen_kernels.py writes the same numbers into the unrolled kernels."""
+    return (4096 // rows) // 64 * 64 // 4
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspart):
     """Dense part over (point, active feature) pairs, one (instance, block) per task.
@@ -292,19 +302,23 @@ def _dense_pass(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, los
                 for k in range(m):
                     dHpart[i, blk, t, k] = 0.0
             continue
-        Uc = np.empty((m, L), np.float32)
-        bc = np.empty(L, np.float32)
-        ic = np.empty(L, np.float32)
+        # The loop's float32 rows in one buffer, their starts skewed modulo 4 KiB (see row_skew).
+        R = 2 * m + 5
+        Lp = L + (row_skew(R) - L) % 1024
+        buf = np.zeros(R * Lp, np.float32)
+        Uc = buf[:m * Lp].reshape((m, Lp))[:, :L]
+        dU32 = buf[m * Lp:2 * m * Lp].reshape((m, Lp))[:, :L]
+        bc = buf[2 * m * Lp:2 * m * Lp + L]
+        ic = buf[(2 * m + 1) * Lp:(2 * m + 1) * Lp + L]
+        z = buf[(2 * m + 2) * Lp:(2 * m + 2) * Lp + L]
+        g = buf[(2 * m + 3) * Lp:(2 * m + 3) * Lp + L]
+        db32 = buf[(2 * m + 4) * Lp:(2 * m + 4) * Lp + L]
         for a in range(L):
             j = active[i, a0 + a]
             bc[a] = b[i, j]
             ic[a] = imp[j]
             for k in range(m):
                 Uc[k, a] = U[i, k, j]
-        z = np.empty(L, np.float32)
-        g = np.empty(L, np.float32)
-        dU32 = np.zeros((m, L), np.float32)
-        db32 = np.zeros(L, np.float32)
         dU64 = np.zeros((m, L), np.float64)
         db64 = np.zeros(L, np.float64)
         hl = np.empty(m, np.float32)

@@ -713,8 +713,11 @@ def _walk(ua32_all, ba32_all, ia32_all, list0, fl0, n_active, use, s0, s1, leaf,
         zz = np.empty(na, np.float32)
         gg = np.empty(na, np.float32)
         db32 = np.empty(na, np.float32)
-        hc = np.empty((2, leaf_size), np.float32)  # scratch of _leaf_pairs_m2
-        acc = np.empty((3, leaf_size), np.float32)
+        # scratch of _leaf_pairs_m2, one buffer: its 5 rows start at distinct offsets modulo 4 KiB (a leaf's row is
+        # 512 bytes), so the loop's stores to acc never alias its loads from hc (see kernels.row_skew)
+        lbuf = np.empty((5, leaf_size), np.float32)
+        hc = lbuf[0:2]
+        acc = lbuf[2:5]
         # flist[lv]: the features still undecided on entering a node at level lv below the task root.
         # Level 0 (the task root: all active features) is shared by the tasks (list0, fl0: made once per
         # step by _gather instead of copied by each of the K tasks).
