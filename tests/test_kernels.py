@@ -355,17 +355,19 @@ import numpy as np
 if sys.argv[1] == "gomp-first":  # a library loaded libgomp before toydd could set its spin count
     import ctypes, ctypes.util
     ctypes.CDLL(ctypes.util.find_library("gomp") or "libgomp.so.1")
+if sys.argv[1] == "torch-first":  # torch maps its own copy of libgomp: numba's is still toydd's to set up
+    import torch  # noqa: F401
 import numba
 from toydd import data as D, threads as TH
 from toydd.kernels import BatchData, loss_and_grads_cpu
 TH.PARALLEL_MIN_WORK = 0
 rng = np.random.default_rng(3)
-bd = BatchData.stack([D.training_set(3000, 0.99, 20000, 1)])  # 4 walk tasks: the walk runs threaded
+bd = BatchData.stack([D.training_set(3000, 0.99, 20000, 1)])  # 2 walk tasks: the walk runs threaded
 W = (rng.standard_normal((1, 2, 3000)) * 0.3).astype(np.float32)
 b = (rng.standard_normal((1, 3000)) * 0.1 - 0.05).astype(np.float32)
 out = [loss_and_grads_cpu(W, b, bd, kernel=k) for k in ("dense", "tree")]
 np.savez(sys.argv[2], *[a for l, pl, g, _ in out for a in (l, pl, g.W, g.b)])
-print(json.dumps({"layer": numba.threading_layer(), "spin": os.environ.get("GOMP_SPINCOUNT")}))
+print(json.dumps({"layer": numba.threading_layer(), "chosen": TH.LAYER, "env": os.environ.get("GOMP_SPINCOUNT")}))
 """
 
 
@@ -388,18 +390,24 @@ def _probe(tmp_path, name, mode="plain", env=None):
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="the layer choice is Linux's")
 def test_threading_layer_choice_and_same_bits_on_every_layer(tmp_path):
     """toydd takes OpenMP with a short spin (threads.GOMP_SPIN) where libgomp loads, workqueue where it does not or
-    was loaded before toydd could set the spin (the default spin starves a busy machine), and NUMBA_THREADING_LAYER
-    decides when set. Whatever the layer, a threaded step gives the same bits, dense and tree."""
+    where numba's libgomp was loaded before toydd could set the spin (the default spin starves a busy machine), and
+    NUMBA_THREADING_LAYER decides when set. The spin is set only while numba's libgomp loads (torch's own copy keeps
+    its defaults). Whatever the layer, a threaded step gives the same bits, dense and tree."""
     from toydd import threads as TH
 
     chosen, a = _probe(tmp_path, "chosen.npz")
-    assert chosen["layer"] in ("omp", "workqueue")
+    assert chosen["layer"] in ("omp", "workqueue") and chosen["env"] is None
     if chosen["layer"] == "omp":
-        assert chosen["spin"] == str(TH.GOMP_SPIN)
+        assert chosen["chosen"] == f"omp (GOMP_SPINCOUNT={TH.GOMP_SPIN})"
     forced, c = _probe(tmp_path, "wq.npz", env={"NUMBA_THREADING_LAYER": "workqueue"})
-    assert forced == {"layer": "workqueue", "spin": None}
+    assert forced["layer"] == "workqueue" and forced["env"] is None
     assert all(np.array_equal(x, y) for x, y in zip(a, c))
     if chosen["layer"] == "omp":
         early, d = _probe(tmp_path, "early.npz", mode="gomp-first")
-        assert early == {"layer": "workqueue", "spin": None}
+        assert early["layer"] == "workqueue" and early["chosen"] == "workqueue"
         assert all(np.array_equal(x, y) for x, y in zip(a, d))
+        after_torch, e = _probe(tmp_path, "torch.npz", mode="torch-first")
+        assert after_torch["layer"] == "omp" and after_torch["env"] is None
+        assert all(np.array_equal(x, y) for x, y in zip(a, e))
+        user, _ = _probe(tmp_path, "user.npz", env={"GOMP_SPINCOUNT": "777"})
+        assert user["chosen"] == "omp (GOMP_SPINCOUNT=777)" and user["env"] == "777"

@@ -174,7 +174,7 @@ def machine() -> dict:
 
 
 def _layer() -> str:
-    """numba's threading layer once a parallel kernel ran (threads.LAYER's choice before), with its spin."""
+    """numba's threading layer once a parallel kernel ran (threads.LAYER's choice before), with OpenMP's spin."""
     import numba
 
     from . import threads
@@ -182,9 +182,8 @@ def _layer() -> str:
     try:
         name = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
-        name = threads.LAYER
-    spin = os.environ.get("GOMP_SPINCOUNT")
-    return f"{name} (GOMP_SPINCOUNT={spin})" if name == "omp" and spin else name
+        return threads.LAYER
+    return threads.LAYER if name == "omp" and threads.LAYER.startswith("omp") else name
 
 
 N, M = 10_000, 2  # the paper's model, bench's default

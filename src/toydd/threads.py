@@ -21,31 +21,45 @@ from numba import njit
 # VM (an empty kernel: 52-118 us, against 1.5-3 us for OpenMP with its threads still spinning) -- 7 regions a
 # training step, 4-8% of a T = 10^5 tree step. So on Linux toydd takes OpenMP (libgomp) with a short spin,
 # GOMP_SPINCOUNT = GOMP_SPIN rounds (~microseconds: enough to bridge the Python glue between a step's kernels,
-# too short to starve a neighbour), and falls back to workqueue when libgomp is missing, or is already loaded
-# without that setting (it reads the variable once, when loaded). Measured on machine A (BENCHMARKS.md,
-# "Threading layer"): idle, T = 10^5 tree steps 5-10% faster, T = 1,000 and 10,000 steps 10-20%; with a CPU hog
-# on one or both cores, within 5% of workqueue; beside a second toydd process, 10% slower (the default spin
-# made that T = 10^4 step 8x slower). NUMBA_THREADING_LAYER, if set, decides instead; results never depend on it.
+# too short to starve a neighbour), and falls back to workqueue when libgomp is missing, or when numba's libgomp
+# was loaded before (it reads the variable once, when loaded, so the spin would be the default's). Measured on
+# machine A (BENCHMARKS.md, "Threading layer"): idle, T = 10^5 tree steps 5-10% faster, T = 1,000 and 10,000 steps
+# 10-20%; with a CPU hog on one or both cores, within 5% of workqueue; beside a second toydd process, 10% slower
+# (the default spin made that T = 10^4 step 8x slower). The variable is set only while numba's libgomp loads, so
+# torch's own copy of libgomp (it bundles one) keeps its defaults. NUMBA_THREADING_LAYER, if set, decides
+# instead, and a GOMP_SPINCOUNT set by the user is kept; results never depend on any of it.
 GOMP_SPIN = 3000
 
 
-def _gomp_loaded() -> bool:
+def _libgomps() -> set[str]:
+    """The libgomp files mapped into this process (Linux)."""
     try:
         with open("/proc/self/maps") as f:
-            return "/libgomp.so" in f.read()
+            return {line.split()[-1] for line in f.read().splitlines() if "libgomp" in line}
     except OSError:
-        return False
+        return set()
 
 
 def _choose_layer() -> str:
+    """Set numba's threading layer (see above); returns it, as bench records it."""
     if "NUMBA_THREADING_LAYER" in os.environ:
         return os.environ["NUMBA_THREADING_LAYER"]
-    if sys.platform.startswith("linux") and ("GOMP_SPINCOUNT" in os.environ or not _gomp_loaded()):
-        os.environ.setdefault("GOMP_SPINCOUNT", str(GOMP_SPIN))
-        # "default" takes the first layer of the priority list that loads: omp where libgomp is, else workqueue
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-        numba.config.THREADING_LAYER = "default"
-        return "omp, else workqueue"
+    if sys.platform.startswith("linux"):
+        user = os.environ.get("GOMP_SPINCOUNT")
+        before = _libgomps()
+        os.environ["GOMP_SPINCOUNT"] = user or str(GOMP_SPIN)
+        loaded = fresh = False
+        try:
+            from numba.np.ufunc import omppool  # noqa: F401  (loads numba's libgomp now: it reads the spin once)
+            loaded, fresh = True, bool(_libgomps() - before)
+        except ImportError:  # no libgomp on this machine
+            pass
+        finally:
+            if user is None:
+                del os.environ["GOMP_SPINCOUNT"]
+        if fresh or (user is not None and loaded):
+            numba.config.THREADING_LAYER = "omp"
+            return f"omp (GOMP_SPINCOUNT={user or GOMP_SPIN})"
     numba.config.THREADING_LAYER = "workqueue"
     return "workqueue"
 
@@ -82,7 +96,8 @@ def serial(kernel):
     """``kernel`` (a ``parallel=True`` numba function) compiled without a parallel region: the same loops
     (``prange`` runs as ``range``), the same arithmetic in the same order, so the same bits.
 
-    Why: entering a parallel region costs ~0.14 ms here even on one thread, more than the whole work of a
+    Why: entering a parallel region cost ~0.14 ms on machine T even on one thread (workqueue layer; OpenMP with
+    its threads asleep pays a like wake-up), more than the whole work of a
     kernel at small T (a T = 5 step of 4 models launched four of them: 0.65 ms, 0.20 with serial twins)."""
     twin = _SERIAL.get(kernel)
     if twin is None:
