@@ -53,7 +53,7 @@ def dense_m{M}(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, loss
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + ({skew} - L) % 1024
         buf = np.zeros({rows} * Lp, np.float32)
         bc = buf[0:L]

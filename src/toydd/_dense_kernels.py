@@ -32,7 +32,7 @@ def dense_m1(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (192 - L) % 1024
         buf = np.zeros(5 * Lp, np.float32)
         bc = buf[0:L]
@@ -97,7 +97,7 @@ def dense_m2(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (144 - L) % 1024
         buf = np.zeros(7 * Lp, np.float32)
         bc = buf[0:L]
@@ -175,7 +175,7 @@ def dense_m3(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (112 - L) % 1024
         buf = np.zeros(9 * Lp, np.float32)
         bc = buf[0:L]
@@ -266,7 +266,7 @@ def dense_m4(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (80 - L) % 1024
         buf = np.zeros(11 * Lp, np.float32)
         bc = buf[0:L]
@@ -370,7 +370,7 @@ def dense_m5(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (64 - L) % 1024
         buf = np.zeros(13 * Lp, np.float32)
         bc = buf[0:L]
@@ -487,7 +487,7 @@ def dense_m6(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (64 - L) % 1024
         buf = np.zeros(15 * Lp, np.float32)
         bc = buf[0:L]
@@ -617,7 +617,7 @@ def dense_m7(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (48 - L) % 1024
         buf = np.zeros(17 * Lp, np.float32)
         bc = buf[0:L]
@@ -760,7 +760,7 @@ def dense_m8(U, b, imp, H, active, n_active, nblk, two_c, dU, db, dHpart, losspa
         # The loop's float32 rows in one buffer, Lp apart, their starts skewed modulo 4 KiB: allocated one by one,
         # two rows could start at the same offset modulo 4 KiB, where a store to one and a load from the other
         # alias and stall (m = 2, T = 10^5: 4 of 10 processes ran the dense step at 109-137 ms instead of 96-99,
-        # by where their arrays landed; 0 of 16 with this layout; BENCHMARKS.md).
+        # by where their arrays landed; 0 of 28 with this layout; BENCHMARKS.md).
         Lp = L + (48 - L) % 1024
         buf = np.zeros(19 * Lp, np.float32)
         bc = buf[0:L]

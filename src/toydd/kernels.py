@@ -268,7 +268,7 @@ def row_skew(rows):
     """Floats per row, modulo 1,024 (4 KiB), for ``rows`` float32 rows of a kernel's scratch kept in one buffer:
     their starts spread evenly over 4 KiB in 64-byte steps. Rows allocated one by one can start at the same offset
     modulo 4 KiB, where a store to one row and a load from another alias and stall: at m = 2, T = 10^5, 4 of 10
-    processes ran the dense step at 109-137 ms instead of 96-99 (by where their arrays landed), 0 of 16 with the
+    processes ran the dense step at 109-137 ms instead of 96-99 (by where their arrays landed), 0 of 28 with the
     rows skewed (BENCHMARKS.md). tools/gen_kernels.py writes the same numbers into the unrolled kernels."""
     return (4096 // rows) // 64 * 64 // 4
 

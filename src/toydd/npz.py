@@ -14,8 +14,7 @@ from .errors import ToyddError, one_line, os_reason
 
 def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, or one ToyddError line naming the file (``what``: "data file",
-    "MNIST file", "states file", ...) and saying what it holds instead. The one reader of every ``.npz``
-    a user hands toydd (data, parameters, MNIST digits, benchmark states), so each says the same things.
+    "MNIST file", "states file", ...) and saying what it holds instead.
 
     The first bytes decide, not numpy's fallbacks: ``np.load`` reads a ``.npy`` as one array (no ``.files``)
     and tries anything that is neither zip nor npy as a pickle, so a text file would come back as "pickled

@@ -619,7 +619,7 @@ def _leaf_pairs_m2(Ht, s0, s1, lst, nout, ua32, ba32, ia32, two_c, g, pdH, ploss
         g[a, 1] += np.float64(rq) * sy
         g[a, 2] += np.float64(rq) * sb
         q += 1
-    inv = 1.0 / np.float64(two_c)  # lt summed g y = 2c I y^2 (one product fewer per pair than I y^2)
+    inv = 1.0 / np.float64(two_c)  # lt summed y'^2 = 2c I y^2 (the scaled numbers above); ploss is I y^2
     for s in range(L):
         ploss[s0 + s] += lt[s] * inv
         pdH[0, s0 + s] += e0[s]
